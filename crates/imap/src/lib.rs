@@ -1,0 +1,150 @@
+//! `tern-imap`: IMAP4rev2/IMAP4rev1 server sessions (RFC 9051, RFC 3501) as I/O-free state
+//! machines.
+//!
+//! The agent owns the socket: it writes [`Session::greeting`], passes every chunk it reads to
+//! [`Session::feed`], writes [`Output::bytes`] back and obeys [`Output::action`] (start TLS,
+//! close). Mailbox data comes through the [`Backend`] trait, which the agent implements over
+//! the store. Commands are parsed with imap-codec; literals are framed before parsing (see
+//! `framing.rs`) so that memory stays bounded and literal data is never read as a command.
+//!
+//! Deliberately absent: sockets, TLS, timers (the agent asks for [`Session::timeout_reply`] when
+//! its own timer fires), storage and SQL, logging of passwords or message bodies. Mailbox
+//! management (CREATE/DELETE/RENAME/SUBSCRIBE), APPEND, COPY/MOVE, IDLE, BODYSTRUCTURE and
+//! numbered MIME parts are answered with `NO [CANNOT]` for now.
+
+use std::future::Future;
+
+mod framing;
+mod message;
+mod mutf7;
+mod response;
+mod session;
+
+#[cfg(test)]
+mod tests;
+
+pub use framing::MAX_LINE;
+pub use session::Session;
+
+/// Session settings, built by the agent from its own configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Whether STARTTLS can be offered (the agent has a certificate).
+    pub tls_available: bool,
+    /// Refuse LOGIN/AUTHENTICATE on a plaintext connection (RFC 9051 §6.2.3 LOGINDISABLED).
+    pub login_requires_tls: bool,
+    /// The largest literal accepted from a client, in bytes.
+    pub max_literal: u32,
+    /// Failed authentication attempts before the session is closed with BYE.
+    pub max_failed_logins: u32,
+    /// The host name shown in the greeting.
+    pub greeting_host: String,
+}
+
+/// What [`Session::feed`] produced: bytes to send, then what to do with the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub bytes: Vec<u8>,
+    pub action: Action,
+}
+
+/// What the agent does after writing [`Output::bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Keep reading.
+    Continue,
+    /// Start the TLS handshake now, then call [`Session::tls_started`]. Any plaintext the
+    /// client pipelined after STARTTLS has already been discarded (RFC 9051 §6.2.1).
+    StartTls,
+    /// Close the connection.
+    Close,
+}
+
+/// A mailbox as the backend describes it. Names are UTF-8 and use "/" as the hierarchy
+/// delimiter; INBOX is spelled "INBOX".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxEntry {
+    pub name: String,
+    /// A RFC 6154 special-use attribute such as `"\\Sent"`.
+    pub special_use: Option<String>,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub messages: u32,
+    pub unseen: u32,
+    pub highest_modseq: u64,
+}
+
+/// One message's metadata. `flags` are IMAP spellings (`"\\Seen"`, keywords as atoms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    pub uid: u32,
+    pub flags: Vec<String>,
+    /// Size in bytes of the message as [`Backend::body`] returns it (RFC822.SIZE).
+    pub size: u64,
+    pub internal_date_ms: i64,
+    pub modseq: u64,
+}
+
+/// How [`Backend::store_flags`] changes flags (RFC 9051 §6.4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// A backend failure. `NotFound` is answered `NO [NONEXISTENT]`; `Temporary` is answered
+/// `NO [UNAVAILABLE]` without its text, which may hold internal details the agent should log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("not found")]
+    NotFound,
+    #[error("temporary failure: {0}")]
+    Temporary(String),
+}
+
+/// Mailbox access for one logged-in account. Mailboxes are named in UTF-8 with "/" as the
+/// hierarchy delimiter. Every returned future must be `Send`: agents run sessions on
+/// `tokio::spawn`.
+pub trait Backend: Send {
+    /// Checks credentials and, on success, binds the backend to that account. `Ok(false)` means
+    /// wrong credentials (`NO [AUTHENTICATIONFAILED]`).
+    fn login(
+        &mut self,
+        user: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+    fn list_mailboxes(
+        &mut self,
+    ) -> impl Future<Output = Result<Vec<MailboxEntry>, BackendError>> + Send;
+    fn mailbox(
+        &mut self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<MailboxEntry>, BackendError>> + Send;
+    /// All messages of a mailbox, ordered by UID.
+    fn messages(
+        &mut self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<MessageMeta>, BackendError>> + Send;
+    /// The full RFC 5322 message; `None` when it no longer exists.
+    fn body(
+        &mut self,
+        name: &str,
+        uid: u32,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, BackendError>> + Send;
+    /// Changes the flags of the given messages; returns the new metadata of those that exist.
+    fn store_flags(
+        &mut self,
+        name: &str,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+    ) -> impl Future<Output = Result<Vec<MessageMeta>, BackendError>> + Send;
+    /// Removes messages flagged `\Deleted` (only those among `uids` when given); returns the
+    /// UIDs removed.
+    fn expunge(
+        &mut self,
+        name: &str,
+        uids: Option<&[u32]>,
+    ) -> impl Future<Output = Result<Vec<u32>, BackendError>> + Send;
+}

@@ -1,0 +1,1624 @@
+//! The IMAP server session: connection state (RFC 9051 §3), command dispatch and the selected
+//! mailbox's view of message sequence numbers.
+//!
+//! The session never touches a socket: bytes come in through [`Session::feed`] and the replies
+//! and the next [`Action`] go out in an [`Output`]. It keeps its own snapshot of the selected
+//! mailbox (sequence number → UID) so that numbers only change when the client is told with an
+//! untagged EXPUNGE or EXISTS, never in the middle of FETCH, STORE or SEARCH (RFC 9051 §7.5.1).
+//! Not handled here: mailbox management, APPEND, COPY/MOVE, IDLE and BODYSTRUCTURE (answered
+//! `NO [CANNOT]`), and date-based SEARCH keys.
+
+use std::borrow::Cow;
+
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
+use imap_codec::imap_types::flag::{Flag, FlagPerm, StoreResponse, StoreType};
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::response::{Code, Data};
+use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use imap_codec::imap_types::status::StatusDataItemName;
+use imap_codec::{AuthenticateDataCodec, CommandCodec};
+
+use crate::framing::{Frame, Framer, Rejection};
+use crate::response::{self, bad, code_other, no, ok};
+use crate::{
+    Action, Backend, BackendError, Config, FlagOp, MailboxEntry, MessageMeta, Output, message,
+    mutf7,
+};
+
+/// The hierarchy delimiter we present (RFC 9051 §6.3.9).
+const DELIMITER: char = '/';
+
+/// Flags every mailbox supports (RFC 9051 §2.3.2).
+const SYSTEM_FLAGS: [&str; 5] = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
+
+/// Connection state (RFC 9051 §3).
+enum State {
+    NotAuthenticated,
+    Authenticated,
+    Selected(Selected),
+}
+
+/// The selected mailbox as this client sees it.
+struct Selected {
+    name: String,
+    read_only: bool,
+    /// Index + 1 is the message sequence number.
+    view: Vec<Entry>,
+}
+
+struct Entry {
+    meta: MessageMeta,
+    /// Expunged in the store but not yet announced to this client.
+    gone: bool,
+}
+
+impl Selected {
+    fn largest_uid(&self) -> u32 {
+        self.view.last().map_or(0, |e| e.meta.uid)
+    }
+
+    fn count(&self) -> u32 {
+        u32::try_from(self.view.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// One IMAP connection's server side.
+pub struct Session<B: Backend> {
+    config: Config,
+    backend: B,
+    tls_active: bool,
+    framer: Framer,
+    state: State,
+    failed_logins: u32,
+    /// Set while an AUTHENTICATE exchange waits for the client's response line.
+    auth_pending: Option<Tag<'static>>,
+    closed: bool,
+}
+
+impl<B: Backend> Session<B> {
+    pub fn new(config: Config, backend: B, tls_active: bool) -> Self {
+        let framer = Framer::new(config.max_literal);
+        Self {
+            config,
+            backend,
+            tls_active,
+            framer,
+            state: State::NotAuthenticated,
+            failed_logins: 0,
+            auth_pending: None,
+            closed: false,
+        }
+    }
+
+    /// The server greeting (RFC 9051 §7.1.1), advertising capabilities so clients can skip a
+    /// CAPABILITY round trip.
+    pub fn greeting(&self) -> Vec<u8> {
+        let text = if self.config.greeting_host.is_empty() {
+            "Tern IMAP ready".to_string()
+        } else {
+            format!("{} Tern IMAP ready", self.config.greeting_host)
+        };
+        let code = response::capabilities(&self.capability_atoms()).map(Code::Capability);
+        response::greeting(code, &text)
+    }
+
+    /// Call after the TLS handshake that followed [`Action::StartTls`] succeeded.
+    pub fn tls_started(&mut self) {
+        self.tls_active = true;
+        self.framer.reset();
+    }
+
+    pub fn timeout_reply(&self) -> Vec<u8> {
+        response::bye("idle timeout")
+    }
+
+    pub fn shutdown_reply(&self) -> Vec<u8> {
+        response::bye("server shutting down")
+    }
+
+    /// Feeds bytes from the client and handles every complete command in them.
+    pub async fn feed(&mut self, input: &[u8]) -> Output {
+        let mut out = Vec::new();
+        if self.closed {
+            return Output {
+                bytes: out,
+                action: Action::Close,
+            };
+        }
+        self.framer.push(input);
+        loop {
+            let action = if let Some(tag) = self.auth_pending.take() {
+                match self.framer.next_raw_line() {
+                    Some(line) => self.authenticate_response(&tag, &line, &mut out).await,
+                    None => {
+                        self.auth_pending = Some(tag);
+                        break;
+                    }
+                }
+            } else {
+                match self.framer.next() {
+                    None => break,
+                    Some(Frame::NeedContinuation(_)) => {
+                        // RFC 9051 §7.5: agree to receive the announced literal.
+                        out.extend_from_slice(b"+ Ready for literal data\r\n");
+                        Action::Continue
+                    }
+                    Some(Frame::Rejected { head, reason }) => {
+                        let tag = leading_tag(&head);
+                        out.extend(match reason {
+                            Rejection::LiteralTooBig => match &tag {
+                                Some(tag) => {
+                                    no(tag, Some(Code::TooBig), "Literal exceeds the size limit")
+                                }
+                                None => response::status(
+                                    None,
+                                    imap_codec::imap_types::response::StatusKind::Bad,
+                                    Some(Code::TooBig),
+                                    "Literal exceeds the size limit",
+                                ),
+                            },
+                            Rejection::LineTooLong => response::status(
+                                tag.as_ref(),
+                                imap_codec::imap_types::response::StatusKind::Bad,
+                                Some(Code::TooBig),
+                                "Command line too long",
+                            ),
+                        });
+                        Action::Continue
+                    }
+                    Some(Frame::Command(bytes)) => self.command(&bytes, &mut out).await,
+                }
+            };
+            match action {
+                Action::Continue => {}
+                Action::StartTls => {
+                    // RFC 9051 §6.2.1: anything pipelined after STARTTLS is discarded.
+                    self.framer.reset();
+                    return Output {
+                        bytes: out,
+                        action: Action::StartTls,
+                    };
+                }
+                Action::Close => {
+                    self.closed = true;
+                    self.framer.reset();
+                    return Output {
+                        bytes: out,
+                        action: Action::Close,
+                    };
+                }
+            }
+        }
+        Output {
+            bytes: out,
+            action: Action::Continue,
+        }
+    }
+
+    fn login_disabled(&self) -> bool {
+        self.config.login_requires_tls && !self.tls_active
+    }
+
+    fn capability_atoms(&self) -> Vec<&'static str> {
+        let mut caps = vec!["IMAP4rev2", "IMAP4rev1"];
+        if matches!(self.state, State::NotAuthenticated) {
+            if self.config.tls_available && !self.tls_active {
+                caps.push("STARTTLS");
+            }
+            // RFC 9051 §6.2.3 / §7.2.2: with LOGINDISABLED no plaintext mechanism is offered.
+            if self.login_disabled() {
+                caps.push("LOGINDISABLED");
+            } else {
+                caps.push("AUTH=PLAIN");
+            }
+        }
+        caps.extend(["SASL-IR", "LITERAL+", "ID", "ENABLE", "UNSELECT"]);
+        caps
+    }
+
+    async fn command(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Action {
+        match CommandCodec::default().decode(bytes) {
+            Ok((&[], command)) => self.dispatch(command, out).await,
+            _ => {
+                let tag = leading_tag(bytes);
+                out.extend(bad(tag.as_ref(), "Unknown command or invalid arguments"));
+                Action::Continue
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, command: Command<'_>, out: &mut Vec<u8>) -> Action {
+        let tag = command.tag;
+        let authenticated = !matches!(self.state, State::NotAuthenticated);
+        let selected = matches!(self.state, State::Selected(_));
+        match command.body {
+            CommandBody::Capability => {
+                if let Some(caps) = response::capabilities(&self.capability_atoms()) {
+                    out.extend(response::data(Data::Capability(caps)));
+                }
+                out.extend(ok(&tag, None, "CAPABILITY completed"));
+            }
+            CommandBody::Noop | CommandBody::Check => {
+                if selected && let Err(err) = self.refresh(true, true, out).await {
+                    out.extend(backend_error(&tag, &err));
+                    return Action::Continue;
+                }
+                out.extend(ok(&tag, None, "Completed"));
+            }
+            CommandBody::Logout => {
+                out.extend(response::bye("Logging out"));
+                out.extend(ok(&tag, None, "LOGOUT completed"));
+                return Action::Close;
+            }
+            CommandBody::StartTLS => {
+                if authenticated {
+                    out.extend(bad(Some(&tag), "Already authenticated"));
+                } else if self.tls_active {
+                    out.extend(bad(Some(&tag), "TLS is already active"));
+                } else if !self.config.tls_available {
+                    out.extend(no(&tag, None, "TLS is not available"));
+                } else {
+                    out.extend(ok(&tag, None, "Begin TLS negotiation now"));
+                    return Action::StartTls;
+                }
+            }
+            CommandBody::Login { username, password } => {
+                let user = username.as_ref().to_vec();
+                let pass = password.declassify().as_ref().to_vec();
+                return self.login(&tag, &user, &pass, out).await;
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
+                if authenticated {
+                    out.extend(bad(Some(&tag), "Already authenticated"));
+                } else if mechanism != AuthMechanism::Plain {
+                    out.extend(no(&tag, None, "Unsupported authentication mechanism"));
+                } else if self.login_disabled() {
+                    out.extend(no(
+                        &tag,
+                        Some(code_other("PRIVACYREQUIRED")),
+                        "Use STARTTLS first",
+                    ));
+                } else {
+                    match initial_response {
+                        Some(data) => {
+                            let data = data.declassify().to_vec();
+                            return self.authenticate_plain(&tag, &data, out).await;
+                        }
+                        None => {
+                            // RFC 9051 §6.2.2: an empty challenge for PLAIN.
+                            out.extend_from_slice(b"+ \r\n");
+                            self.auth_pending = Some(tag.into_static());
+                        }
+                    }
+                }
+            }
+            CommandBody::Enable { .. } if authenticated => {
+                // RFC 5161 §3.1: nothing we know of is enabled; the client stays in the
+                // IMAP4rev1 mode it started in (RFC 9051 Appendix E).
+                out.extend(response::data(Data::Enabled {
+                    capabilities: Vec::new(),
+                }));
+                out.extend(ok(&tag, None, "ENABLE completed"));
+            }
+            CommandBody::Id { .. } => {
+                out.extend_from_slice(b"* ID (\"name\" \"Tern\")\r\n");
+                out.extend(ok(&tag, None, "ID completed"));
+            }
+            CommandBody::Select { mailbox, .. } if authenticated => {
+                self.select(&tag, &mailbox, false, out).await;
+            }
+            CommandBody::Examine { mailbox, .. } if authenticated => {
+                self.select(&tag, &mailbox, true, out).await;
+            }
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } if authenticated => {
+                self.list(&tag, &reference, &mailbox_wildcard, "LIST", out)
+                    .await;
+            }
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } if authenticated => {
+                // All mailboxes count as subscribed until subscriptions are stored.
+                self.list(&tag, &reference, &mailbox_wildcard, "LSUB", out)
+                    .await;
+            }
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } if authenticated => {
+                self.status(&tag, &mailbox, &item_names, out).await;
+            }
+            CommandBody::Unselect if selected => {
+                self.state = State::Authenticated;
+                out.extend(ok(&tag, None, "UNSELECT completed"));
+            }
+            CommandBody::Close if selected => {
+                if let State::Selected(sel) = &self.state
+                    && !sel.read_only
+                {
+                    // RFC 9051 §6.4.1: CLOSE expunges silently.
+                    let name = sel.name.clone();
+                    if let Err(err) = self.backend.expunge(&name, None).await {
+                        out.extend(backend_error(&tag, &err));
+                        return Action::Continue;
+                    }
+                }
+                self.state = State::Authenticated;
+                out.extend(ok(&tag, None, "CLOSE completed"));
+            }
+            CommandBody::Expunge if selected => self.expunge(&tag, None, out).await,
+            CommandBody::ExpungeUid { sequence_set } if selected => {
+                self.expunge(&tag, Some(&sequence_set), out).await;
+            }
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } if selected => {
+                if let Some(charset) = charset {
+                    let name = charset.as_ref();
+                    if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII")
+                    {
+                        out.extend(no(
+                            &tag,
+                            Some(Code::badcharset(Vec::new())),
+                            "Only UTF-8 and US-ASCII are supported",
+                        ));
+                        return Action::Continue;
+                    }
+                }
+                self.search(&tag, criteria.as_ref(), uid, out).await;
+            }
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                ..
+            } if selected => {
+                self.fetch(&tag, &sequence_set, &macro_or_item_names, uid, out)
+                    .await;
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                ..
+            } if selected => {
+                let op = match kind {
+                    StoreType::Add => FlagOp::Add,
+                    StoreType::Remove => FlagOp::Remove,
+                    StoreType::Replace => FlagOp::Replace,
+                };
+                let silent = response == StoreResponse::Silent;
+                self.store(&tag, &sequence_set, op, &flags, silent, uid, out)
+                    .await;
+            }
+            body @ (CommandBody::Enable { .. }
+            | CommandBody::Select { .. }
+            | CommandBody::Examine { .. }
+            | CommandBody::List { .. }
+            | CommandBody::Lsub { .. }
+            | CommandBody::Status { .. }) => {
+                out.extend(bad(
+                    Some(&tag),
+                    &format!("{} requires authentication", body.name()),
+                ));
+            }
+            body @ (CommandBody::Unselect
+            | CommandBody::Close
+            | CommandBody::Expunge
+            | CommandBody::ExpungeUid { .. }
+            | CommandBody::Search { .. }
+            | CommandBody::Fetch { .. }
+            | CommandBody::Store { .. }) => {
+                out.extend(bad(
+                    Some(&tag),
+                    &format!("{} requires a selected mailbox", body.name()),
+                ));
+            }
+            other => {
+                out.extend(no(
+                    &tag,
+                    Some(code_other("CANNOT")),
+                    &format!("{} is not implemented", other.name()),
+                ));
+            }
+        }
+        Action::Continue
+    }
+
+    async fn login(
+        &mut self,
+        tag: &Tag<'_>,
+        user: &[u8],
+        pass: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if !matches!(self.state, State::NotAuthenticated) {
+            out.extend(bad(Some(tag), "Already authenticated"));
+            return Action::Continue;
+        }
+        if self.login_disabled() {
+            // RFC 9051 §6.2.3: LOGIN is refused while LOGINDISABLED is advertised.
+            out.extend(no(
+                tag,
+                Some(code_other("PRIVACYREQUIRED")),
+                "Use STARTTLS first",
+            ));
+            return Action::Continue;
+        }
+        let (Ok(user), Ok(pass)) = (std::str::from_utf8(user), std::str::from_utf8(pass)) else {
+            return self.auth_failed(tag, out);
+        };
+        match self.backend.login(user, pass).await {
+            Ok(true) => {
+                self.state = State::Authenticated;
+                let code = response::capabilities(&self.capability_atoms()).map(Code::Capability);
+                out.extend(ok(tag, code, "Logged in"));
+                Action::Continue
+            }
+            Ok(false) => self.auth_failed(tag, out),
+            Err(err) => {
+                out.extend(backend_error(tag, &err));
+                Action::Continue
+            }
+        }
+    }
+
+    fn auth_failed(&mut self, tag: &Tag<'_>, out: &mut Vec<u8>) -> Action {
+        self.failed_logins = self.failed_logins.saturating_add(1);
+        out.extend(no(
+            tag,
+            Some(code_other("AUTHENTICATIONFAILED")),
+            "Invalid credentials",
+        ));
+        if self.failed_logins >= self.config.max_failed_logins {
+            out.extend(response::bye("Too many failed authentication attempts"));
+            return Action::Close;
+        }
+        Action::Continue
+    }
+
+    /// The client's line after our "+" in AUTHENTICATE (RFC 9051 §6.2.2).
+    async fn authenticate_response(
+        &mut self,
+        tag: &Tag<'static>,
+        line: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Action {
+        match AuthenticateDataCodec::default().decode(line) {
+            Ok((&[], AuthenticateData::Continue(data))) => {
+                let data = data.declassify().to_vec();
+                self.authenticate_plain(tag, &data, out).await
+            }
+            Ok((&[], AuthenticateData::Cancel)) => {
+                out.extend(bad(Some(tag), "Authentication cancelled"));
+                Action::Continue
+            }
+            _ => {
+                out.extend(bad(Some(tag), "Invalid authentication response"));
+                Action::Continue
+            }
+        }
+    }
+
+    /// SASL PLAIN (RFC 4616): `authzid NUL authcid NUL passwd`, already base64-decoded.
+    async fn authenticate_plain(
+        &mut self,
+        tag: &Tag<'_>,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let parts: Vec<&[u8]> = data.split(|&b| b == 0).collect();
+        let [authzid, authcid, passwd] = parts.as_slice() else {
+            out.extend(bad(Some(tag), "Malformed PLAIN response"));
+            return Action::Continue;
+        };
+        if !authzid.is_empty() && authzid != authcid {
+            // Acting as another user is not supported (RFC 4616 §2).
+            out.extend(no(
+                tag,
+                Some(code_other("AUTHORIZATIONFAILED")),
+                "Authorization identity must be empty or match",
+            ));
+            return Action::Continue;
+        }
+        let (authcid, passwd) = (authcid.to_vec(), passwd.to_vec());
+        self.login(tag, &authcid, &passwd, out).await
+    }
+
+    async fn select(
+        &mut self,
+        tag: &Tag<'_>,
+        mailbox: &Mailbox<'_>,
+        read_only: bool,
+        out: &mut Vec<u8>,
+    ) {
+        // RFC 9051 §6.3.2: selecting deselects first, even when the new SELECT fails.
+        if matches!(self.state, State::Selected(_)) {
+            self.state = State::Authenticated;
+            out.extend(response::untagged_ok(
+                Some(code_other("CLOSED")),
+                "Previous mailbox closed",
+            ));
+        }
+        let Some(name) = mailbox_name(mailbox) else {
+            out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
+            return;
+        };
+        let entry = match self.backend.mailbox(&name).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) | Err(BackendError::NotFound) => {
+                out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
+                return;
+            }
+            Err(err) => {
+                out.extend(backend_error(tag, &err));
+                return;
+            }
+        };
+        let mut messages = match self.backend.messages(&entry.name).await {
+            Ok(messages) => messages,
+            Err(err) => {
+                out.extend(backend_error(tag, &err));
+                return;
+            }
+        };
+        messages.sort_by_key(|m| m.uid);
+
+        let mut flags: Vec<String> = SYSTEM_FLAGS.iter().map(|f| f.to_string()).collect();
+        for meta in &messages {
+            for flag in &meta.flags {
+                if !flag.starts_with('\\') && !flags.contains(flag) {
+                    flags.push(flag.clone());
+                }
+            }
+        }
+        let parsed: Vec<Flag<'_>> = flags
+            .iter()
+            .filter_map(|f| Flag::try_from(f.as_str()).ok())
+            .collect();
+        out.extend(response::data(Data::Flags(parsed.clone())));
+        out.extend(response::data(Data::Exists(
+            u32::try_from(messages.len()).unwrap_or(u32::MAX),
+        )));
+        // RFC 3501 §7.3.2: IMAP4rev1 clients expect RECENT; we never set \Recent.
+        out.extend(response::data(Data::Recent(0)));
+        if let Some(first_unseen) = messages
+            .iter()
+            .position(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
+            && let Ok(code) = Code::unseen(u32::try_from(first_unseen + 1).unwrap_or(u32::MAX))
+        {
+            out.extend(response::untagged_ok(Some(code), "First unseen"));
+        }
+        let permanent: Vec<FlagPerm<'_>> = if read_only {
+            Vec::new()
+        } else {
+            parsed
+                .into_iter()
+                .map(FlagPerm::Flag)
+                .chain(std::iter::once(FlagPerm::Asterisk))
+                .collect()
+        };
+        out.extend(response::untagged_ok(
+            Some(Code::PermanentFlags(permanent)),
+            "Limited",
+        ));
+        if let Ok(code) = Code::uidvalidity(entry.uid_validity) {
+            out.extend(response::untagged_ok(Some(code), "UIDs valid"));
+        }
+        let uid_next = entry
+            .uid_next
+            .max(messages.last().map_or(1, |m| m.uid.saturating_add(1)));
+        if let Ok(code) = Code::uidnext(uid_next) {
+            out.extend(response::untagged_ok(Some(code), "Predicted next UID"));
+        }
+        self.state = State::Selected(Selected {
+            name: entry.name,
+            read_only,
+            view: messages
+                .into_iter()
+                .map(|meta| Entry { meta, gone: false })
+                .collect(),
+        });
+        let (code, verb) = if read_only {
+            (Code::ReadOnly, "EXAMINE completed")
+        } else {
+            (Code::ReadWrite, "SELECT completed")
+        };
+        out.extend(ok(tag, Some(code), verb));
+    }
+
+    async fn list(
+        &mut self,
+        tag: &Tag<'_>,
+        reference: &Mailbox<'_>,
+        pattern: &ListMailbox<'_>,
+        verb: &str,
+        out: &mut Vec<u8>,
+    ) {
+        let reference = match reference {
+            Mailbox::Inbox => "INBOX".to_string(),
+            Mailbox::Other(other) => decode_name(other.as_ref()).unwrap_or_default(),
+        };
+        let pattern_raw: &[u8] = match pattern {
+            ListMailbox::Token(token) => token.as_ref(),
+            ListMailbox::String(string) => string.as_ref(),
+        };
+        let pattern = decode_name(pattern_raw).unwrap_or_default();
+        if pattern.is_empty() {
+            // RFC 9051 §6.3.9: an empty pattern asks for the delimiter and root.
+            out.extend(format!("* {verb} (\\Noselect) \"{DELIMITER}\" \"\"\r\n").into_bytes());
+            out.extend(ok(tag, None, &format!("{verb} completed")));
+            return;
+        }
+        let full = normalize_inbox(&format!("{reference}{pattern}"));
+        let entries = match self.backend.list_mailboxes().await {
+            Ok(entries) => entries,
+            Err(err) => {
+                out.extend(backend_error(tag, &err));
+                return;
+            }
+        };
+        for (name, attributes) in hierarchy(&entries) {
+            if wildcard_match(&full, &name) {
+                let mut line =
+                    format!("* {verb} ({}) \"{DELIMITER}\" ", attributes.join(" ")).into_bytes();
+                line.extend(response::string(mutf7::encode(&name).as_bytes()));
+                line.extend_from_slice(b"\r\n");
+                out.extend(line);
+            }
+        }
+        out.extend(ok(tag, None, &format!("{verb} completed")));
+    }
+
+    async fn status(
+        &mut self,
+        tag: &Tag<'_>,
+        mailbox: &Mailbox<'_>,
+        items: &[StatusDataItemName],
+        out: &mut Vec<u8>,
+    ) {
+        let Some(name) = mailbox_name(mailbox) else {
+            out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
+            return;
+        };
+        let entry = match self.backend.mailbox(&name).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) | Err(BackendError::NotFound) => {
+                out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
+                return;
+            }
+            Err(err) => {
+                out.extend(backend_error(tag, &err));
+                return;
+            }
+        };
+        let mut messages: Option<Vec<MessageMeta>> = None;
+        let mut parts: Vec<String> = Vec::new();
+        for item in items {
+            match item {
+                StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", entry.messages)),
+                StatusDataItemName::Recent => parts.push("RECENT 0".to_string()),
+                StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", entry.uid_next)),
+                StatusDataItemName::UidValidity => {
+                    parts.push(format!("UIDVALIDITY {}", entry.uid_validity));
+                }
+                StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", entry.unseen)),
+                StatusDataItemName::Deleted => {
+                    if messages.is_none() {
+                        match self.backend.messages(&entry.name).await {
+                            Ok(list) => messages = Some(list),
+                            Err(err) => {
+                                out.extend(backend_error(tag, &err));
+                                return;
+                            }
+                        }
+                    }
+                    let deleted = messages
+                        .iter()
+                        .flatten()
+                        .filter(|m| has_flag(m, "\\Deleted"))
+                        .count();
+                    parts.push(format!("DELETED {deleted}"));
+                }
+                other => {
+                    out.extend(no(
+                        tag,
+                        Some(code_other("CANNOT")),
+                        &format!("STATUS item {other:?} is not supported"),
+                    ));
+                    return;
+                }
+            }
+        }
+        let mut line = b"* STATUS ".to_vec();
+        line.extend(response::string(mutf7::encode(&entry.name).as_bytes()));
+        line.extend(format!(" ({})\r\n", parts.join(" ")).into_bytes());
+        out.extend(line);
+        out.extend(ok(tag, None, "STATUS completed"));
+    }
+
+    /// Brings the selected view up to date with the store. Expunges are only announced when
+    /// `expunge_ok` (never during FETCH, STORE or SEARCH: RFC 9051 §7.5.1), highest sequence
+    /// number first so every EXPUNGE names a number that is still valid when it is read.
+    async fn refresh(
+        &mut self,
+        expunge_ok: bool,
+        report_flags: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BackendError> {
+        let State::Selected(sel) = &mut self.state else {
+            return Ok(());
+        };
+        let mut fresh = self.backend.messages(&sel.name).await?;
+        fresh.sort_by_key(|m| m.uid);
+        let mut changed = vec![false; sel.view.len()];
+        for (i, entry) in sel.view.iter_mut().enumerate() {
+            match fresh.binary_search_by_key(&entry.meta.uid, |m| m.uid) {
+                Ok(pos) => {
+                    if !same_flags(&fresh[pos].flags, &entry.meta.flags) {
+                        changed[i] = true;
+                    }
+                    entry.meta = fresh[pos].clone();
+                }
+                Err(_) => entry.gone = true,
+            }
+        }
+        if expunge_ok {
+            for i in (0..sel.view.len()).rev() {
+                if sel.view[i].gone {
+                    out.extend(format!("* {} EXPUNGE\r\n", i + 1).into_bytes());
+                    sel.view.remove(i);
+                    changed.remove(i);
+                }
+            }
+        }
+        if report_flags {
+            for (i, entry) in sel.view.iter().enumerate() {
+                if changed[i] && !entry.gone {
+                    out.extend(
+                        format!(
+                            "* {} FETCH (UID {} FLAGS ({}))\r\n",
+                            i + 1,
+                            entry.meta.uid,
+                            entry.meta.flags.join(" ")
+                        )
+                        .into_bytes(),
+                    );
+                }
+            }
+        }
+        let last = sel.largest_uid();
+        let before = sel.view.len();
+        sel.view.extend(
+            fresh
+                .into_iter()
+                .filter(|m| m.uid > last)
+                .map(|meta| Entry { meta, gone: false }),
+        );
+        if sel.view.len() != before {
+            out.extend(response::data(Data::Exists(sel.count())));
+        }
+        Ok(())
+    }
+
+    async fn expunge(&mut self, tag: &Tag<'_>, uids: Option<&SequenceSet>, out: &mut Vec<u8>) {
+        let State::Selected(sel) = &self.state else {
+            return;
+        };
+        if sel.read_only {
+            out.extend(no(tag, None, "Mailbox is read-only"));
+            return;
+        }
+        let name = sel.name.clone();
+        let chosen: Option<Vec<u32>> = uids.map(|set| {
+            let largest = sel.largest_uid();
+            sel.view
+                .iter()
+                .filter(|e| in_set(set, e.meta.uid, largest))
+                .map(|e| e.meta.uid)
+                .collect()
+        });
+        if let Err(err) = self.backend.expunge(&name, chosen.as_deref()).await {
+            out.extend(backend_error(tag, &err));
+            return;
+        }
+        match self.refresh(true, false, out).await {
+            Ok(()) => out.extend(ok(tag, None, "EXPUNGE completed")),
+            Err(err) => out.extend(backend_error(tag, &err)),
+        }
+    }
+
+    async fn search(
+        &mut self,
+        tag: &Tag<'_>,
+        criteria: &[SearchKey<'_>],
+        uid: bool,
+        out: &mut Vec<u8>,
+    ) {
+        for key in criteria {
+            if let Err(what) = supported_key(key) {
+                out.extend(no(
+                    tag,
+                    Some(code_other("CANNOT")),
+                    &format!("SEARCH {what} is not supported yet"),
+                ));
+                return;
+            }
+        }
+        if let Err(err) = self.refresh(false, false, out).await {
+            out.extend(backend_error(tag, &err));
+            return;
+        }
+        let State::Selected(sel) = &self.state else {
+            return;
+        };
+        let needs_body = criteria.iter().any(key_needs_body);
+        let ctx = SearchContext {
+            largest_seq: sel.count(),
+            largest_uid: sel.largest_uid(),
+        };
+        let candidates: Vec<(u32, MessageMeta)> = sel
+            .view
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.gone)
+            .map(|(i, e)| (u32::try_from(i + 1).unwrap_or(u32::MAX), e.meta.clone()))
+            .collect();
+        let name = sel.name.clone();
+        let mut hits = Vec::new();
+        for (seq, meta) in candidates {
+            let body = if needs_body {
+                match self.backend.body(&name, meta.uid).await {
+                    Ok(Some(body)) => Some(body),
+                    Ok(None) => continue,
+                    Err(err) => {
+                        out.extend(backend_error(tag, &err));
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            let msg = SearchMessage {
+                seq,
+                meta: &meta,
+                body: body.as_deref(),
+            };
+            if criteria.iter().all(|key| ctx.matches(key, &msg)) {
+                hits.push(if uid { meta.uid } else { seq });
+            }
+        }
+        let mut line = b"* SEARCH".to_vec();
+        for hit in hits {
+            line.extend(format!(" {hit}").into_bytes());
+        }
+        line.extend_from_slice(b"\r\n");
+        out.extend(line);
+        out.extend(ok(tag, None, "SEARCH completed"));
+    }
+
+    async fn fetch(
+        &mut self,
+        tag: &Tag<'_>,
+        set: &SequenceSet,
+        names: &MacroOrMessageDataItemNames<'_>,
+        uid: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let expanded;
+        let names: &[MessageDataItemName<'_>] = match names {
+            MacroOrMessageDataItemNames::Macro(m) => {
+                expanded = m.expand();
+                &expanded
+            }
+            MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
+        };
+        let mut items = Vec::new();
+        if uid {
+            // RFC 9051 §6.4.9: UID FETCH always returns the UID.
+            items.push(Item::Uid);
+        }
+        for name in names {
+            match fetch_item(name) {
+                Ok(Item::Uid) if uid => {}
+                Ok(item) => items.push(item),
+                Err(what) => {
+                    out.extend(no(
+                        tag,
+                        Some(code_other("CANNOT")),
+                        &format!("FETCH {what} is not supported yet"),
+                    ));
+                    return;
+                }
+            }
+        }
+        if let Err(err) = self.refresh(false, false, out).await {
+            out.extend(backend_error(tag, &err));
+            return;
+        }
+        let State::Selected(sel) = &mut self.state else {
+            return;
+        };
+        let targets = match resolve(sel, set, uid) {
+            Ok(targets) => targets,
+            Err(()) => {
+                out.extend(bad(Some(tag), "Invalid message sequence number"));
+                return;
+            }
+        };
+
+        // RFC 9051 §6.4.5: BODY[...] without .PEEK sets \Seen, and the changed FLAGS are
+        // returned even when not asked for.
+        let sets_seen = !sel.read_only
+            && items
+                .iter()
+                .any(|i| matches!(i, Item::Body { peek: false, .. }));
+        let mut seen_changed: Vec<u32> = Vec::new();
+        if sets_seen {
+            let unseen: Vec<u32> = targets
+                .iter()
+                .map(|&i| &sel.view[i])
+                .filter(|e| !e.gone && !has_flag(&e.meta, "\\Seen"))
+                .map(|e| e.meta.uid)
+                .collect();
+            if !unseen.is_empty() {
+                let flags = ["\\Seen".to_string()];
+                match self
+                    .backend
+                    .store_flags(&sel.name, &unseen, FlagOp::Add, &flags)
+                    .await
+                {
+                    Ok(updated) => {
+                        for meta in updated {
+                            if let Some(entry) =
+                                sel.view.iter_mut().find(|e| e.meta.uid == meta.uid)
+                            {
+                                entry.meta = meta;
+                            }
+                        }
+                        seen_changed = unseen;
+                    }
+                    Err(err) => {
+                        out.extend(backend_error(tag, &err));
+                        return;
+                    }
+                }
+            }
+        }
+
+        let needs_body = items
+            .iter()
+            .any(|i| matches!(i, Item::Body { .. } | Item::Envelope));
+        let mut vanished = false;
+        for index in targets {
+            let entry = &sel.view[index];
+            if entry.gone {
+                vanished = true;
+                continue;
+            }
+            let body = if needs_body {
+                match self.backend.body(&sel.name, entry.meta.uid).await {
+                    Ok(Some(body)) => Some(body),
+                    Ok(None) => {
+                        vanished = true;
+                        continue;
+                    }
+                    Err(err) => {
+                        out.extend(backend_error(tag, &err));
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            let add_flags = seen_changed.contains(&entry.meta.uid)
+                && !items.iter().any(|i| matches!(i, Item::Flags));
+            out.extend(render_fetch(
+                index + 1,
+                &entry.meta,
+                &items,
+                body.as_deref(),
+                add_flags,
+            ));
+        }
+        if vanished {
+            // RFC 9051 §7.1: tell the client why some messages were left out.
+            out.extend(ok(
+                tag,
+                Some(code_other("EXPUNGEISSUED")),
+                "Some messages were expunged",
+            ));
+        } else {
+            out.extend(ok(tag, None, "FETCH completed"));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &mut self,
+        tag: &Tag<'_>,
+        set: &SequenceSet,
+        op: FlagOp,
+        flags: &[Flag<'_>],
+        silent: bool,
+        uid: bool,
+        out: &mut Vec<u8>,
+    ) {
+        if let Err(err) = self.refresh(false, false, out).await {
+            out.extend(backend_error(tag, &err));
+            return;
+        }
+        let State::Selected(sel) = &mut self.state else {
+            return;
+        };
+        if sel.read_only {
+            out.extend(no(tag, None, "Mailbox is read-only"));
+            return;
+        }
+        let targets = match resolve(sel, set, uid) {
+            Ok(targets) => targets,
+            Err(()) => {
+                out.extend(bad(Some(tag), "Invalid message sequence number"));
+                return;
+            }
+        };
+        let uids: Vec<u32> = targets
+            .iter()
+            .map(|&i| &sel.view[i])
+            .filter(|e| !e.gone)
+            .map(|e| e.meta.uid)
+            .collect();
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        let updated = match self.backend.store_flags(&sel.name, &uids, op, &flags).await {
+            Ok(updated) => updated,
+            Err(err) => {
+                out.extend(backend_error(tag, &err));
+                return;
+            }
+        };
+        for meta in updated {
+            if let Some(index) = sel.view.iter().position(|e| e.meta.uid == meta.uid) {
+                sel.view[index].meta = meta;
+                if !silent {
+                    let entry = &sel.view[index].meta;
+                    let uid_part = if uid {
+                        format!("UID {} ", entry.uid)
+                    } else {
+                        String::new()
+                    };
+                    out.extend(
+                        format!(
+                            "* {} FETCH ({uid_part}FLAGS ({}))\r\n",
+                            index + 1,
+                            entry.flags.join(" ")
+                        )
+                        .into_bytes(),
+                    );
+                }
+            }
+        }
+        let gone = targets.iter().any(|&i| sel.view[i].gone);
+        if gone {
+            out.extend(ok(
+                tag,
+                Some(code_other("EXPUNGEISSUED")),
+                "Some messages were expunged",
+            ));
+        } else {
+            out.extend(ok(tag, None, "STORE completed"));
+        }
+    }
+}
+
+/// Maps a backend failure to a tagged NO without revealing internal details.
+fn backend_error(tag: &Tag<'_>, err: &BackendError) -> Vec<u8> {
+    match err {
+        BackendError::NotFound => no(
+            tag,
+            Some(code_other("NONEXISTENT")),
+            "No such mailbox or message",
+        ),
+        BackendError::Temporary(_) => no(
+            tag,
+            Some(code_other("UNAVAILABLE")),
+            "Temporary failure, try again later",
+        ),
+    }
+}
+
+/// Reads the tag of a command we could not parse, so the BAD can be tagged (RFC 9051 §7.1.3).
+fn leading_tag(bytes: &[u8]) -> Option<Tag<'static>> {
+    let end = bytes
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')?;
+    Tag::try_from(&bytes[..end])
+        .ok()
+        .map(IntoStatic::into_static)
+}
+
+/// A client's mailbox name as the backend's UTF-8 name: modified UTF-7 (RFC 3501 §5.1.3) is
+/// decoded; bytes that are not valid modified UTF-7 but valid UTF-8 are taken as they are,
+/// because some clients send raw UTF-8 without enabling it.
+fn decode_name(raw: &[u8]) -> Option<String> {
+    mutf7::decode(raw).or_else(|| String::from_utf8(raw.to_vec()).ok())
+}
+
+fn mailbox_name(mailbox: &Mailbox<'_>) -> Option<String> {
+    match mailbox {
+        Mailbox::Inbox => Some("INBOX".to_string()),
+        Mailbox::Other(other) => decode_name(other.as_ref()).map(|name| normalize_inbox(&name)),
+    }
+}
+
+/// RFC 9051 §5.1: "INBOX" is case-insensitive, also as the first level of a hierarchy.
+fn normalize_inbox(name: &str) -> String {
+    match name.get(..5) {
+        Some(head)
+            if head.eq_ignore_ascii_case("INBOX")
+                && matches!(name[5..].chars().next(), None | Some(DELIMITER)) =>
+        {
+            format!("INBOX{}", &name[5..])
+        }
+        _ => name.to_string(),
+    }
+}
+
+/// Every mailbox plus the parents implied by its name, sorted, with LIST attributes
+/// (RFC 9051 §7.3.1, RFC 6154 special-use).
+fn hierarchy(entries: &[MailboxEntry]) -> Vec<(String, Vec<String>)> {
+    let mut names: Vec<(String, Option<&MailboxEntry>)> = Vec::new();
+    for entry in entries {
+        names.push((normalize_inbox(&entry.name), Some(entry)));
+    }
+    for entry in entries {
+        let name = normalize_inbox(&entry.name);
+        let mut prefix = String::new();
+        let parts: Vec<&str> = name.split(DELIMITER).collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            if !prefix.is_empty() {
+                prefix.push(DELIMITER);
+            }
+            prefix.push_str(part);
+            if !names.iter().any(|(n, _)| n == &prefix) {
+                names.push((prefix.clone(), None));
+            }
+        }
+    }
+    // INBOX first, then the rest in name order.
+    names.sort_by(|a, b| (a.0 != "INBOX", &a.0).cmp(&(b.0 != "INBOX", &b.0)));
+    names.dedup_by(|a, b| a.0 == b.0);
+    let all: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+    names
+        .into_iter()
+        .map(|(name, entry)| {
+            let child_prefix = format!("{name}{DELIMITER}");
+            let has_children = all.iter().any(|n| n.starts_with(&child_prefix));
+            let mut attributes = Vec::new();
+            if entry.is_none() {
+                attributes.push("\\Noselect".to_string());
+            }
+            attributes.push(if has_children {
+                "\\HasChildren".to_string()
+            } else {
+                "\\HasNoChildren".to_string()
+            });
+            if let Some(special) = entry.and_then(|e| e.special_use.as_deref())
+                && special.starts_with('\\')
+                && special[1..].chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                attributes.push(special.to_string());
+            }
+            (name, attributes)
+        })
+        .collect()
+}
+
+/// LIST pattern matching (RFC 9051 §6.3.9): `*` matches anything, `%` anything but the
+/// hierarchy delimiter. Dynamic programming keeps hostile patterns linear per character.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let name: Vec<char> = name.chars().collect();
+    let mut row = vec![false; name.len() + 1];
+    row[0] = true;
+    for p in pattern.chars() {
+        let mut next = vec![false; name.len() + 1];
+        for j in 0..=name.len() {
+            next[j] = match p {
+                '*' => row[j] || (j > 0 && next[j - 1]),
+                '%' => row[j] || (j > 0 && next[j - 1] && name[j - 1] != DELIMITER),
+                c => j > 0 && row[j - 1] && name[j - 1] == c,
+            };
+        }
+        row = next;
+    }
+    row[name.len()]
+}
+
+fn has_flag(meta: &MessageMeta, flag: &str) -> bool {
+    meta.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+}
+
+fn same_flags(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|f| b.iter().any(|g| g.eq_ignore_ascii_case(f)))
+}
+
+fn seq_value(value: &SeqOrUid, largest: u32) -> u32 {
+    match value {
+        SeqOrUid::Value(n) => n.get(),
+        SeqOrUid::Asterisk => largest,
+    }
+}
+
+/// Membership without expanding the set, so `1:4294967295` costs nothing.
+fn in_set(set: &SequenceSet, n: u32, largest: u32) -> bool {
+    set.0.as_ref().iter().any(|sequence| match sequence {
+        Sequence::Single(v) => seq_value(v, largest) == n,
+        Sequence::Range(a, b) => {
+            let (a, b) = (seq_value(a, largest), seq_value(b, largest));
+            a.min(b) <= n && n <= a.max(b)
+        }
+    })
+}
+
+/// The view indices a sequence set names. A message sequence number beyond the mailbox is an
+/// error (RFC 9051 §9, `seq-number`) unless it is a range ending in `*`; UIDs that do not
+/// exist are simply ignored (RFC 9051 §6.4.9).
+fn resolve(sel: &Selected, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, ()> {
+    if uid {
+        let largest = sel.largest_uid();
+        return Ok((0..sel.view.len())
+            .filter(|&i| in_set(set, sel.view[i].meta.uid, largest))
+            .collect());
+    }
+    let count = sel.count();
+    for sequence in set.0.as_ref() {
+        let too_big = |v: &SeqOrUid| matches!(v, SeqOrUid::Value(n) if n.get() > count);
+        let invalid = match sequence {
+            Sequence::Single(v) => too_big(v),
+            Sequence::Range(a, b) => {
+                let star = matches!(a, SeqOrUid::Asterisk) || matches!(b, SeqOrUid::Asterisk);
+                !star && (too_big(a) || too_big(b))
+            }
+        };
+        if invalid {
+            return Err(());
+        }
+    }
+    Ok((0..sel.view.len())
+        .filter(|&i| in_set(set, u32::try_from(i + 1).unwrap_or(u32::MAX), count))
+        .collect())
+}
+
+/// A FETCH data item we know how to answer.
+enum Item {
+    Uid,
+    Flags,
+    InternalDate,
+    Size,
+    Envelope,
+    Body {
+        section: Part,
+        partial: Option<(u32, u32)>,
+        peek: bool,
+        /// The item name in the response, e.g. `BODY[HEADER.FIELDS (FROM)]` or `RFC822`.
+        label: Vec<u8>,
+    },
+}
+
+enum Part {
+    Full,
+    Header,
+    Fields { names: Vec<Vec<u8>>, not: bool },
+    Text,
+}
+
+fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
+    Ok(match name {
+        MessageDataItemName::Uid => Item::Uid,
+        MessageDataItemName::Flags => Item::Flags,
+        MessageDataItemName::InternalDate => Item::InternalDate,
+        MessageDataItemName::Rfc822Size => Item::Size,
+        MessageDataItemName::Envelope => Item::Envelope,
+        MessageDataItemName::Rfc822 => Item::Body {
+            section: Part::Full,
+            partial: None,
+            peek: false,
+            label: b"RFC822".to_vec(),
+        },
+        MessageDataItemName::Rfc822Header => Item::Body {
+            section: Part::Header,
+            partial: None,
+            peek: true,
+            label: b"RFC822.HEADER".to_vec(),
+        },
+        MessageDataItemName::Rfc822Text => Item::Body {
+            section: Part::Text,
+            partial: None,
+            peek: false,
+            label: b"RFC822.TEXT".to_vec(),
+        },
+        MessageDataItemName::BodyExt {
+            section,
+            partial,
+            peek,
+        } => {
+            let (part, spec): (Part, Vec<u8>) = match section {
+                None => (Part::Full, Vec::new()),
+                Some(Section::Header(None)) => (Part::Header, b"HEADER".to_vec()),
+                Some(Section::Text(None)) => (Part::Text, b"TEXT".to_vec()),
+                Some(Section::HeaderFields(None, names)) => field_part(names.as_ref(), false),
+                Some(Section::HeaderFieldsNot(None, names)) => field_part(names.as_ref(), true),
+                Some(_) => return Err("of numbered body parts"),
+            };
+            let mut label = b"BODY[".to_vec();
+            label.extend(spec);
+            label.push(b']');
+            if let Some((origin, _)) = partial {
+                // RFC 9051 §7.5.2: only the origin is echoed.
+                label.extend(format!("<{origin}>").into_bytes());
+            }
+            Item::Body {
+                section: part,
+                partial: partial.map(|(origin, len)| (origin, len.get())),
+                peek: *peek,
+                label,
+            }
+        }
+        MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
+            return Err("of BODYSTRUCTURE");
+        }
+        _ => return Err("of this data item"),
+    })
+}
+
+fn field_part(names: &[imap_codec::imap_types::core::AString<'_>], not: bool) -> (Part, Vec<u8>) {
+    let mut spec = if not {
+        b"HEADER.FIELDS.NOT (".to_vec()
+    } else {
+        b"HEADER.FIELDS (".to_vec()
+    };
+    let mut raw = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            spec.push(b' ');
+        }
+        spec.extend(response::astring(name.as_ref()));
+        raw.push(name.as_ref().to_vec());
+    }
+    spec.push(b')');
+    (Part::Fields { names: raw, not }, spec)
+}
+
+/// One `* n FETCH (...)` response. Written by hand rather than through imap-types because
+/// message data is arbitrary bytes (NUL included, which `Literal` refuses) and must go out
+/// exactly as stored, with exact literal lengths.
+fn render_fetch(
+    seq: usize,
+    meta: &MessageMeta,
+    items: &[Item],
+    body: Option<&[u8]>,
+    add_flags: bool,
+) -> Vec<u8> {
+    let mut out = format!("* {seq} FETCH (").into_bytes();
+    let flags = || format!("FLAGS ({})", meta.flags.join(" ")).into_bytes();
+    let message = body.unwrap_or_default();
+    let (header, text) = message::split(message);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        match item {
+            Item::Uid => out.extend(format!("UID {}", meta.uid).into_bytes()),
+            Item::Flags => out.extend(flags()),
+            Item::InternalDate => out.extend(
+                format!(
+                    "INTERNALDATE {}",
+                    message::internal_date(meta.internal_date_ms)
+                )
+                .into_bytes(),
+            ),
+            Item::Size => out.extend(format!("RFC822.SIZE {}", meta.size).into_bytes()),
+            Item::Envelope => {
+                out.extend_from_slice(b"ENVELOPE ");
+                out.extend(message::envelope(header));
+            }
+            Item::Body {
+                section,
+                partial,
+                label,
+                ..
+            } => {
+                let data: Cow<'_, [u8]> = match section {
+                    Part::Full => Cow::Borrowed(message),
+                    Part::Header => Cow::Borrowed(header),
+                    Part::Text => Cow::Borrowed(text),
+                    Part::Fields { names, not } => {
+                        Cow::Owned(message::select_fields(header, names, *not))
+                    }
+                };
+                let data: &[u8] = match partial {
+                    Some((origin, len)) => {
+                        let start = (*origin as usize).min(data.len());
+                        let end = start.saturating_add(*len as usize).min(data.len());
+                        &data[start..end]
+                    }
+                    None => &data,
+                };
+                out.extend_from_slice(label);
+                out.push(b' ');
+                out.extend(response::literal(data));
+            }
+        }
+    }
+    if add_flags {
+        if !items.is_empty() {
+            out.push(b' ');
+        }
+        out.extend(flags());
+    }
+    out.extend_from_slice(b")\r\n");
+    out
+}
+
+/// Rejects search keys this round does not evaluate, by name.
+fn supported_key(key: &SearchKey<'_>) -> Result<(), &'static str> {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().try_for_each(supported_key),
+        SearchKey::Not(key) => supported_key(key),
+        SearchKey::Or(a, b) => supported_key(a).and(supported_key(b)),
+        SearchKey::All
+        | SearchKey::SequenceSet(_)
+        | SearchKey::Uid(_)
+        | SearchKey::Answered
+        | SearchKey::Unanswered
+        | SearchKey::Deleted
+        | SearchKey::Undeleted
+        | SearchKey::Draft
+        | SearchKey::Undraft
+        | SearchKey::Flagged
+        | SearchKey::Unflagged
+        | SearchKey::Seen
+        | SearchKey::Unseen
+        | SearchKey::New
+        | SearchKey::Old
+        | SearchKey::Recent
+        | SearchKey::Keyword(_)
+        | SearchKey::Unkeyword(_)
+        | SearchKey::Larger(_)
+        | SearchKey::Smaller(_)
+        | SearchKey::Bcc(_)
+        | SearchKey::Cc(_)
+        | SearchKey::From(_)
+        | SearchKey::To(_)
+        | SearchKey::Subject(_)
+        | SearchKey::Header(..)
+        | SearchKey::Body(_)
+        | SearchKey::Text(_) => Ok(()),
+        _ => Err("by date"),
+    }
+}
+
+fn key_needs_body(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(key_needs_body),
+        SearchKey::Not(key) => key_needs_body(key),
+        SearchKey::Or(a, b) => key_needs_body(a) || key_needs_body(b),
+        SearchKey::Bcc(_)
+        | SearchKey::Cc(_)
+        | SearchKey::From(_)
+        | SearchKey::To(_)
+        | SearchKey::Subject(_)
+        | SearchKey::Header(..)
+        | SearchKey::Body(_)
+        | SearchKey::Text(_) => true,
+        _ => false,
+    }
+}
+
+struct SearchContext {
+    largest_seq: u32,
+    largest_uid: u32,
+}
+
+struct SearchMessage<'a> {
+    seq: u32,
+    meta: &'a MessageMeta,
+    body: Option<&'a [u8]>,
+}
+
+impl SearchContext {
+    fn matches(&self, key: &SearchKey<'_>, msg: &SearchMessage<'_>) -> bool {
+        let header = || message::split(msg.body.unwrap_or_default()).0;
+        let field_contains = |name: &str, needle: &[u8]| {
+            message::value(header(), name).is_some_and(|v| contains_ci(&v, needle))
+        };
+        match key {
+            SearchKey::And(keys) => keys.as_ref().iter().all(|k| self.matches(k, msg)),
+            SearchKey::Not(key) => !self.matches(key, msg),
+            SearchKey::Or(a, b) => self.matches(a, msg) || self.matches(b, msg),
+            SearchKey::All => true,
+            SearchKey::SequenceSet(set) => in_set(set, msg.seq, self.largest_seq),
+            SearchKey::Uid(set) => in_set(set, msg.meta.uid, self.largest_uid),
+            SearchKey::Answered => has_flag(msg.meta, "\\Answered"),
+            SearchKey::Unanswered => !has_flag(msg.meta, "\\Answered"),
+            SearchKey::Deleted => has_flag(msg.meta, "\\Deleted"),
+            SearchKey::Undeleted => !has_flag(msg.meta, "\\Deleted"),
+            SearchKey::Draft => has_flag(msg.meta, "\\Draft"),
+            SearchKey::Undraft => !has_flag(msg.meta, "\\Draft"),
+            SearchKey::Flagged => has_flag(msg.meta, "\\Flagged"),
+            SearchKey::Unflagged => !has_flag(msg.meta, "\\Flagged"),
+            SearchKey::Seen => has_flag(msg.meta, "\\Seen"),
+            SearchKey::Unseen => !has_flag(msg.meta, "\\Seen"),
+            // We never set \Recent (RFC 9051 removed it), so nothing is new or recent.
+            SearchKey::New | SearchKey::Recent => false,
+            SearchKey::Old => true,
+            SearchKey::Keyword(atom) => has_flag(msg.meta, atom.as_ref()),
+            SearchKey::Unkeyword(atom) => !has_flag(msg.meta, atom.as_ref()),
+            SearchKey::Larger(n) => msg.meta.size > u64::from(*n),
+            SearchKey::Smaller(n) => msg.meta.size < u64::from(*n),
+            SearchKey::Bcc(s) => field_contains("Bcc", s.as_ref()),
+            SearchKey::Cc(s) => field_contains("Cc", s.as_ref()),
+            SearchKey::From(s) => field_contains("From", s.as_ref()),
+            SearchKey::To(s) => field_contains("To", s.as_ref()),
+            SearchKey::Subject(s) => field_contains("Subject", s.as_ref()),
+            SearchKey::Header(name, s) => std::str::from_utf8(name.as_ref())
+                .is_ok_and(|name| field_contains(name, s.as_ref())),
+            SearchKey::Body(s) => {
+                contains_ci(message::split(msg.body.unwrap_or_default()).1, s.as_ref())
+            }
+            SearchKey::Text(s) => contains_ci(msg.body.unwrap_or_default(), s.as_ref()),
+            _ => false,
+        }
+    }
+}
+
+/// Case-insensitive (ASCII) substring test, as RFC 9051 §6.4.4 asks for string keys.
+fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("*", "a/b/c"));
+        assert!(wildcard_match("%", "INBOX"));
+        assert!(!wildcard_match("%", "a/b"));
+        assert!(wildcard_match("a/%", "a/b"));
+        assert!(wildcard_match("a*c", "a/b/c"));
+        assert!(!wildcard_match("a%c", "a/b/c"));
+        assert!(wildcard_match("Sent", "Sent"));
+        assert!(!wildcard_match("Sent", "Sent/x"));
+        let hostile = "*".repeat(500) + "x";
+        assert!(!wildcard_match(&hostile, &"a".repeat(500)));
+    }
+
+    #[test]
+    fn inbox_is_case_insensitive() {
+        assert_eq!(normalize_inbox("inbox"), "INBOX");
+        assert_eq!(normalize_inbox("Inbox/Sub"), "INBOX/Sub");
+        assert_eq!(normalize_inbox("Inboxes"), "Inboxes");
+    }
+}

@@ -1,0 +1,1020 @@
+//! Transcript tests for [`Session`]: client bytes in, exact server bytes out, against an
+//! in-memory [`Backend`]. They cover what Python's imaplib and mutt send when logging in and
+//! reading mail. They do not cover the agent's sockets or TLS handshake.
+
+use std::future::{Future, ready};
+use std::sync::{Arc, Mutex};
+
+use futures::executor::block_on;
+
+use crate::{
+    Action, Backend, BackendError, Config, FlagOp, MailboxEntry, MessageMeta, Output, Session,
+};
+
+struct MemMessage {
+    meta: MessageMeta,
+    body: Vec<u8>,
+}
+
+struct MemBox {
+    entry: MailboxEntry,
+    messages: Vec<MemMessage>,
+}
+
+/// A Vec of mailboxes behind a shared lock, so a test can act as a second client.
+#[derive(Clone)]
+struct MemBackend {
+    boxes: Arc<Mutex<Vec<MemBox>>>,
+}
+
+const MSG1: &[u8] = b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nFrom: Alice <alice@example.com>\r\nTo: bob@example.com\r\nSubject: Hello\r\nMessage-ID: <1@example.com>\r\n\r\nHi Bob\r\n";
+const MSG2: &[u8] = b"From: carol@example.com\r\nSubject: Second\r\nX-Long: a\r\n b\r\n\r\nLine one\r\nLine two\r\n";
+const MSG3: &[u8] = b"From: dave@example.com\r\nSubject: Third\r\n\r\nbody\0with NUL\r\n";
+
+fn meta(uid: u32, flags: &[&str], body: &[u8]) -> MessageMeta {
+    MessageMeta {
+        uid,
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        size: body.len() as u64,
+        internal_date_ms: 1_704_103_200_000, // 2024-01-01 10:00:00 UTC
+        modseq: 1,
+    }
+}
+
+fn entry(name: &str, special_use: Option<&str>) -> MailboxEntry {
+    MailboxEntry {
+        name: name.to_string(),
+        special_use: special_use.map(str::to_string),
+        uid_validity: 42,
+        uid_next: 1,
+        messages: 0,
+        unseen: 0,
+        highest_modseq: 1,
+    }
+}
+
+impl MemBackend {
+    fn new() -> Self {
+        let inbox = MemBox {
+            entry: entry("INBOX", None),
+            messages: vec![
+                MemMessage {
+                    meta: meta(1, &[], MSG1),
+                    body: MSG1.to_vec(),
+                },
+                MemMessage {
+                    meta: meta(2, &["\\Seen"], MSG2),
+                    body: MSG2.to_vec(),
+                },
+                MemMessage {
+                    meta: meta(5, &["\\Flagged"], MSG3),
+                    body: MSG3.to_vec(),
+                },
+            ],
+        };
+        let boxes = vec![
+            inbox,
+            MemBox {
+                entry: entry("Sent", Some("\\Sent")),
+                messages: Vec::new(),
+            },
+            MemBox {
+                entry: entry("Archive/2024", Some("\\Archive")),
+                messages: Vec::new(),
+            },
+            MemBox {
+                entry: entry("Entw\u{fc}rfe", Some("\\Drafts")),
+                messages: Vec::new(),
+            },
+        ];
+        Self {
+            boxes: Arc::new(Mutex::new(boxes)),
+        }
+    }
+
+    fn with_box<T>(&self, name: &str, f: impl FnOnce(&mut MemBox) -> T) -> Option<T> {
+        let mut boxes = self.boxes.lock().unwrap();
+        boxes.iter_mut().find(|b| b.entry.name == name).map(f)
+    }
+
+    fn add(&self, name: &str, uid: u32, body: &[u8]) {
+        self.with_box(name, |b| {
+            b.messages.push(MemMessage {
+                meta: meta(uid, &[], body),
+                body: body.to_vec(),
+            })
+        });
+    }
+}
+
+fn described(b: &MemBox) -> MailboxEntry {
+    let mut entry = b.entry.clone();
+    entry.messages = b.messages.len() as u32;
+    entry.unseen = b
+        .messages
+        .iter()
+        .filter(|m| !m.meta.flags.iter().any(|f| f == "\\Seen"))
+        .count() as u32;
+    entry.uid_next = b.messages.iter().map(|m| m.meta.uid + 1).max().unwrap_or(1);
+    entry
+}
+
+impl Backend for MemBackend {
+    fn login(
+        &mut self,
+        user: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send {
+        ready(Ok(user == "bob" && password == "secret pw"))
+    }
+
+    fn list_mailboxes(
+        &mut self,
+    ) -> impl Future<Output = Result<Vec<MailboxEntry>, BackendError>> + Send {
+        let boxes = self.boxes.lock().unwrap();
+        ready(Ok(boxes.iter().map(described).collect()))
+    }
+
+    fn mailbox(
+        &mut self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<MailboxEntry>, BackendError>> + Send {
+        ready(Ok(self.with_box(name, |b| described(b))))
+    }
+
+    fn messages(
+        &mut self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<MessageMeta>, BackendError>> + Send {
+        ready(
+            self.with_box(name, |b| {
+                b.messages.iter().map(|m| m.meta.clone()).collect()
+            })
+            .ok_or(BackendError::NotFound),
+        )
+    }
+
+    fn body(
+        &mut self,
+        name: &str,
+        uid: u32,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, BackendError>> + Send {
+        ready(
+            self.with_box(name, |b| {
+                b.messages
+                    .iter()
+                    .find(|m| m.meta.uid == uid)
+                    .map(|m| m.body.clone())
+            })
+            .ok_or(BackendError::NotFound),
+        )
+    }
+
+    fn store_flags(
+        &mut self,
+        name: &str,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+    ) -> impl Future<Output = Result<Vec<MessageMeta>, BackendError>> + Send {
+        ready(
+            self.with_box(name, |b| {
+                let mut updated = Vec::new();
+                for m in b.messages.iter_mut().filter(|m| uids.contains(&m.meta.uid)) {
+                    match op {
+                        FlagOp::Replace => m.meta.flags = flags.to_vec(),
+                        FlagOp::Add => {
+                            for f in flags {
+                                if !m.meta.flags.contains(f) {
+                                    m.meta.flags.push(f.clone());
+                                }
+                            }
+                        }
+                        FlagOp::Remove => m.meta.flags.retain(|f| !flags.contains(f)),
+                    }
+                    updated.push(m.meta.clone());
+                }
+                updated
+            })
+            .ok_or(BackendError::NotFound),
+        )
+    }
+
+    fn expunge(
+        &mut self,
+        name: &str,
+        uids: Option<&[u32]>,
+    ) -> impl Future<Output = Result<Vec<u32>, BackendError>> + Send {
+        ready(
+            self.with_box(name, |b| {
+                let doomed: Vec<u32> = b
+                    .messages
+                    .iter()
+                    .filter(|m| m.meta.flags.iter().any(|f| f == "\\Deleted"))
+                    .filter(|m| uids.is_none_or(|u| u.contains(&m.meta.uid)))
+                    .map(|m| m.meta.uid)
+                    .collect();
+                b.messages.retain(|m| !doomed.contains(&m.meta.uid));
+                doomed
+            })
+            .ok_or(BackendError::NotFound),
+        )
+    }
+}
+
+fn config() -> Config {
+    Config {
+        tls_available: true,
+        login_requires_tls: false,
+        max_literal: 1024,
+        max_failed_logins: 3,
+        greeting_host: "mail.example.org".to_string(),
+    }
+}
+
+fn session() -> (Session<MemBackend>, MemBackend) {
+    let backend = MemBackend::new();
+    (Session::new(config(), backend.clone(), false), backend)
+}
+
+fn feed(session: &mut Session<MemBackend>, input: &str) -> Output {
+    block_on(session.feed(input.as_bytes()))
+}
+
+/// Sends each client chunk and checks the exact reply.
+fn transcript(session: &mut Session<MemBackend>, steps: &[(&str, &str)]) {
+    for (client, server) in steps {
+        let output = feed(session, client);
+        assert_eq!(
+            String::from_utf8_lossy(&output.bytes),
+            *server,
+            "after client sent {client:?}"
+        );
+        assert_eq!(output.action, Action::Continue, "after {client:?}");
+    }
+}
+
+fn logged_in() -> (Session<MemBackend>, MemBackend) {
+    let (mut s, b) = session();
+    let out = feed(&mut s, "a LOGIN bob \"secret pw\"\r\n");
+    assert!(
+        out.bytes.starts_with(b"a OK"),
+        "{:?}",
+        String::from_utf8_lossy(&out.bytes)
+    );
+    (s, b)
+}
+
+fn selected() -> (Session<MemBackend>, MemBackend) {
+    let (mut s, b) = logged_in();
+    let out = feed(&mut s, "s SELECT INBOX\r\n");
+    assert!(
+        out.bytes
+            .ends_with(b"s OK [READ-WRITE] SELECT completed\r\n")
+    );
+    (s, b)
+}
+
+const CAPS_PLAIN: &str =
+    "IMAP4rev2 IMAP4REV1 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT";
+
+#[test]
+fn greeting_and_capability() {
+    let (mut s, _) = session();
+    assert_eq!(
+        String::from_utf8(s.greeting()).unwrap(),
+        format!("* OK [CAPABILITY {CAPS_PLAIN}] mail.example.org Tern IMAP ready\r\n")
+    );
+    transcript(
+        &mut s,
+        &[(
+            "c1 CAPABILITY\r\n",
+            &format!("* CAPABILITY {CAPS_PLAIN}\r\nc1 OK CAPABILITY completed\r\n"),
+        )],
+    );
+    assert_eq!(s.timeout_reply(), b"* BYE idle timeout\r\n");
+    assert_eq!(s.shutdown_reply(), b"* BYE server shutting down\r\n");
+}
+
+#[test]
+fn login_disabled_until_starttls() {
+    let mut cfg = config();
+    cfg.login_requires_tls = true;
+    let mut s = Session::new(cfg, MemBackend::new(), false);
+    assert_eq!(
+        String::from_utf8(s.greeting()).unwrap(),
+        "* OK [CAPABILITY IMAP4rev2 IMAP4REV1 STARTTLS LOGINDISABLED SASL-IR LITERAL+ ID ENABLE \
+         UNSELECT] mail.example.org Tern IMAP ready\r\n"
+    );
+    transcript(
+        &mut s,
+        &[
+            (
+                "a LOGIN bob \"secret pw\"\r\n",
+                "a NO [PRIVACYREQUIRED] Use STARTTLS first\r\n",
+            ),
+            (
+                "b AUTHENTICATE PLAIN AGJvYgBzZWNyZXQgcHc=\r\n",
+                "b NO [PRIVACYREQUIRED] Use STARTTLS first\r\n",
+            ),
+        ],
+    );
+    // Commands pipelined after STARTTLS are plaintext injection: they must be dropped.
+    let out = feed(&mut s, "c STARTTLS\r\nd LOGIN bob \"secret pw\"\r\n");
+    assert_eq!(out.bytes, b"c OK Begin TLS negotiation now\r\n");
+    assert_eq!(out.action, Action::StartTls);
+    s.tls_started();
+    transcript(
+        &mut s,
+        &[
+            (
+                "e CAPABILITY\r\n",
+                "* CAPABILITY IMAP4rev2 IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT\r\n\
+                 e OK CAPABILITY completed\r\n",
+            ),
+            ("f STARTTLS\r\n", "f BAD TLS is already active\r\n"),
+            (
+                "g LOGIN bob \"secret pw\"\r\n",
+                "g OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn starttls_not_offered_without_certificate() {
+    let mut cfg = config();
+    cfg.tls_available = false;
+    let mut s = Session::new(cfg, MemBackend::new(), false);
+    assert!(
+        !String::from_utf8(s.greeting())
+            .unwrap()
+            .contains("STARTTLS")
+    );
+    transcript(
+        &mut s,
+        &[("a STARTTLS\r\n", "a NO TLS is not available\r\n")],
+    );
+}
+
+#[test]
+fn login_good_and_bad_then_too_many_failures() {
+    let (mut s, _) = session();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a LOGIN bob wrong\r\n",
+                "a NO [AUTHENTICATIONFAILED] Invalid credentials\r\n",
+            ),
+            (
+                "b SELECT INBOX\r\n",
+                "b BAD SELECT requires authentication\r\n",
+            ),
+            (
+                "c LOGIN bob \"secret pw\"\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+            ),
+            (
+                "d LOGIN bob \"secret pw\"\r\n",
+                "d BAD Already authenticated\r\n",
+            ),
+        ],
+    );
+
+    let (mut s, _) = session();
+    feed(&mut s, "a LOGIN x y\r\n");
+    feed(&mut s, "b LOGIN x y\r\n");
+    let out = feed(&mut s, "c LOGIN x y\r\nd NOOP\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.bytes),
+        "c NO [AUTHENTICATIONFAILED] Invalid credentials\r\n\
+         * BYE Too many failed authentication attempts\r\n"
+    );
+    assert_eq!(out.action, Action::Close);
+    assert_eq!(feed(&mut s, "e NOOP\r\n").action, Action::Close);
+}
+
+#[test]
+fn authenticate_plain_with_initial_response_and_continuation() {
+    // base64("\0bob\0secret pw") and base64("bob\0bob\0secret pw").
+    let (mut s, _) = session();
+    transcript(
+        &mut s,
+        &[(
+            "a AUTHENTICATE PLAIN AGJvYgBzZWNyZXQgcHc=\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+        )],
+    );
+
+    let (mut s, _) = session();
+    transcript(
+        &mut s,
+        &[
+            ("a AUTHENTICATE PLAIN\r\n", "+ \r\n"),
+            ("*\r\n", "a BAD Authentication cancelled\r\n"),
+            ("b AUTHENTICATE PLAIN\r\n", "+ \r\n"),
+            (
+                "Ym9iAGJvYgB3cm9uZw==\r\n",
+                "b NO [AUTHENTICATIONFAILED] Invalid credentials\r\n",
+            ),
+            ("c AUTHENTICATE PLAIN\r\n", "+ \r\n"),
+            (
+                "Ym9iAGJvYgBzZWNyZXQgcHc=\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+            ),
+        ],
+    );
+
+    let (mut s, _) = session();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a AUTHENTICATE CRAM-MD5\r\n",
+                "a NO Unsupported authentication mechanism\r\n",
+            ),
+            // authzid "eve" acting for "bob".
+            (
+                "b AUTHENTICATE PLAIN ZXZlAGJvYgBzZWNyZXQgcHc=\r\n",
+                "b NO [AUTHORIZATIONFAILED] Authorization identity must be empty or match\r\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn literals_synchronizing_and_non_synchronizing() {
+    let (mut s, _) = session();
+    transcript(
+        &mut s,
+        &[
+            ("a LOGIN {3}\r\n", "+ Ready for literal data\r\n"),
+            ("bob {9}\r\n", "+ Ready for literal data\r\n"),
+            (
+                "secret pw\r\n",
+                "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+            ),
+        ],
+    );
+    let (mut s, _) = session();
+    transcript(
+        &mut s,
+        &[(
+            "a LOGIN {3+}\r\nbob {9+}\r\nsecret pw\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+        )],
+    );
+    // Over max_literal (1024): refused before the data is sent, or skipped if already sent.
+    transcript(
+        &mut s,
+        &[
+            (
+                "b STATUS {5000}\r\n",
+                "b NO [TOOBIG] Literal exceeds the size limit\r\n",
+            ),
+            (
+                &format!(
+                    "c STATUS {{2000+}}\r\n{} (MESSAGES)\r\nd NOOP\r\n",
+                    "x".repeat(2000)
+                ),
+                "c NO [TOOBIG] Literal exceeds the size limit\r\nd OK Completed\r\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn long_lines_and_garbage_get_bad_and_session_continues() {
+    let (mut s, _) = session();
+    transcript(
+        &mut s,
+        &[
+            (
+                "hello there\r\n",
+                "hello BAD Unknown command or invalid arguments\r\n",
+            ),
+            ("\r\n", "* BAD Unknown command or invalid arguments\r\n"),
+            (
+                "a FETCH\r\n",
+                "a BAD Unknown command or invalid arguments\r\n",
+            ),
+            (
+                "\u{1}\u{2} x\r\n",
+                "* BAD Unknown command or invalid arguments\r\n",
+            ),
+            ("b NOOP\r\n", "b OK Completed\r\n"),
+            (
+                "c CREATE foo\r\n",
+                "c NO [CANNOT] CREATE is not implemented\r\n",
+            ),
+            (
+                "d ID NIL\r\n",
+                "* ID (\"name\" \"Tern\")\r\nd OK ID completed\r\n",
+            ),
+        ],
+    );
+    let long = format!("e NOOP {}\r\nf NOOP\r\n", "x".repeat(100_000));
+    transcript(
+        &mut s,
+        &[(
+            &long,
+            "e BAD [TOOBIG] Command line too long\r\nf OK Completed\r\n",
+        )],
+    );
+}
+
+#[test]
+fn select_and_examine() {
+    let (mut s, _) = logged_in();
+    transcript(
+        &mut s,
+        &[
+            (
+                "s SELECT inbox\r\n",
+                "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
+                 * 3 EXISTS\r\n\
+                 * 0 RECENT\r\n\
+                 * OK [UNSEEN 1] First unseen\r\n\
+                 * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Limited\r\n\
+                 * OK [UIDVALIDITY 42] UIDs valid\r\n\
+                 * OK [UIDNEXT 6] Predicted next UID\r\n\
+                 s OK [READ-WRITE] SELECT completed\r\n",
+            ),
+            (
+                "e EXAMINE Sent\r\n",
+                "* OK [CLOSED] Previous mailbox closed\r\n\
+                 * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
+                 * 0 EXISTS\r\n\
+                 * 0 RECENT\r\n\
+                 * OK [PERMANENTFLAGS ()] Limited\r\n\
+                 * OK [UIDVALIDITY 42] UIDs valid\r\n\
+                 * OK [UIDNEXT 1] Predicted next UID\r\n\
+                 e OK [READ-ONLY] EXAMINE completed\r\n",
+            ),
+            (
+                "f STORE 1 +FLAGS (\\Seen)\r\n",
+                "f NO Mailbox is read-only\r\n",
+            ),
+            (
+                "g SELECT Nope\r\n",
+                "* OK [CLOSED] Previous mailbox closed\r\ng NO [NONEXISTENT] No such mailbox\r\n",
+            ),
+            (
+                "h FETCH 1 FLAGS\r\n",
+                "h BAD FETCH requires a selected mailbox\r\n",
+            ),
+            // Modified UTF-7 name of "Entwürfe".
+            (
+                "i EXAMINE Entw&APw-rfe\r\n",
+                "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
+                 * 0 EXISTS\r\n\
+                 * 0 RECENT\r\n\
+                 * OK [PERMANENTFLAGS ()] Limited\r\n\
+                 * OK [UIDVALIDITY 42] UIDs valid\r\n\
+                 * OK [UIDNEXT 1] Predicted next UID\r\n\
+                 i OK [READ-ONLY] EXAMINE completed\r\n",
+            ),
+            ("j UNSELECT\r\n", "j OK UNSELECT completed\r\n"),
+            ("k CLOSE\r\n", "k BAD CLOSE requires a selected mailbox\r\n"),
+        ],
+    );
+}
+
+#[test]
+fn list_lsub_and_status() {
+    let (mut s, _) = logged_in();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a LIST \"\" \"\"\r\n",
+                "* LIST (\\Noselect) \"/\" \"\"\r\na OK LIST completed\r\n",
+            ),
+            (
+                "b LIST \"\" *\r\n",
+                "* LIST (\\HasNoChildren) \"/\" \"INBOX\"\r\n\
+                 * LIST (\\Noselect \\HasChildren) \"/\" \"Archive\"\r\n\
+                 * LIST (\\HasNoChildren \\Archive) \"/\" \"Archive/2024\"\r\n\
+                 * LIST (\\HasNoChildren \\Drafts) \"/\" \"Entw&APw-rfe\"\r\n\
+                 * LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\"\r\n\
+                 b OK LIST completed\r\n",
+            ),
+            (
+                "c LIST \"\" %\r\n",
+                "* LIST (\\HasNoChildren) \"/\" \"INBOX\"\r\n\
+                 * LIST (\\Noselect \\HasChildren) \"/\" \"Archive\"\r\n\
+                 * LIST (\\HasNoChildren \\Drafts) \"/\" \"Entw&APw-rfe\"\r\n\
+                 * LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\"\r\n\
+                 c OK LIST completed\r\n",
+            ),
+            (
+                "d LIST Archive/ %\r\n",
+                "* LIST (\\HasNoChildren \\Archive) \"/\" \"Archive/2024\"\r\nd OK LIST completed\r\n",
+            ),
+            (
+                "e LSUB \"\" inbox\r\n",
+                "* LSUB (\\HasNoChildren) \"/\" \"INBOX\"\r\ne OK LSUB completed\r\n",
+            ),
+            (
+                "f STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT DELETED)\r\n",
+                "* STATUS \"INBOX\" (MESSAGES 3 UIDNEXT 6 UIDVALIDITY 42 UNSEEN 2 RECENT 0 DELETED 0)\r\n\
+                 f OK STATUS completed\r\n",
+            ),
+            (
+                "g STATUS Nope (MESSAGES)\r\n",
+                "g NO [NONEXISTENT] No such mailbox\r\n",
+            ),
+            (
+                "h ENABLE IMAP4rev2\r\n",
+                "* ENABLED\r\nh OK ENABLE completed\r\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn fetch_forms_used_by_mutt_and_imaplib() {
+    let (mut s, b) = selected();
+    let fields = "BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT TO CC MESSAGE-ID REFERENCES \
+                  CONTENT-TYPE CONTENT-DESCRIPTION IN-REPLY-TO REPLY-TO LINES LIST-POST X-LABEL)]";
+    let h1 = "Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nFrom: Alice <alice@example.com>\r\n\
+              To: bob@example.com\r\nSubject: Hello\r\nMessage-ID: <1@example.com>\r\n\r\n";
+    let h2 = "From: carol@example.com\r\nSubject: Second\r\n\r\n";
+    let h3 = "From: dave@example.com\r\nSubject: Third\r\n\r\n";
+    let label = "BODY[HEADER.FIELDS (DATE FROM SUBJECT TO CC MESSAGE-ID REFERENCES CONTENT-TYPE \
+                 CONTENT-DESCRIPTION IN-REPLY-TO REPLY-TO LINES LIST-POST X-LABEL)]";
+    let date = "\"01-Jan-2024 10:00:00 +0000\"";
+    let expected = format!(
+        "* 1 FETCH (UID 1 FLAGS () INTERNALDATE {date} RFC822.SIZE {} {label} {{{}}}\r\n{h1})\r\n\
+         * 2 FETCH (UID 2 FLAGS (\\Seen) INTERNALDATE {date} RFC822.SIZE {} {label} {{{}}}\r\n{h2})\r\n\
+         * 3 FETCH (UID 5 FLAGS (\\Flagged) INTERNALDATE {date} RFC822.SIZE {} {label} {{{}}}\r\n{h3})\r\n\
+         m OK FETCH completed\r\n",
+        MSG1.len(),
+        h1.len(),
+        MSG2.len(),
+        h2.len(),
+        MSG3.len(),
+        h3.len()
+    );
+    transcript(
+        &mut s,
+        &[(
+            &format!("m FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE {fields})\r\n"),
+            &expected,
+        )],
+    );
+
+    // mutt reads a message with UID FETCH ... BODY.PEEK[]; the NUL byte is counted and sent.
+    let out = feed(&mut s, "n UID FETCH 5 BODY.PEEK[]\r\n");
+    let mut want = format!("* 3 FETCH (UID 5 BODY[] {{{}}}\r\n", MSG3.len()).into_bytes();
+    want.extend_from_slice(MSG3);
+    want.extend_from_slice(b")\r\nn OK FETCH completed\r\n");
+    assert_eq!(out.bytes, want);
+
+    // PEEK left \Seen alone; imaplib's FETCH 1 (RFC822) sets it and reports the new flags.
+    let out = feed(&mut s, "o FETCH 1 (RFC822)\r\n");
+    let mut want = format!("* 1 FETCH (RFC822 {{{}}}\r\n", MSG1.len()).into_bytes();
+    want.extend_from_slice(MSG1);
+    want.extend_from_slice(b" FLAGS (\\Seen))\r\no OK FETCH completed\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.bytes),
+        String::from_utf8_lossy(&want)
+    );
+    assert_eq!(
+        b.with_box("INBOX", |m| m.messages[0].meta.flags.clone()),
+        Some(vec!["\\Seen".to_string()])
+    );
+
+    transcript(
+        &mut s,
+        &[
+            (
+                "p FETCH 2 (BODY[TEXT] RFC822.HEADER)\r\n",
+                "* 2 FETCH (BODY[TEXT] {20}\r\nLine one\r\nLine two\r\n RFC822.HEADER {59}\r\n\
+                 From: carol@example.com\r\nSubject: Second\r\nX-Long: a\r\n b\r\n\r\n)\r\n\
+                 p OK FETCH completed\r\n",
+            ),
+            (
+                "q FETCH 2 (BODY.PEEK[HEADER.FIELDS.NOT (From Subject)] BODY[]<0.4> BODY.PEEK[TEXT]<5.100>)\r\n",
+                "* 2 FETCH (BODY[HEADER.FIELDS.NOT (From Subject)] {17}\r\nX-Long: a\r\n b\r\n\r\n \
+                 BODY[]<0> {4}\r\nFrom BODY[TEXT]<5> {15}\r\none\r\nLine two\r\n)\r\n\
+                 q OK FETCH completed\r\n",
+            ),
+            (
+                "r FETCH 2 RFC822.TEXT\r\n",
+                "* 2 FETCH (RFC822.TEXT {20}\r\nLine one\r\nLine two\r\n)\r\nr OK FETCH completed\r\n",
+            ),
+            (
+                "s FETCH 1 FAST\r\n",
+                &format!(
+                    "* 1 FETCH (FLAGS (\\Seen) INTERNALDATE {date} RFC822.SIZE {})\r\ns OK FETCH completed\r\n",
+                    MSG1.len()
+                ),
+            ),
+            (
+                "t FETCH 1 ENVELOPE\r\n",
+                "* 1 FETCH (ENVELOPE (\"Mon, 1 Jan 2024 10:00:00 +0000\" \"Hello\" \
+                 ((\"Alice\" NIL \"alice\" \"example.com\")) ((\"Alice\" NIL \"alice\" \"example.com\")) \
+                 ((\"Alice\" NIL \"alice\" \"example.com\")) ((NIL NIL \"bob\" \"example.com\")) NIL NIL NIL \
+                 \"<1@example.com>\"))\r\nt OK FETCH completed\r\n",
+            ),
+            (
+                "u FETCH 4 FLAGS\r\n",
+                "u BAD Invalid message sequence number\r\n",
+            ),
+            ("v UID FETCH 3:4 FLAGS\r\n", "v OK FETCH completed\r\n"),
+            (
+                "w FETCH 1 BODYSTRUCTURE\r\n",
+                "w NO [CANNOT] FETCH of BODYSTRUCTURE is not supported yet\r\n",
+            ),
+            (
+                "x FETCH 1 BODY[1.2]\r\n",
+                "x NO [CANNOT] FETCH of numbered body parts is not supported yet\r\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn examine_never_sets_seen() {
+    let (mut s, b) = logged_in();
+    feed(&mut s, "e EXAMINE INBOX\r\n");
+    let out = feed(&mut s, "f FETCH 1 BODY[HEADER]\r\n");
+    assert!(!String::from_utf8_lossy(&out.bytes).contains("FLAGS"));
+    assert_eq!(
+        b.with_box("INBOX", |m| m.messages[0].meta.flags.clone()),
+        Some(vec![])
+    );
+}
+
+#[test]
+fn store_and_silent_store() {
+    let (mut s, _) = selected();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a STORE 1:2 +FLAGS (\\Flagged)\r\n",
+                "* 1 FETCH (FLAGS (\\Flagged))\r\n* 2 FETCH (FLAGS (\\Seen \\Flagged))\r\n\
+                 a OK STORE completed\r\n",
+            ),
+            (
+                "b STORE 2 -FLAGS.SILENT (\\Seen)\r\n",
+                "b OK STORE completed\r\n",
+            ),
+            (
+                "c UID STORE 5 FLAGS ($Junk \\Answered)\r\n",
+                "* 3 FETCH (UID 5 FLAGS ($Junk \\Answered))\r\nc OK STORE completed\r\n",
+            ),
+            (
+                "d FETCH 1:* FLAGS\r\n",
+                "* 1 FETCH (FLAGS (\\Flagged))\r\n* 2 FETCH (FLAGS (\\Flagged))\r\n\
+                 * 3 FETCH (FLAGS ($Junk \\Answered))\r\nd OK FETCH completed\r\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn expunge_numbering_is_descending() {
+    let (mut s, b) = selected();
+    b.add("INBOX", 6, b"Subject: four\r\n\r\n");
+    b.add("INBOX", 7, b"Subject: five\r\n\r\n");
+    transcript(
+        &mut s,
+        &[
+            // The new messages are announced before the seq numbers are used.
+            ("a NOOP\r\n", "* 5 EXISTS\r\na OK Completed\r\n"),
+            (
+                "b STORE 2,4 +FLAGS.SILENT (\\Deleted)\r\n",
+                "b OK STORE completed\r\n",
+            ),
+            (
+                "c SEARCH DELETED\r\n",
+                "* SEARCH 2 4\r\nc OK SEARCH completed\r\n",
+            ),
+            (
+                "d EXPUNGE\r\n",
+                "* 4 EXPUNGE\r\n* 2 EXPUNGE\r\nd OK EXPUNGE completed\r\n",
+            ),
+            (
+                "e UID FETCH 1:* UID\r\n",
+                "* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 5)\r\n* 3 FETCH (UID 7)\r\n\
+                 e OK FETCH completed\r\n",
+            ),
+            (
+                "f UID STORE 7 +FLAGS.SILENT (\\Deleted)\r\n",
+                "f OK STORE completed\r\n",
+            ),
+            ("g UID EXPUNGE 1:5\r\n", "g OK EXPUNGE completed\r\n"),
+            (
+                "h UID EXPUNGE 7\r\n",
+                "* 3 EXPUNGE\r\nh OK EXPUNGE completed\r\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn foreign_expunge_waits_for_noop() {
+    let (mut s, b) = selected();
+    // Another session expunges UID 2 (seq 2) behind our back.
+    b.with_box("INBOX", |m| m.messages.retain(|x| x.meta.uid != 2));
+    transcript(
+        &mut s,
+        &[
+            // RFC 9051 §7.5.1: no EXPUNGE during FETCH; numbers stay put.
+            (
+                "a FETCH 1:3 UID\r\n",
+                "* 1 FETCH (UID 1)\r\n* 3 FETCH (UID 5)\r\na OK [EXPUNGEISSUED] Some messages were expunged\r\n",
+            ),
+            (
+                "b SEARCH ALL\r\n",
+                "* SEARCH 1 3\r\nb OK SEARCH completed\r\n",
+            ),
+            ("c NOOP\r\n", "* 2 EXPUNGE\r\nc OK Completed\r\n"),
+            (
+                "d FETCH 2 UID\r\n",
+                "* 2 FETCH (UID 5)\r\nd OK FETCH completed\r\n",
+            ),
+        ],
+    );
+    // A flag change by someone else shows up on NOOP.
+    b.with_box("INBOX", |m| {
+        m.messages[0].meta.flags = vec!["\\Answered".into()]
+    });
+    transcript(
+        &mut s,
+        &[(
+            "e NOOP\r\n",
+            "* 1 FETCH (UID 1 FLAGS (\\Answered))\r\ne OK Completed\r\n",
+        )],
+    );
+}
+
+#[test]
+fn search_keys() {
+    let (mut s, _) = selected();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a SEARCH ALL\r\n",
+                "* SEARCH 1 2 3\r\na OK SEARCH completed\r\n",
+            ),
+            (
+                "b UID SEARCH ALL\r\n",
+                "* SEARCH 1 2 5\r\nb OK SEARCH completed\r\n",
+            ),
+            (
+                "c SEARCH UNSEEN\r\n",
+                "* SEARCH 1 3\r\nc OK SEARCH completed\r\n",
+            ),
+            (
+                "d SEARCH SEEN\r\n",
+                "* SEARCH 2\r\nd OK SEARCH completed\r\n",
+            ),
+            (
+                "e SEARCH FLAGGED UNDELETED\r\n",
+                "* SEARCH 3\r\ne OK SEARCH completed\r\n",
+            ),
+            (
+                "f UID SEARCH UID 2:*\r\n",
+                "* SEARCH 2 5\r\nf OK SEARCH completed\r\n",
+            ),
+            (
+                "g SEARCH 2:3 NOT SEEN\r\n",
+                "* SEARCH 3\r\ng OK SEARCH completed\r\n",
+            ),
+            (
+                "h SEARCH OR FROM alice SUBJECT third\r\n",
+                "* SEARCH 1 3\r\nh OK SEARCH completed\r\n",
+            ),
+            (
+                "i SEARCH BODY \"line TWO\"\r\n",
+                "* SEARCH 2\r\ni OK SEARCH completed\r\n",
+            ),
+            (
+                "j SEARCH CHARSET UTF-8 TEXT bob\r\n",
+                "* SEARCH 1\r\nj OK SEARCH completed\r\n",
+            ),
+            (
+                "k SEARCH CHARSET KOI8-R ALL\r\n",
+                "k NO [BADCHARSET] Only UTF-8 and US-ASCII are supported\r\n",
+            ),
+            (
+                "l SEARCH SINCE 1-Jan-2024\r\n",
+                "l NO [CANNOT] SEARCH by date is not supported yet\r\n",
+            ),
+            (
+                "m SEARCH DELETED\r\n",
+                "* SEARCH\r\nm OK SEARCH completed\r\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn close_expunges_silently_and_logout_closes() {
+    let (mut s, b) = selected();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a STORE 1 +FLAGS.SILENT (\\Deleted)\r\n",
+                "a OK STORE completed\r\n",
+            ),
+            ("b CLOSE\r\n", "b OK CLOSE completed\r\n"),
+        ],
+    );
+    assert_eq!(b.with_box("INBOX", |m| m.messages.len()), Some(2));
+    let out = feed(&mut s, "c LOGOUT\r\n");
+    assert_eq!(out.bytes, b"* BYE Logging out\r\nc OK LOGOUT completed\r\n");
+    assert_eq!(out.action, Action::Close);
+}
+
+/// The bytes of a whole session, fed either at once or one byte at a time.
+const SCRIPT: &str = "a LOGIN {3}\r\nbob \"secret pw\"\r\nb SELECT INBOX\r\n\
+    c FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n\
+    d STORE 1 +FLAGS (\\Deleted)\r\ne AUTHENTICATE PLAIN\r\nf EXPUNGE\r\ng LIST \"\" *\r\n\
+    h SEARCH UNSEEN\r\ni LOGOUT\r\n";
+
+#[test]
+fn one_byte_chunks_give_the_same_output() {
+    let (mut whole, _) = session();
+    let all = block_on(whole.feed(SCRIPT.as_bytes()));
+    let (mut split, _) = session();
+    let mut bytes = Vec::new();
+    let mut action = Action::Continue;
+    for byte in SCRIPT.as_bytes() {
+        let out = block_on(split.feed(std::slice::from_ref(byte)));
+        bytes.extend(out.bytes);
+        action = out.action;
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&bytes),
+        String::from_utf8_lossy(&all.bytes)
+    );
+    assert_eq!(action, Action::Close);
+    assert_eq!(all.action, Action::Close);
+    assert!(
+        String::from_utf8_lossy(&all.bytes).contains("* 1 EXPUNGE\r\nf OK EXPUNGE completed\r\n")
+    );
+}
+
+#[test]
+fn random_input_never_panics() {
+    // A fixed xorshift generator keeps the test reproducible.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let pieces: [&[u8]; 16] = [
+        b"a ",
+        b"LOGIN bob \"secret pw\"",
+        b"SELECT INBOX",
+        b"FETCH 1:* ",
+        b"(BODY[]<0.5>)",
+        b"{3}",
+        b"{4+}",
+        b"\r\n",
+        b"*",
+        b"UID ",
+        b"STORE 1 +FLAGS (\\Seen)",
+        b"SEARCH OR ",
+        b"AUTHENTICATE PLAIN",
+        b"\"",
+        b"%",
+        b"EXPUNGE",
+    ];
+    for _ in 0..300 {
+        let (mut s, _) = session();
+        for _ in 0..40 {
+            let mut chunk = Vec::new();
+            for _ in 0..(next() % 6) {
+                if next() % 3 == 0 {
+                    chunk.push(next() as u8);
+                } else {
+                    chunk.extend_from_slice(pieces[(next() % 16) as usize]);
+                }
+            }
+            let out = block_on(s.feed(&chunk));
+            if out.action == Action::StartTls {
+                s.tls_started();
+            }
+        }
+    }
+}
+
+#[test]
+fn session_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let (mut s, _) = session();
+    let future = s.feed(b"a NOOP\r\n");
+    assert_send(&future);
+    drop(future);
+}
