@@ -1,0 +1,404 @@
+//! Sockets: a stream that can turn into TLS mid-session (STARTTLS/STLS), a listener loop that
+//! enforces connection limits, and `drive`, which runs any I/O-free line protocol session
+//! (SMTP, IMAP, POP3) over a stream with idle timeouts and shutdown.
+//!
+//! The protocol sessions decide every reply; this module only moves bytes, counts connections
+//! and keeps time.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shutdown;
+
+/// A client connection, plain or TLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Runs the server side of a TLS handshake on a plain stream.
+    pub async fn upgrade(self, acceptor: &TlsAcceptor) -> io::Result<Stream> {
+        match self {
+            Stream::Plain(tcp) => Ok(Stream::Tls(Box::new(acceptor.accept(tcp).await?))),
+            Stream::Tls(_) => Err(io::Error::other("stream is already TLS")),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// What the session asks the driver to do after a reply has been written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    StartTls,
+    Close,
+}
+
+/// An I/O-free protocol session as the driver sees it. The SMTP, IMAP and POP3 crates each have
+/// their own session type; agents adapt them to this trait in a few lines.
+pub trait LineProtocol: Send {
+    fn greeting(&self) -> Vec<u8>;
+    fn feed(&mut self, input: &[u8]) -> impl Future<Output = (Vec<u8>, Action)> + Send;
+    fn tls_started(&mut self);
+    fn timeout_reply(&self) -> Vec<u8>;
+    fn shutdown_reply(&self) -> Vec<u8>;
+}
+
+/// Timeouts for `drive`.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// How long the client may stay silent.
+    pub idle: Duration,
+    /// How long the TLS handshake after STARTTLS may take.
+    pub handshake: Duration,
+}
+
+/// How a session ended, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Closed,
+    ClientGone,
+    IdleTimeout,
+    Shutdown,
+    TlsFailed,
+}
+
+/// Runs `session` over `stream` until either side closes. A `feed` that is under way is never
+/// interrupted by shutdown: the end of DATA through the queue commit runs to completion, and the
+/// shutdown reply goes out only between commands.
+pub async fn drive<P: LineProtocol>(
+    mut stream: Stream,
+    mut session: P,
+    starttls: Option<&TlsAcceptor>,
+    timeouts: Timeouts,
+    shutdown: &CancellationToken,
+) -> io::Result<Ended> {
+    stream.write_all(&session.greeting()).await?;
+    stream.flush().await?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let read = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                let _ = stream.write_all(&session.shutdown_reply()).await;
+                let _ = stream.shutdown().await;
+                return Ok(Ended::Shutdown);
+            }
+            r = tokio::time::timeout(timeouts.idle, stream.read(&mut buf)) => r,
+        };
+        let n = match read {
+            Err(_) => {
+                let _ = stream.write_all(&session.timeout_reply()).await;
+                let _ = stream.shutdown().await;
+                return Ok(Ended::IdleTimeout);
+            }
+            Ok(Ok(0)) => return Ok(Ended::ClientGone),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) if is_disconnect(&e) => return Ok(Ended::ClientGone),
+            Ok(Err(e)) => return Err(e),
+        };
+        let (reply, action) = session.feed(&buf[..n]).await;
+        if !reply.is_empty() {
+            if let Err(e) = stream.write_all(&reply).await {
+                return if is_disconnect(&e) { Ok(Ended::ClientGone) } else { Err(e) };
+            }
+            stream.flush().await?;
+        }
+        match action {
+            Action::Continue => {}
+            Action::Close => {
+                let _ = stream.shutdown().await;
+                return Ok(Ended::Closed);
+            }
+            Action::StartTls => {
+                let Some(acceptor) = starttls else {
+                    return Err(io::Error::other("session asked for STARTTLS on a listener without TLS"));
+                };
+                stream = match tokio::time::timeout(timeouts.handshake, stream.upgrade(acceptor)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(_)) | Err(_) => return Ok(Ended::TlsFailed),
+                };
+                session.tls_started();
+            }
+        }
+    }
+}
+
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Connection limits of one listener.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct ConnectionLimits {
+    pub max_total: usize,
+    pub max_per_ip: usize,
+}
+
+impl ConnectionLimits {
+    pub const fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self { max_total, max_per_ip }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Counts open connections; a `Permit` gives its slot back when dropped.
+#[derive(Clone)]
+pub struct ConnectionGate {
+    limits: ConnectionLimits,
+    counts: Arc<Mutex<Counts>>,
+}
+
+pub struct Permit {
+    ip: IpAddr,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl ConnectionGate {
+    pub fn new(limits: ConnectionLimits) -> Self {
+        Self { limits, counts: Arc::default() }
+    }
+
+    /// Takes a slot for `ip`, or None when the total or per-IP limit is reached.
+    pub fn admit(&self, ip: IpAddr) -> Option<Permit> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let per_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if c.total >= self.limits.max_total || per_ip >= self.limits.max_per_ip {
+            return None;
+        }
+        c.total += 1;
+        c.per_ip.insert(ip, per_ip + 1);
+        Some(Permit { ip, counts: self.counts.clone() })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A bound listener and what it needs to serve: the limits, an optional implicit-TLS acceptor,
+/// and the bytes to send a client turned away by the limits (e.g. SMTP "421 4.7.0 ...").
+pub struct Listener {
+    pub name: &'static str,
+    pub listener: TcpListener,
+    pub limits: ConnectionLimits,
+    pub implicit_tls: Option<TlsAcceptor>,
+    pub busy_reply: Vec<u8>,
+}
+
+/// Accepts connections until shutdown, running `handle` for each admitted one on the tracker.
+/// For implicit-TLS listeners the handshake happens in the connection's task, bounded by
+/// `handshake_timeout`, so a slow client never stalls the accept loop.
+pub async fn serve<F, Fut>(listener: Listener, shutdown: Shutdown, handshake_timeout: Duration, handle: F)
+where
+    F: Fn(Stream, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let gate = ConnectionGate::new(listener.limits);
+    let handle = Arc::new(handle);
+    let name = listener.name;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.token.cancelled() => break,
+            a = listener.listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let Some(permit) = gate.admit(peer.ip()) else {
+            tracing::info!(listener = name, client.address = %peer, "connection refused: limit reached");
+            let busy = listener.busy_reply.clone();
+            let is_tls = listener.implicit_tls.is_some();
+            shutdown.tracker.spawn(async move {
+                let mut tcp = tcp;
+                if !is_tls {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(&busy)).await;
+                }
+                let _ = tcp.shutdown().await;
+            });
+            continue;
+        };
+        let handle = handle.clone();
+        let tls = listener.implicit_tls.clone();
+        shutdown.tracker.spawn(async move {
+            let _permit = permit;
+            let stream = match tls {
+                None => Stream::Plain(tcp),
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                    _ => {
+                        tracing::debug!(client.address = %peer, "implicit TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            handle(stream, peer).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_enforces_total_and_per_ip_limits_and_frees_slots() {
+        let gate = ConnectionGate::new(ConnectionLimits::new(3, 2));
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let p1 = gate.admit(a).unwrap();
+        let _p2 = gate.admit(a).unwrap();
+        assert!(gate.admit(a).is_none(), "per-IP limit");
+        let _p3 = gate.admit(b).unwrap();
+        assert!(gate.admit(b).is_none(), "total limit");
+        drop(p1);
+        assert!(gate.admit(a).is_some(), "slot given back");
+    }
+
+    /// Echoes lines upper-cased; "QUIT" closes.
+    struct Upper(Vec<u8>);
+    impl LineProtocol for Upper {
+        fn greeting(&self) -> Vec<u8> {
+            b"HELLO\r\n".to_vec()
+        }
+        async fn feed(&mut self, input: &[u8]) -> (Vec<u8>, Action) {
+            self.0.extend_from_slice(input);
+            let mut out = Vec::new();
+            while let Some(i) = self.0.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.0.drain(..=i).collect();
+                if line.starts_with(b"QUIT") {
+                    out.extend_from_slice(b"BYE\r\n");
+                    return (out, Action::Close);
+                }
+                out.extend(line.to_ascii_uppercase());
+            }
+            (out, Action::Continue)
+        }
+        fn tls_started(&mut self) {}
+        fn timeout_reply(&self) -> Vec<u8> {
+            b"TIMEOUT\r\n".to_vec()
+        }
+        fn shutdown_reply(&self) -> Vec<u8> {
+            b"SHUTDOWN\r\n".to_vec()
+        }
+    }
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (c, s)
+    }
+
+    const T: Timeouts = Timeouts { idle: Duration::from_secs(30), handshake: Duration::from_secs(5) };
+
+    #[tokio::test]
+    async fn drive_runs_a_session_to_close() {
+        let (mut client, server) = pair().await;
+        let token = CancellationToken::new();
+        let task = tokio::spawn(async move { drive(Stream::Plain(server), Upper(Vec::new()), None, T, &token).await });
+        client.write_all(b"abc\r\nQUIT\r\n").await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"HELLO\r\nABC\r\nBYE\r\n");
+        assert_eq!(task.await.unwrap().unwrap(), Ended::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drive_times_out_idle_clients() {
+        let (mut client, server) = pair().await;
+        let token = CancellationToken::new();
+        let task = tokio::spawn(async move { drive(Stream::Plain(server), Upper(Vec::new()), None, T, &token).await });
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"HELLO\r\nTIMEOUT\r\n");
+        assert_eq!(task.await.unwrap().unwrap(), Ended::IdleTimeout);
+    }
+
+    #[tokio::test]
+    async fn drive_says_goodbye_on_shutdown() {
+        let (mut client, server) = pair().await;
+        let token = CancellationToken::new();
+        let t2 = token.clone();
+        let task = tokio::spawn(async move { drive(Stream::Plain(server), Upper(Vec::new()), None, T, &t2).await });
+        let mut hello = [0u8; 7];
+        client.read_exact(&mut hello).await.unwrap();
+        token.cancel();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"SHUTDOWN\r\n");
+        assert_eq!(task.await.unwrap().unwrap(), Ended::Shutdown);
+    }
+}

@@ -1,0 +1,59 @@
+//! Shutdown: one `CancellationToken` for the whole process, cancelled on SIGTERM or Ctrl-C, and a
+//! `TaskTracker` so connections can be drained with a deadline.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The shutdown handle every agent gets: cancel it to stop accepting, then `drain`.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    pub token: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A child handle: cancelled with the parent, but can also be cancelled alone.
+    pub fn child(&self) -> Shutdown {
+        Shutdown { token: self.token.child_token(), tracker: self.tracker.clone() }
+    }
+
+    pub fn cancel(&self) {
+        self.token.cancel();
+    }
+
+    /// Waits for tracked tasks to end, at most `deadline`. Returns false when tasks were still
+    /// running at the deadline (they are abandoned; the queue's leases make that safe).
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(deadline, self.tracker.wait()).await.is_ok()
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
