@@ -1,0 +1,185 @@
+//! The mailbox backends of the IMAP and POP3 sessions, implemented over the store. The protocol
+//! crates see only their own small traits; this file is the whole coupling.
+
+use std::collections::HashMap;
+
+use tern_store::{Account, Store};
+
+fn temporary(e: tern_store::Error) -> String {
+    tracing::warn!(error = %e, "store error in mailbox session");
+    "mailbox store unavailable".to_string()
+}
+
+/// One logged-in account's view of the store. Mailbox ids are cached per name for the session;
+/// a mailbox deleted meanwhile is looked up again.
+pub struct StoreBackend {
+    store: Store,
+    account: Option<Account>,
+    ids: HashMap<String, i64>,
+}
+
+impl StoreBackend {
+    pub fn new(store: Store) -> Self {
+        Self { store, account: None, ids: HashMap::new() }
+    }
+
+    async fn login(&mut self, user: &str, password: &str) -> Result<bool, String> {
+        match self.store.authenticate(user, password).await {
+            Ok(Some(account)) => {
+                self.account = Some(account);
+                Ok(true)
+            }
+            Ok(None) => {
+                tracing::warn!(user = %user, "auth failed");
+                Ok(false)
+            }
+            Err(e) => Err(temporary(e)),
+        }
+    }
+
+    fn account_id(&self) -> Result<i64, String> {
+        self.account.as_ref().map(|a| a.id).ok_or_else(|| "not logged in".to_string())
+    }
+
+    /// Ok(None) when the account has no such mailbox.
+    async fn mailbox_id(&mut self, name: &str) -> Result<Option<i64>, String> {
+        let key = if name.eq_ignore_ascii_case("INBOX") { "INBOX".to_string() } else { name.to_string() };
+        if let Some(id) = self.ids.get(&key) {
+            return Ok(Some(*id));
+        }
+        let account = self.account_id()?;
+        match self.store.mailbox(account, &key).await.map_err(temporary)? {
+            Some(m) => {
+                self.ids.insert(key, m.id);
+                Ok(Some(m.id))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn imap_entry(m: tern_store::MailboxInfo) -> tern_imap::MailboxEntry {
+    tern_imap::MailboxEntry {
+        name: m.name,
+        special_use: m.special_use,
+        uid_validity: m.uid_validity,
+        uid_next: m.uid_next,
+        messages: m.messages,
+        unseen: m.unseen,
+        highest_modseq: m.highest_modseq,
+    }
+}
+
+fn imap_meta(m: tern_store::MessageMeta) -> tern_imap::MessageMeta {
+    tern_imap::MessageMeta { uid: m.uid, flags: m.flags, size: m.size, internal_date_ms: m.internal_date_ms, modseq: m.modseq }
+}
+
+mod imap_impl {
+    use super::*;
+    use tern_imap::{Backend, BackendError, FlagOp, MailboxEntry, MessageMeta};
+
+    fn t(e: String) -> BackendError {
+        BackendError::Temporary(e)
+    }
+
+    impl Backend for StoreBackend {
+        async fn login(&mut self, user: &str, password: &str) -> Result<bool, BackendError> {
+            StoreBackend::login(self, user, password).await.map_err(t)
+        }
+
+        async fn list_mailboxes(&mut self) -> Result<Vec<MailboxEntry>, BackendError> {
+            let account = self.account_id().map_err(t)?;
+            let list = self.store.list_mailboxes(account).await.map_err(temporary).map_err(t)?;
+            Ok(list.into_iter().map(imap_entry).collect())
+        }
+
+        async fn mailbox(&mut self, name: &str) -> Result<Option<MailboxEntry>, BackendError> {
+            let account = self.account_id().map_err(t)?;
+            let m = self.store.mailbox(account, name).await.map_err(temporary).map_err(t)?;
+            Ok(m.map(imap_entry))
+        }
+
+        async fn messages(&mut self, name: &str) -> Result<Vec<MessageMeta>, BackendError> {
+            let id = self.mailbox_id(name).await.map_err(t)?.ok_or(BackendError::NotFound)?;
+            let list = self.store.messages(id).await.map_err(temporary).map_err(t)?;
+            Ok(list.into_iter().map(imap_meta).collect())
+        }
+
+        async fn body(&mut self, name: &str, uid: u32) -> Result<Option<Vec<u8>>, BackendError> {
+            let id = self.mailbox_id(name).await.map_err(t)?.ok_or(BackendError::NotFound)?;
+            self.store.message_body(id, uid).await.map_err(temporary).map_err(t)
+        }
+
+        async fn store_flags(
+            &mut self,
+            name: &str,
+            uids: &[u32],
+            op: FlagOp,
+            flags: &[String],
+        ) -> Result<Vec<MessageMeta>, BackendError> {
+            let id = self.mailbox_id(name).await.map_err(t)?.ok_or(BackendError::NotFound)?;
+            let op = match op {
+                FlagOp::Add => tern_store::FlagOp::Add,
+                FlagOp::Remove => tern_store::FlagOp::Remove,
+                FlagOp::Replace => tern_store::FlagOp::Replace,
+            };
+            let list = self.store.store_flags(id, uids, op, flags).await.map_err(temporary).map_err(t)?;
+            Ok(list.into_iter().map(imap_meta).collect())
+        }
+
+        async fn expunge(&mut self, name: &str, uids: Option<&[u32]>) -> Result<Vec<u32>, BackendError> {
+            let id = self.mailbox_id(name).await.map_err(t)?.ok_or(BackendError::NotFound)?;
+            self.store.expunge(id, uids).await.map_err(temporary).map_err(t)
+        }
+    }
+}
+
+mod pop3_impl {
+    use super::*;
+    use tern_pop3::{Backend, BackendError, MaildropEntry};
+
+    fn t(e: String) -> BackendError {
+        BackendError::Temporary(e)
+    }
+
+    impl Backend for StoreBackend {
+        async fn login(&mut self, user: &str, password: &str) -> Result<bool, BackendError> {
+            StoreBackend::login(self, user, password).await.map_err(t)
+        }
+
+        async fn maildrop(&mut self) -> Result<Vec<MaildropEntry>, BackendError> {
+            let account = self.account_id().map_err(t)?;
+            let inbox = self
+                .store
+                .mailbox(account, "INBOX")
+                .await
+                .map_err(temporary)
+                .map_err(t)?
+                .ok_or_else(|| t("account has no INBOX".into()))?;
+            self.ids.insert("INBOX".into(), inbox.id);
+            let list = self.store.messages(inbox.id).await.map_err(temporary).map_err(t)?;
+            // RFC 1939 §7: a unique-id must stay the same across sessions; UIDVALIDITY.UID does,
+            // and changes exactly when IMAP clients would also have to resynchronise.
+            Ok(list
+                .into_iter()
+                .map(|m| MaildropEntry { uid: m.uid, size: m.size, unique_id: format!("{}.{}", inbox.uid_validity, m.uid) })
+                .collect())
+        }
+
+        async fn body(&mut self, uid: u32) -> Result<Option<Vec<u8>>, BackendError> {
+            let id = self.mailbox_id("INBOX").await.map_err(t)?.ok_or_else(|| t("account has no INBOX".into()))?;
+            self.store.message_body(id, uid).await.map_err(temporary).map_err(t)
+        }
+
+        async fn delete(&mut self, uids: &[u32]) -> Result<(), BackendError> {
+            if uids.is_empty() {
+                return Ok(());
+            }
+            let id = self.mailbox_id("INBOX").await.map_err(t)?.ok_or_else(|| t("account has no INBOX".into()))?;
+            let deleted = [String::from("\\Deleted")];
+            self.store.store_flags(id, uids, tern_store::FlagOp::Add, &deleted).await.map_err(temporary).map_err(t)?;
+            self.store.expunge(id, Some(uids)).await.map_err(temporary).map_err(t)?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The Admin gRPC service: domains, accounts and aliases, behind the admin bearer token.
+
+use tern_rpc::v1::admin_server::Admin;
+use tern_rpc::v1::{
+    Account, AccountRequest, AddAccountRequest, AddAliasRequest, Alias, AliasRequest, Domain, DomainRequest, Empty,
+    ListAccountsRequest, ListAccountsResponse, ListAliasesRequest, ListAliasesResponse, ListDomainsResponse,
+    SetPasswordRequest,
+};
+use tern_runtime::grpc::check_bearer;
+use tern_store::Store;
+use tonic::{Request, Response, Status};
+
+pub struct AdminService {
+    store: Store,
+    token: String,
+}
+
+impl AdminService {
+    pub fn new(store: Store, token: String) -> Self {
+        Self { store, token }
+    }
+
+    fn auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        check_bearer(req, &self.token)
+    }
+}
+
+/// Maps store errors to gRPC statuses: the caller's mistakes keep their message, store trouble
+/// becomes UNAVAILABLE without internal detail.
+pub fn status(e: tern_store::Error) -> Status {
+    use tern_store::Error as E;
+    match e {
+        E::NotFound(m) => Status::not_found(m),
+        E::Conflict(m) => Status::already_exists(m),
+        E::Invalid(m) => Status::invalid_argument(m),
+        other => {
+            tracing::error!(error = %other, "store error");
+            Status::unavailable("store unavailable")
+        }
+    }
+}
+
+fn opt(s: &str) -> Option<&str> {
+    if s.is_empty() { None } else { Some(s) }
+}
+
+fn check_password(pw: &str) -> Result<(), Status> {
+    if pw.chars().count() < 8 {
+        return Err(Status::invalid_argument("password must have at least 8 characters"));
+    }
+    if pw.len() > 1024 {
+        return Err(Status::invalid_argument("password is longer than 1024 bytes"));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn add_domain(&self, req: Request<DomainRequest>) -> Result<Response<Empty>, Status> {
+        self.auth(&req)?;
+        self.store.add_domain(&req.get_ref().name).await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn remove_domain(&self, req: Request<DomainRequest>) -> Result<Response<Empty>, Status> {
+        self.auth(&req)?;
+        self.store.remove_domain(&req.get_ref().name).await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_domains(&self, req: Request<Empty>) -> Result<Response<ListDomainsResponse>, Status> {
+        self.auth(&req)?;
+        let domains = self.store.list_domains().await.map_err(status)?;
+        Ok(Response::new(ListDomainsResponse {
+            domains: domains.into_iter().map(|d| Domain { name: d.name, created_at_ms: d.created_at_ms }).collect(),
+        }))
+    }
+
+    async fn add_account(&self, req: Request<AddAccountRequest>) -> Result<Response<Account>, Status> {
+        self.auth(&req)?;
+        let r = req.get_ref();
+        check_password(&r.password)?;
+        let a = self.store.add_account(&r.address, &r.password).await.map_err(status)?;
+        Ok(Response::new(Account { address: a.address, created_at_ms: a.created_at_ms }))
+    }
+
+    async fn remove_account(&self, req: Request<AccountRequest>) -> Result<Response<Empty>, Status> {
+        self.auth(&req)?;
+        self.store.remove_account(&req.get_ref().address).await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn set_password(&self, req: Request<SetPasswordRequest>) -> Result<Response<Empty>, Status> {
+        self.auth(&req)?;
+        let r = req.get_ref();
+        check_password(&r.password)?;
+        self.store.set_password(&r.address, &r.password).await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_accounts(&self, req: Request<ListAccountsRequest>) -> Result<Response<ListAccountsResponse>, Status> {
+        self.auth(&req)?;
+        let accounts = self.store.list_accounts(opt(&req.get_ref().domain)).await.map_err(status)?;
+        Ok(Response::new(ListAccountsResponse {
+            accounts: accounts.into_iter().map(|a| Account { address: a.address, created_at_ms: a.created_at_ms }).collect(),
+        }))
+    }
+
+    async fn add_alias(&self, req: Request<AddAliasRequest>) -> Result<Response<Alias>, Status> {
+        self.auth(&req)?;
+        let r = req.get_ref();
+        if r.targets.is_empty() {
+            return Err(Status::invalid_argument("an alias needs at least one target"));
+        }
+        let a = self.store.add_alias(&r.source, &r.targets).await.map_err(status)?;
+        Ok(Response::new(Alias { source: a.source, targets: a.targets }))
+    }
+
+    async fn remove_alias(&self, req: Request<AliasRequest>) -> Result<Response<Empty>, Status> {
+        self.auth(&req)?;
+        self.store.remove_alias(&req.get_ref().source).await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_aliases(&self, req: Request<ListAliasesRequest>) -> Result<Response<ListAliasesResponse>, Status> {
+        self.auth(&req)?;
+        let aliases = self.store.list_aliases(opt(&req.get_ref().domain)).await.map_err(status)?;
+        Ok(Response::new(ListAliasesResponse {
+            aliases: aliases.into_iter().map(|a| Alias { source: a.source, targets: a.targets }).collect(),
+        }))
+    }
+}

@@ -1,0 +1,24 @@
+//! `tern-mda`: the delivery agent as its own process (production shape: Postgres, gRPC on
+//! 50053). All logic lives in the library.
+
+use anyhow::Context;
+use tern_mda::Config;
+use tern_runtime::{Shutdown, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config: Config = tern_runtime::config::from_args_or_exit("tern-mda");
+    telemetry::init(config.log_format);
+    let store = tern_store::Store::connect(&config.database_url).await.context("connect to the store")?;
+    let grpc = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("bind gRPC listener {}", config.grpc_listen))?;
+    let sd = Shutdown::new();
+    let task = tokio::spawn(tern_mda::run(config.admin_token.clone(), grpc, store.clone(), sd.clone()));
+    shutdown::signal().await;
+    tracing::info!("shutting down");
+    sd.cancel();
+    task.await.context("mda task")??;
+    store.close().await;
+    Ok(())
+}

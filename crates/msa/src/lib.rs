@@ -1,0 +1,153 @@
+//! The submission agent (`tern-msa`): where users and programs hand in mail.
+//!
+//! SMTP submission (RFC 6409) on 587 with STARTTLS and on 465 with implicit TLS (RFC 8314),
+//! AUTH required and offered only inside TLS; a gRPC Submission service for programs. Both
+//! paths run the same checks and the same fix-ups and put the message on the queue once,
+//! however many recipients it has. Delivery is the MTA's job, not this agent's.
+
+mod grpc;
+mod submit;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tern_runtime::Shutdown;
+use tern_runtime::config::SmtpLimits;
+use tern_runtime::net::{ConnectionLimits, Listener, Timeouts, drive, serve};
+use tern_runtime::sessions::SmtpConnection;
+use tern_runtime::telemetry::LogFormat;
+use tern_runtime::tls::CertFiles;
+use tern_smtp::{AuthPolicy, Session};
+use tern_store::Store;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+pub use grpc::SubmissionService;
+pub use submit::{SubmissionHandler, Submitter};
+
+/// `tern-msa` settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub database_url: String,
+    pub hostname: String,
+    #[serde(default = "default_submission")]
+    pub submission_listen: SocketAddr,
+    #[serde(default = "default_submissions")]
+    pub submissions_listen: SocketAddr,
+    #[serde(default = "default_grpc")]
+    pub grpc_listen: SocketAddr,
+    /// Certificate for both ports; submission without TLS is not offered.
+    pub tls: CertFiles,
+    #[serde(default)]
+    pub smtp: SmtpLimits,
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+fn default_submission() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 587))
+}
+fn default_submissions() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 465))
+}
+fn default_grpc() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 50051))
+}
+
+pub struct Listeners {
+    /// Port 587: plain at first, STARTTLS before AUTH.
+    pub submission: TcpListener,
+    /// Port 465: TLS from the first byte.
+    pub submissions: TcpListener,
+    pub grpc: TcpListener,
+}
+
+/// Serves both submission ports and the gRPC Submission service until shutdown.
+pub async fn run(
+    hostname: String,
+    tls: CertFiles,
+    limits: SmtpLimits,
+    listeners: Listeners,
+    store: Store,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let acceptor = tern_runtime::tls::acceptor(&tls)?;
+    tracing::info!(
+        submission.address = %listeners.submission.local_addr()?,
+        submissions.address = %listeners.submissions.local_addr()?,
+        grpc.address = %listeners.grpc.local_addr()?,
+        "msa serving"
+    );
+    let submitter = Submitter::new(store, hostname);
+    let busy = b"421 4.7.0 too many connections, try again later\r\n".to_vec();
+    let conn_limits = ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
+    let starttls = tokio::spawn(smtp_listener(
+        Listener { name: "submission", listener: listeners.submission, limits: conn_limits, implicit_tls: None, busy_reply: busy.clone() },
+        acceptor.clone(),
+        submitter.clone(),
+        limits.clone(),
+        shutdown.clone(),
+    ));
+    let implicit = tokio::spawn(smtp_listener(
+        Listener {
+            name: "submissions",
+            listener: listeners.submissions,
+            limits: conn_limits,
+            implicit_tls: Some(acceptor.clone()),
+            busy_reply: busy,
+        },
+        acceptor,
+        submitter.clone(),
+        limits,
+        shutdown.clone(),
+    ));
+    let token = shutdown.token.clone();
+    let grpc = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(120))
+        .add_service(tern_rpc::v1::submission_server::SubmissionServer::new(SubmissionService::new(submitter)))
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listeners.grpc), token.cancelled_owned())
+        .await;
+    starttls.await?;
+    implicit.await?;
+    grpc?;
+    Ok(())
+}
+
+async fn smtp_listener(
+    listener: Listener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    submitter: Submitter,
+    limits: SmtpLimits,
+    shutdown: Shutdown,
+) {
+    let name = listener.name;
+    let token = shutdown.token.clone();
+    let timeouts = Timeouts { idle: Duration::from_secs(limits.idle_timeout_secs), handshake: Duration::from_secs(30) };
+    let hostname = submitter.hostname().to_string();
+    serve(listener, shutdown, Duration::from_secs(30), move |stream, peer| {
+        let tls_active = stream.is_tls();
+        let config = tern_smtp::Config {
+            hostname: hostname.clone(),
+            max_message_size: limits.max_message_size,
+            max_recipients: limits.max_recipients,
+            max_errors: limits.max_errors,
+            tls_available: true,
+            auth: AuthPolicy::Required,
+            auth_requires_tls: true,
+        };
+        let handler = submitter.handler(peer, tls_active);
+        let acceptor = acceptor.clone();
+        let token = token.clone();
+        let span = tracing::info_span!("smtp.session", client.address = %peer, listener = name, tls = tls_active);
+        async move {
+            let session = SmtpConnection::new(Session::new(config, tls_active), handler, SubmissionHandler::tls_started);
+            match drive(stream, session, Some(&acceptor), timeouts, &token).await {
+                Ok(end) => tracing::debug!(?end, "submission session ended"),
+                Err(e) => tracing::debug!(error = %e, "submission session failed"),
+            }
+        }
+        .instrument(span)
+    })
+    .await;
+}

@@ -1,0 +1,40 @@
+//! `tern-msa`: the submission agent as its own process (587, 465, gRPC on 50051).
+
+use anyhow::Context;
+use tern_msa::{Config, Listeners};
+use tern_runtime::{Shutdown, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config: Config = tern_runtime::config::from_args_or_exit("tern-msa");
+    telemetry::init(config.log_format);
+    // Check the certificate before binding anything: a bad path is a configuration error.
+    tern_runtime::tls::acceptor(&config.tls).context("load TLS certificate")?;
+    let store = tern_store::Store::connect(&config.database_url).await.context("connect to the store")?;
+    let bind = |addr: std::net::SocketAddr, what: &'static str| async move {
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {what} listener {addr}"))
+    };
+    let listeners = Listeners {
+        submission: bind(config.submission_listen, "submission").await?,
+        submissions: bind(config.submissions_listen, "submissions").await?,
+        grpc: bind(config.grpc_listen, "gRPC").await?,
+    };
+    let sd = Shutdown::new();
+    let task = tokio::spawn(tern_msa::run(
+        config.hostname.clone(),
+        config.tls.clone(),
+        config.smtp.clone(),
+        listeners,
+        store.clone(),
+        sd.clone(),
+    ));
+    shutdown::signal().await;
+    tracing::info!("shutting down");
+    sd.cancel();
+    task.await.context("msa task")??;
+    if !sd.drain(std::time::Duration::from_secs(30)).await {
+        tracing::warn!("connections still open at the drain deadline");
+    }
+    store.close().await;
+    Ok(())
+}

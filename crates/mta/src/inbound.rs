@@ -1,0 +1,160 @@
+//! SMTP on port 25: mail from other servers, accepted only for local domains and existing
+//! recipients. The protocol itself is `tern-smtp`; this file is the policy.
+//!
+//! Never an open relay: a recipient is accepted only when its domain is one of ours and the
+//! directory resolves it. Old relay tricks (`%` hack, `!` paths, quoted local parts holding `@`,
+//! IP literals) are refused outright rather than left to the resolver.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tern_runtime::mailfmt::{Received, count_header, now_unix};
+use tern_runtime::net::{Listener, Timeouts, drive, serve};
+use tern_runtime::sessions::SmtpConnection;
+use tern_runtime::Shutdown;
+use tern_smtp::{AuthPolicy, Envelope, Handler, Reply, Session};
+use tern_store::{NewMessage, Resolution, Store};
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::SmtpLimits;
+
+pub struct InboundHandler {
+    store: Store,
+    hostname: String,
+    peer: SocketAddr,
+    max_received: usize,
+    tls: bool,
+}
+
+pub fn reply(code: u16, status: (u8, u16, u16), text: impl Into<String>) -> Reply {
+    Reply { code, status: Some(status), text: text.into() }
+}
+
+fn store_trouble(e: &tern_store::Error) -> Reply {
+    tracing::warn!(error = %e, "store error during SMTP transaction");
+    reply(451, (4, 3, 0), "temporary local problem, try again later")
+}
+
+/// Splits `local@domain` at the last `@`, refusing the forms that were once used to relay.
+pub fn relay_safe_split(address: &str) -> Result<(&str, &str), Reply> {
+    let denied = || reply(550, (5, 7, 1), format!("<{address}>: relaying denied"));
+    let (local, domain) = address.rsplit_once('@').ok_or_else(|| reply(501, (5, 1, 3), "bad recipient address syntax"))?;
+    if local.is_empty() || domain.is_empty() {
+        return Err(reply(501, (5, 1, 3), "bad recipient address syntax"));
+    }
+    // RFC 5321 §3.6.1 source routes arrive stripped by the parser; what remains are the `%` and
+    // `!` conventions and quoted local parts, which old relays interpreted as further hops.
+    if local.contains(['%', '!', '@', '"']) || local.starts_with('@') || domain.starts_with('[') || domain.contains(':') {
+        return Err(denied());
+    }
+    Ok((local, domain))
+}
+
+impl Handler for InboundHandler {
+    async fn authenticate(&mut self, _authzid: &str, _authcid: &str, _password: &str) -> Result<(), Reply> {
+        // AUTH is never advertised on port 25; the session refuses it before we are asked.
+        Err(reply(503, (5, 5, 1), "authentication is not available on this port"))
+    }
+
+    async fn mail_from(&mut self, _envelope: &Envelope, _from: &str) -> Result<(), Reply> {
+        // Sender checks (SPF, DMARC) belong to the transfer-agent issue; any sender is accepted.
+        Ok(())
+    }
+
+    async fn rcpt_to(&mut self, _envelope: &Envelope, to: &str) -> Result<(), Reply> {
+        relay_safe_split(to)?;
+        match self.store.resolve(to).await {
+            Ok(Resolution::Local { .. }) => Ok(()),
+            Ok(Resolution::NoSuchUser) => Err(reply(550, (5, 1, 1), format!("<{to}>: no such user here"))),
+            Ok(Resolution::NotLocalDomain) => Err(reply(550, (5, 7, 1), format!("<{to}>: relaying denied"))),
+            Err(e) => Err(store_trouble(&e)),
+        }
+    }
+
+    async fn data(&mut self, envelope: &Envelope, message: Vec<u8>) -> Result<Reply, Reply> {
+        if count_header(&message, "Received") >= self.max_received {
+            return Err(reply(554, (5, 4, 6), "too many hops: mail loop detected"));
+        }
+        let with = if self.tls { "ESMTPS" } else { "ESMTP" };
+        let received = Received {
+            helo: &envelope.helo,
+            client_ip: Some(self.peer.ip()),
+            by_host: &self.hostname,
+            with,
+            authenticated_as: None,
+            unix_secs: now_unix(),
+        }
+        .header();
+        let mut content = Vec::with_capacity(received.len() + message.len());
+        content.extend_from_slice(received.as_bytes());
+        content.extend_from_slice(&message);
+        let msg = NewMessage { sender: &envelope.mail_from, recipients: &envelope.rcpt_to, content: &content };
+        // RFC 5321 §6.1: the 250 below is our promise to deliver; it goes out only once the
+        // queue transaction has committed.
+        match self.store.enqueue(msg).await {
+            Ok(id) => {
+                tracing::info!(queue.id = %id, rcpts = envelope.rcpt_to.len(), size = content.len(), "message queued");
+                Ok(reply(250, (2, 0, 0), format!("queued as {id}")))
+            }
+            Err(e) => Err(store_trouble(&e)),
+        }
+    }
+}
+
+pub async fn serve_smtp(
+    listener: Listener,
+    tls: Option<TlsAcceptor>,
+    hostname: String,
+    limits: SmtpLimits,
+    store: Store,
+    shutdown: Shutdown,
+) {
+    let token = shutdown.token.clone();
+    let timeouts = Timeouts { idle: Duration::from_secs(limits.idle_timeout_secs), handshake: Duration::from_secs(30) };
+    serve(listener, shutdown, Duration::from_secs(30), move |stream, peer| {
+        let config = tern_smtp::Config {
+            hostname: hostname.clone(),
+            max_message_size: limits.max_message_size,
+            max_recipients: limits.max_recipients,
+            max_errors: limits.max_errors,
+            tls_available: tls.is_some(),
+            auth: AuthPolicy::Disabled,
+            auth_requires_tls: true,
+        };
+        let handler = InboundHandler {
+            store: store.clone(),
+            hostname: hostname.clone(),
+            peer,
+            max_received: limits.max_received_headers,
+            tls: stream.is_tls(),
+        };
+        let tls = tls.clone();
+        let token = token.clone();
+        let span = tracing::info_span!("smtp.session", client.address = %peer, listener = "smtp");
+        async move {
+            let session = SmtpConnection::new(Session::new(config, false), handler, |h: &mut InboundHandler| h.tls = true);
+            match drive(stream, session, tls.as_ref(), timeouts, &token).await {
+                Ok(end) => tracing::debug!(?end, "smtp session ended"),
+                Err(e) => tracing::debug!(error = %e, "smtp session failed"),
+            }
+        }
+        .instrument(span)
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_tricks_are_denied() {
+        for bad in ["a%b.test@example.test", "b.test!a@example.test", "\"a@b.test\"@example.test", "a@[127.0.0.1]", "a@[IPv6:::1]"] {
+            let e = relay_safe_split(bad).unwrap_err();
+            assert_eq!((e.code, e.status), (550, Some((5, 7, 1))), "{bad}");
+        }
+        assert_eq!(relay_safe_split("bob@example.test").unwrap(), ("bob", "example.test"));
+        assert_eq!(relay_safe_split("nobody").unwrap_err().code, 501);
+    }
+}

@@ -1,0 +1,123 @@
+//! The transfer agent (`tern-mta`): SMTP on port 25 for mail from other servers, the queue
+//! runners that deliver queued mail, and the Queue administration API.
+//!
+//! It accepts mail only for local domains (never an open relay) and hands local recipients to
+//! the MDA over gRPC. It does not write mailboxes (that is the MDA) and does not authenticate
+//! users (that is the MSA).
+
+mod inbound;
+mod queue_admin;
+mod runner;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tern_runtime::Shutdown;
+pub use tern_runtime::config::SmtpLimits;
+use tern_runtime::net::{ConnectionLimits, Listener};
+use tern_runtime::telemetry::LogFormat;
+use tern_runtime::tls::CertFiles;
+use tern_store::Store;
+use tokio::net::TcpListener;
+
+pub use inbound::InboundHandler;
+pub use queue_admin::QueueService;
+pub use runner::{DeliveryClient, Runner, RunnerConfig, backoff};
+
+/// `tern-mta` settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub database_url: String,
+    /// The name this server gives in greetings and Received headers.
+    pub hostname: String,
+    #[serde(default = "default_smtp_listen")]
+    pub smtp_listen: SocketAddr,
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: SocketAddr,
+    /// Where the MDA's Delivery service is, e.g. `http://tern-mda:50053`.
+    pub mda_url: String,
+    /// Bearer token for the Queue service.
+    pub admin_token: String,
+    /// Certificate for STARTTLS on port 25; without it STARTTLS is not offered.
+    pub tls: Option<CertFiles>,
+    #[serde(default)]
+    pub smtp: SmtpLimits,
+    #[serde(default)]
+    pub queue: RunnerConfig,
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+fn default_smtp_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 25))
+}
+fn default_grpc_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 50052))
+}
+
+/// Sockets the caller bound for the MTA.
+pub struct Listeners {
+    pub smtp: TcpListener,
+    pub grpc: TcpListener,
+}
+
+/// What `run` needs besides the sockets.
+pub struct Parts {
+    pub hostname: String,
+    pub admin_token: String,
+    pub mda_url: String,
+    pub tls: Option<CertFiles>,
+    pub smtp: SmtpLimits,
+    pub queue: RunnerConfig,
+}
+
+impl From<&Config> for Parts {
+    fn from(c: &Config) -> Self {
+        Parts {
+            hostname: c.hostname.clone(),
+            admin_token: c.admin_token.clone(),
+            mda_url: c.mda_url.clone(),
+            tls: c.tls.clone(),
+            smtp: c.smtp.clone(),
+            queue: c.queue.clone(),
+        }
+    }
+}
+
+/// Runs the SMTP listener, the queue runner and the Queue service until shutdown.
+pub async fn run(parts: Parts, listeners: Listeners, store: Store, shutdown: Shutdown) -> anyhow::Result<()> {
+    let tls = parts.tls.as_ref().map(tern_runtime::tls::acceptor).transpose()?;
+    tracing::info!(smtp.address = %listeners.smtp.local_addr()?, grpc.address = %listeners.grpc.local_addr()?, "mta serving");
+
+    let smtp_task = {
+        let limits = parts.smtp.clone();
+        let listener = Listener {
+            name: "smtp",
+            listener: listeners.smtp,
+            limits: ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip),
+            implicit_tls: None,
+            busy_reply: b"421 4.7.0 too many connections, try again later\r\n".to_vec(),
+        };
+        let store = store.clone();
+        let hostname = parts.hostname.clone();
+        let sd = shutdown.clone();
+        tokio::spawn(inbound::serve_smtp(listener, tls, hostname, limits, store, sd))
+    };
+
+    let delivery = DeliveryClient::new(&parts.mda_url)?;
+    let runner = Runner::new(store.clone(), delivery, parts.queue.clone());
+    let runner_task = tokio::spawn(runner.run(shutdown.token.clone()));
+
+    let grpc_token = shutdown.token.clone();
+    let grpc = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(60))
+        .add_service(tern_rpc::v1::queue_server::QueueServer::new(QueueService::new(store, parts.admin_token)))
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listeners.grpc), grpc_token.cancelled_owned());
+
+    let grpc_result = grpc.await;
+    smtp_task.await?;
+    runner_task.await??;
+    grpc_result?;
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! `tern-mta`: the transfer agent as its own process (port 25, queue runners, gRPC on 50052).
+
+use anyhow::Context;
+use tern_mta::{Config, Listeners, Parts};
+use tern_runtime::{Shutdown, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config: Config = tern_runtime::config::from_args_or_exit("tern-mta");
+    telemetry::init(config.log_format);
+    let store = tern_store::Store::connect(&config.database_url).await.context("connect to the store")?;
+    let listeners = Listeners {
+        smtp: tokio::net::TcpListener::bind(config.smtp_listen)
+            .await
+            .with_context(|| format!("bind SMTP listener {}", config.smtp_listen))?,
+        grpc: tokio::net::TcpListener::bind(config.grpc_listen)
+            .await
+            .with_context(|| format!("bind gRPC listener {}", config.grpc_listen))?,
+    };
+    let sd = Shutdown::new();
+    let task = tokio::spawn(tern_mta::run(Parts::from(&config), listeners, store.clone(), sd.clone()));
+    shutdown::signal().await;
+    tracing::info!("shutting down");
+    sd.cancel();
+    task.await.context("mta task")??;
+    if !sd.drain(std::time::Duration::from_secs(30)).await {
+        tracing::warn!("connections still open at the drain deadline");
+    }
+    store.close().await;
+    Ok(())
+}
