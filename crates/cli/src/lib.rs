@@ -1,0 +1,7 @@
+//! The `tern` command as a library: the local all-in-one system (`up`), the admin client, and
+//! the mail user agent (`mua`). `main.rs` only parses arguments and prints; the test harness
+//! reuses `up` to start whole clusters in-process.
+
+pub mod admin;
+pub mod mua;
+pub mod up;

@@ -1,0 +1,506 @@
+//! `tern`: the command line of Tern — run a local system, administer it, and send and read mail.
+//!
+//! Argument parsing and printing only; the work is in the library (`up`, `admin`, `mua`).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use tern::admin::{self, Target, explain};
+use tern::mua::{self, Compose, Security, Server};
+use tern::up::{self, Ports, State, UpOptions};
+use tern_rpc::v1;
+
+#[derive(Parser)]
+#[command(name = "tern", version, about = "Tern mail system: run it, administer it, send and read mail")]
+struct Cli {
+    /// Data directory of a local system (`tern up`).
+    #[arg(long, global = true, env = "TERN_DATA", default_value = "tern-data")]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every agent in one process on SQLite (Ctrl-C stops it).
+    Up(UpArgs),
+    /// Manage domains.
+    #[command(subcommand)]
+    Domain(DomainCmd),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// Manage aliases.
+    #[command(subcommand)]
+    Alias(AliasCmd),
+    /// Inspect and act on the queue.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Compose and submit a message (body from --body or standard input).
+    Send(SendArgs),
+    /// List a mailbox.
+    Inbox(InboxArgs),
+    /// Show one message.
+    Read(ReadArgs),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Store URL (default: SQLite file in the data directory).
+    #[arg(long, env = "TERN_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Bind every listener on a free port chosen by the system (see state.json).
+    #[arg(long)]
+    ephemeral_ports: bool,
+    /// Host name used in greetings and Received headers.
+    #[arg(long, default_value = "localhost")]
+    hostname: String,
+}
+
+#[derive(Args, Clone)]
+struct AdminArgs {
+    /// Admin gRPC address (default: the local system's MDA).
+    #[arg(long, env = "TERN_ADMIN_URL", global = true)]
+    admin_url: Option<String>,
+    /// Queue gRPC address (default: the local system's MTA).
+    #[arg(long, env = "TERN_QUEUE_URL", global = true)]
+    queue_url: Option<String>,
+    /// Admin token (default: DATA/admin-token).
+    #[arg(long, env = "TERN_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DomainCmd {
+    Add { name: String, #[command(flatten)] a: AdminArgs },
+    List { #[command(flatten)] a: AdminArgs },
+    Remove { name: String, #[command(flatten)] a: AdminArgs },
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    Add {
+        address: String,
+        #[command(flatten)]
+        pw: PasswordArgs,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    Remove { address: String, #[command(flatten)] a: AdminArgs },
+    /// Set a new password.
+    Passwd {
+        address: String,
+        #[command(flatten)]
+        pw: PasswordArgs,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+}
+
+#[derive(Args)]
+struct PasswordArgs {
+    /// The password (visible in the process list: prefer --password-stdin).
+    #[arg(long, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+impl PasswordArgs {
+    fn get(&self) -> anyhow::Result<String> {
+        if let Some(p) = &self.password {
+            return Ok(p.clone());
+        }
+        if self.password_stdin {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("read password from standard input")?;
+            let p = line.trim_end_matches(['\r', '\n']).to_string();
+            if p.is_empty() {
+                bail!("empty password on standard input");
+            }
+            return Ok(p);
+        }
+        bail!("give a password with --password or --password-stdin")
+    }
+}
+
+#[derive(Subcommand)]
+enum AliasCmd {
+    /// SOURCE is user@domain or @domain (catch-all); one or more TARGETS.
+    Add {
+        source: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    Remove { source: String, #[command(flatten)] a: AdminArgs },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    List {
+        /// queued, delivered or failed
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    Show { id: String, #[command(flatten)] a: AdminArgs },
+    Retry { id: String, #[command(flatten)] a: AdminArgs },
+    Delete { id: String, #[command(flatten)] a: AdminArgs },
+}
+
+/// Which server and which account the mail commands use.
+#[derive(Args, Clone)]
+struct MailServer {
+    /// Account to log in as (default for send: --from).
+    #[arg(long, env = "TERN_USER")]
+    user: Option<String>,
+    /// Password of the account.
+    #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Server host (default: the local system).
+    #[arg(long, env = "TERN_HOST")]
+    host: Option<String>,
+    /// Port (default: the local system's submission or IMAP port, else 587 / 993).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Use implicit TLS instead of STARTTLS.
+    #[arg(long)]
+    tls: bool,
+    /// Extra CA certificate to trust (default: the local system's certificate).
+    #[arg(long, env = "TERN_CA")]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    #[arg(long)]
+    from: String,
+    #[arg(long, required = true)]
+    to: Vec<String>,
+    #[arg(long)]
+    cc: Vec<String>,
+    #[arg(long)]
+    bcc: Vec<String>,
+    #[arg(long, default_value = "")]
+    subject: String,
+    /// Text body (default: standard input).
+    #[arg(long)]
+    body: Option<String>,
+    /// HTML alternative from a file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Attach a file (repeatable).
+    #[arg(long)]
+    attach: Vec<PathBuf>,
+    #[command(flatten)]
+    server: MailServer,
+}
+
+#[derive(Args)]
+struct InboxArgs {
+    #[arg(long, default_value = "INBOX")]
+    mailbox: String,
+    #[arg(long, default_value_t = 1)]
+    page: u32,
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    #[command(flatten)]
+    server: MailServer,
+}
+
+#[derive(Args)]
+struct ReadArgs {
+    /// Message number as shown by `tern inbox`.
+    n: u32,
+    #[arg(long, default_value = "INBOX")]
+    mailbox: String,
+    /// Save attachments into this directory.
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Print the raw message instead.
+    #[arg(long)]
+    raw: bool,
+    #[command(flatten)]
+    server: MailServer,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("tern: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let data = cli.data;
+    match cli.command {
+        Command::Up(args) => up_cmd(&data, args).await,
+        Command::Domain(cmd) => domain_cmd(&data, cmd).await,
+        Command::Account(cmd) => account_cmd(&data, cmd).await,
+        Command::Alias(cmd) => alias_cmd(&data, cmd).await,
+        Command::Queue(cmd) => queue_cmd(&data, cmd).await,
+        Command::Send(args) => send_cmd(&data, args).await,
+        Command::Inbox(args) => inbox_cmd(&data, args).await,
+        Command::Read(args) => read_cmd(&data, args).await,
+    }
+}
+
+async fn up_cmd(data: &Path, args: UpArgs) -> anyhow::Result<()> {
+    tern_runtime::telemetry::init(tern_runtime::telemetry::LogFormat::Text);
+    let mut opts = UpOptions::new(data.to_path_buf());
+    opts.database_url = args.database_url;
+    opts.hostname = args.hostname;
+    if args.ephemeral_ports {
+        opts.ports = Ports::EPHEMERAL;
+    }
+    let mut running = up::start(opts).await?;
+    println!("Tern is running (data in {}). Listening on:", data.display());
+    print!("{}", running.state.table());
+    println!("Admin token: {}/admin-token   Certificate: {}", data.display(), running.state.cert.display());
+    println!("Press Ctrl-C to stop.");
+    tokio::select! {
+        _ = tern_runtime::shutdown::signal() => {
+            println!("Stopping...");
+            running.stop().await?;
+            println!("Stopped.");
+            Ok(())
+        }
+        (name, result) = running.wait_any() => {
+            let err = result.err().unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly"));
+            let _ = running.stop().await;
+            Err(err.context(format!("{name} stopped")))
+        }
+    }
+}
+
+fn target(data: &Path, a: AdminArgs) -> anyhow::Result<Target> {
+    Target::resolve(data, a.admin_url, a.queue_url, a.token)
+}
+
+fn when(ms: i64) -> String {
+    tern_runtime::mailfmt::rfc5322_date(ms / 1000)
+}
+
+async fn domain_cmd(data: &Path, cmd: DomainCmd) -> anyhow::Result<()> {
+    match cmd {
+        DomainCmd::Add { name, a } => {
+            admin::admin(&target(data, a)?).await?.add_domain(v1::DomainRequest { name: name.clone() }).await.map_err(explain)?;
+            println!("domain {name} added");
+        }
+        DomainCmd::List { a } => {
+            let list = admin::admin(&target(data, a)?).await?.list_domains(v1::Empty {}).await.map_err(explain)?.into_inner();
+            for d in list.domains {
+                println!("{}\t{}", d.name, when(d.created_at_ms));
+            }
+        }
+        DomainCmd::Remove { name, a } => {
+            admin::admin(&target(data, a)?).await?.remove_domain(v1::DomainRequest { name: name.clone() }).await.map_err(explain)?;
+            println!("domain {name} removed");
+        }
+    }
+    Ok(())
+}
+
+async fn account_cmd(data: &Path, cmd: AccountCmd) -> anyhow::Result<()> {
+    match cmd {
+        AccountCmd::Add { address, pw, a } => {
+            let password = pw.get()?;
+            let acc = admin::admin(&target(data, a)?)
+                .await?
+                .add_account(v1::AddAccountRequest { address, password })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("account {} added (mailboxes INBOX, Drafts, Sent, Trash, Junk, Archive)", acc.address);
+        }
+        AccountCmd::List { domain, a } => {
+            let req = v1::ListAccountsRequest { domain: domain.unwrap_or_default() };
+            let list = admin::admin(&target(data, a)?).await?.list_accounts(req).await.map_err(explain)?.into_inner();
+            for acc in list.accounts {
+                println!("{}\t{}", acc.address, when(acc.created_at_ms));
+            }
+        }
+        AccountCmd::Remove { address, a } => {
+            admin::admin(&target(data, a)?).await?.remove_account(v1::AccountRequest { address: address.clone() }).await.map_err(explain)?;
+            println!("account {address} removed");
+        }
+        AccountCmd::Passwd { address, pw, a } => {
+            let password = pw.get()?;
+            admin::admin(&target(data, a)?)
+                .await?
+                .set_password(v1::SetPasswordRequest { address: address.clone(), password })
+                .await
+                .map_err(explain)?;
+            println!("password of {address} changed");
+        }
+    }
+    Ok(())
+}
+
+async fn alias_cmd(data: &Path, cmd: AliasCmd) -> anyhow::Result<()> {
+    match cmd {
+        AliasCmd::Add { source, targets, a } => {
+            let alias = admin::admin(&target(data, a)?)
+                .await?
+                .add_alias(v1::AddAliasRequest { source, targets })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("alias {} -> {}", alias.source, alias.targets.join(", "));
+        }
+        AliasCmd::List { domain, a } => {
+            let req = v1::ListAliasesRequest { domain: domain.unwrap_or_default() };
+            let list = admin::admin(&target(data, a)?).await?.list_aliases(req).await.map_err(explain)?.into_inner();
+            for alias in list.aliases {
+                println!("{}\t{}", alias.source, alias.targets.join(", "));
+            }
+        }
+        AliasCmd::Remove { source, a } => {
+            admin::admin(&target(data, a)?).await?.remove_alias(v1::AliasRequest { source: source.clone() }).await.map_err(explain)?;
+            println!("alias {source} removed");
+        }
+    }
+    Ok(())
+}
+
+fn print_queue_message(m: &v1::QueueMessage) {
+    let sender = if m.sender.is_empty() { "<>" } else { &m.sender };
+    println!("{}  {} bytes  from {}  queued {}", m.id, m.size, sender, when(m.created_at_ms));
+    for r in &m.recipients {
+        println!("    {:<9} {}  attempts {}  next {}  {}", r.state, r.address, r.attempts, when(r.next_attempt_at_ms), r.last_reply);
+    }
+}
+
+async fn queue_cmd(data: &Path, cmd: QueueCmd) -> anyhow::Result<()> {
+    match cmd {
+        QueueCmd::List { state, limit, a } => {
+            let req = v1::QueueListRequest { state: state.unwrap_or_default(), limit };
+            let list = admin::queue(&target(data, a)?).await?.list(req).await.map_err(explain)?.into_inner();
+            if list.messages.is_empty() {
+                println!("queue is empty");
+            }
+            for m in &list.messages {
+                print_queue_message(m);
+            }
+        }
+        QueueCmd::Show { id, a } => {
+            let m = admin::queue(&target(data, a)?).await?.show(v1::QueueMessageRequest { id }).await.map_err(explain)?.into_inner();
+            print_queue_message(&m);
+        }
+        QueueCmd::Retry { id, a } => {
+            let r = admin::queue(&target(data, a)?).await?.retry(v1::QueueMessageRequest { id }).await.map_err(explain)?.into_inner();
+            println!("{} recipient(s) scheduled now", r.affected);
+        }
+        QueueCmd::Delete { id, a } => {
+            let r = admin::queue(&target(data, a)?).await?.delete(v1::QueueMessageRequest { id }).await.map_err(explain)?.into_inner();
+            println!("{} recipient(s) removed", r.affected);
+        }
+    }
+    Ok(())
+}
+
+/// Fills in the server from the local system when not given.
+fn mail_server(data: &Path, s: MailServer, default_user: Option<&str>, submission: bool) -> anyhow::Result<Server> {
+    let user = s.user.or_else(|| default_user.map(str::to_string)).context("give the account with --user or TERN_USER")?;
+    let password = s.password.context("give the password with --password or TERN_PASSWORD")?;
+    let security = if s.tls { Security::Tls } else { Security::Starttls };
+    let (host, port, ca) = match s.host {
+        Some(host) => {
+            let port = s.port.unwrap_or(match (submission, s.tls) {
+                (true, false) => 587,
+                (true, true) => 465,
+                (false, false) => 143,
+                (false, true) => 993,
+            });
+            (host, port, s.ca)
+        }
+        None => {
+            let state = State::load(data)?;
+            let addr = match (submission, s.tls) {
+                (true, false) => state.submission,
+                (true, true) => state.submissions,
+                (false, false) => state.imap,
+                (false, true) => state.imaps,
+            };
+            (addr.ip().to_string(), s.port.unwrap_or(addr.port()), s.ca.or(Some(state.cert)))
+        }
+    };
+    Ok(Server { host, port, security, user, password, ca_file: ca })
+}
+
+async fn send_cmd(data: &Path, args: SendArgs) -> anyhow::Result<()> {
+    let text = match args.body {
+        Some(b) => b,
+        None => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("read message body from standard input")?;
+            s
+        }
+    };
+    let html = match &args.html {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?),
+        None => None,
+    };
+    let server = mail_server(data, args.server, Some(&args.from), true)?;
+    let mail = Compose {
+        from: args.from,
+        to: args.to,
+        cc: args.cc,
+        bcc: args.bcc,
+        subject: args.subject,
+        text,
+        html,
+        attachments: args.attach,
+    };
+    let reply = mua::send(&server, &mail).await?;
+    println!("{reply}");
+    Ok(())
+}
+
+async fn inbox_cmd(data: &Path, args: InboxArgs) -> anyhow::Result<()> {
+    let server = mail_server(data, args.server, None, false)?;
+    let (list, total) = mua::inbox(&server, &args.mailbox, args.page, args.limit).await?;
+    print!("{}", mua::render_summary_table(&list));
+    let pages = total.div_ceil(args.limit.max(1)).max(1);
+    println!("{total} message(s) in {}, page {} of {pages}", args.mailbox, args.page);
+    Ok(())
+}
+
+async fn read_cmd(data: &Path, args: ReadArgs) -> anyhow::Result<()> {
+    let server = mail_server(data, args.server, None, false)?;
+    let msg = mua::read(&server, &args.mailbox, args.n).await?;
+    if args.raw {
+        use std::io::Write;
+        std::io::stdout().write_all(&msg.raw)?;
+    } else {
+        print!("{}", mua::render_message(&msg));
+    }
+    if let Some(dir) = args.save {
+        for p in mua::save_attachments(&msg, &dir)? {
+            println!("saved {}", p.display());
+        }
+    }
+    Ok(())
+}
