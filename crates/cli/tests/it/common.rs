@@ -1,0 +1,48 @@
+//! Helpers shared by the end-to-end tests.
+
+use base64::Engine;
+
+pub const ALICE: (&str, &str) = ("alice@example.test", "alice-password-1");
+pub const BOB: (&str, &str) = ("bob@example.test", "bob-password-22");
+
+/// A message as a real client would write it: CRLF lines, Date and Message-ID present.
+pub fn message(subject: &str) -> Vec<u8> {
+    format!(
+        "From: Alice <alice@example.test>\r\nTo: Bob <bob@example.test>\r\nSubject: {subject}\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello Bob,\r\n.leading dot survives dot-stuffing\r\nJ\u{f6}rg says hi.\r\n"
+    )
+    .into_bytes()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn unb64(s: &serde_json::Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(s.as_str().expect("base64 string")).expect("valid base64")
+}
+
+/// Asserts `stored` is exactly `sent` with only trace headers put in front: Return-Path and
+/// Delivered-To (MDA) and Received (MSA/MTA), each possibly folded.
+pub fn assert_sent_plus_trace_headers(sent: &[u8], stored: &[u8]) {
+    assert!(
+        stored.ends_with(sent),
+        "stored message does not end with the bytes sent.\n--- sent ---\n{}\n--- stored ---\n{}",
+        String::from_utf8_lossy(sent),
+        String::from_utf8_lossy(stored)
+    );
+    let prefix = String::from_utf8(stored[..stored.len() - sent.len()].to_vec()).expect("trace headers are UTF-8");
+    assert!(prefix.ends_with("\r\n"), "prefix must be whole header lines: {prefix:?}");
+    let mut names = Vec::new();
+    for line in prefix.split("\r\n").filter(|l| !l.is_empty()) {
+        if line.starts_with([' ', '\t']) {
+            continue;
+        }
+        let name = line.split(':').next().unwrap_or("");
+        assert!(
+            ["Return-Path", "Delivered-To", "Received"].contains(&name),
+            "unexpected header added in front: {line:?}"
+        );
+        names.push(name.to_string());
+    }
+    assert_eq!(names, ["Return-Path", "Delivered-To", "Received"], "trace headers in order");
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of the whole path: a real client submits over SMTP with STARTTLS and AUTH,
+//! the queue runner hands the message to the MDA over gRPC, and a real client reads it back
+//! over IMAP — in-process clusters on both backends, `tern up` as a process on SQLite, and the
+//! four agent binaries as separate processes on Postgres.
+
+mod common;
+mod errors;
+mod path;
+mod processes;
+mod tern_up;

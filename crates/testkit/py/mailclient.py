@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Real mail clients for Tern's end-to-end tests: Python's smtplib, imaplib and poplib.
+
+Each subcommand prints one JSON object on stdout. The Rust tests start the servers, call this
+script, and assert on the JSON. Nothing here knows Tern's internals: it is what any user's
+client would do over real sockets with real TLS (trusting the test's self-signed certificate).
+"""
+import argparse
+import base64
+import imaplib
+import json
+import poplib
+import smtplib
+import socket
+import ssl
+import sys
+import time
+
+
+def tls_context(ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = True
+    return ctx
+
+
+def smtp_connect(a):
+    if a.implicit_tls:
+        s = smtplib.SMTP_SSL(a.host, a.port, context=tls_context(a.ca), timeout=30)
+        s.ehlo("client.test")
+    else:
+        s = smtplib.SMTP(a.host, a.port, timeout=30)
+        s.ehlo("client.test")
+        s.starttls(context=tls_context(a.ca))
+        s.ehlo("client.test")
+    return s
+
+
+def cmd_send(a):
+    """Submits the message in --message-b64 with AUTH (PLAIN or LOGIN)."""
+    msg = base64.b64decode(a.message_b64)
+    s = smtp_connect(a)
+    if a.mech:
+        s.user, s.password = a.user, a.password
+        code, resp = s.auth(a.mech, getattr(s, "auth_" + a.mech.lower().replace("-", "_")))
+    else:
+        code, resp = s.login(a.user, a.password)
+    refused = s.sendmail(a.mail_from, a.rcpt, msg)
+    # smtplib does not return the final reply text; NOOP keeps the session honest afterwards.
+    noop = s.noop()
+    s.quit()
+    return {"auth": [code, resp.decode()], "refused": {k: [v[0], v[1].decode()] for k, v in refused.items()},
+            "noop": noop[0]}
+
+
+def cmd_send_errors(a):
+    """Drives the bad-input cases on one server; reports every reply."""
+    out = {}
+    # Wrong password.
+    s = smtp_connect(a)
+    try:
+        s.login(a.user, a.password + "-wrong")
+        out["wrong_password"] = "accepted"
+    except smtplib.SMTPAuthenticationError as e:
+        out["wrong_password"] = [e.smtp_code, e.smtp_error.decode()]
+    s.close()
+    # AUTH before STARTTLS on the plain port.
+    if not a.implicit_tls:
+        p = smtplib.SMTP(a.host, a.port, timeout=30)
+        p.ehlo("client.test")
+        out["auth_advertised_before_tls"] = p.has_extn("auth")
+        code, resp = p.docmd("AUTH", "PLAIN " + base64.b64encode(f"\0{a.user}\0{a.password}".encode()).decode())
+        out["auth_before_tls"] = [code, resp.decode()]
+        p.close()
+    # Unknown local recipient, overlong line, oversize message, then a good message.
+    s = smtp_connect(a)
+    s.login(a.user, a.password)
+    code, resp = s.mail(a.mail_from)
+    code, resp = s.rcpt(a.unknown_rcpt)
+    out["unknown_rcpt"] = [code, resp.decode()]
+    s.rset()
+    code, resp = s.docmd("NOOP " + "x" * 600)
+    out["long_line"] = [code, resp.decode()]
+    big = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * (a.big_kb + 1)
+    # Declared size: refused at MAIL FROM (RFC 1870).
+    code, resp = s.mail(a.mail_from, [f"SIZE={len(big)}"])
+    out["oversize_declared"] = [code, resp.decode()]
+    s.rset()
+    # Undeclared size: the server reads to the end of DATA, then refuses.
+    s.mail(a.mail_from)
+    s.rcpt(a.rcpt[0])
+    try:
+        code, resp = s.data(big)
+        out["oversize_data"] = [code, resp.decode()]
+    except smtplib.SMTPDataError as e:
+        out["oversize_data"] = [e.smtp_code, e.smtp_error.decode()]
+    # The same connection still works.
+    ok = b"Subject: after errors\r\n\r\nstill serving\r\n"
+    refused = s.sendmail(a.mail_from, a.rcpt, ok)
+    out["after_errors_refused"] = len(refused)
+    s.quit()
+    return out
+
+
+def imap_connect(a):
+    """Returns the connection and the capabilities seen before TLS (None for implicit TLS)."""
+    if a.implicit_tls:
+        return imaplib.IMAP4_SSL(a.host, a.port, ssl_context=tls_context(a.ca), timeout=30), None
+    m = imaplib.IMAP4(a.host, a.port, timeout=30)
+    before = list(m.capabilities)
+    m.starttls(ssl_context=tls_context(a.ca))
+    return m, before
+
+
+def cmd_fetch(a):
+    """Waits for --count messages in INBOX and returns them raw, plus flags and header fields."""
+    m, caps_before_tls = imap_connect(a)
+    caps = list(m.capabilities)
+    if a.authenticate:
+        typ, _ = m.authenticate("PLAIN", lambda _: f"\0{a.user}\0{a.password}".encode())
+    else:
+        typ, _ = m.login(a.user, a.password)
+    typ, boxes = m.list()
+    deadline = time.time() + a.wait
+    while True:
+        typ, data = m.select("INBOX")
+        exists = int(data[0])
+        if exists >= a.count or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    messages = []
+    if exists:
+        typ, data = m.fetch(f"1:{exists}", "(UID FLAGS RFC822.SIZE BODY.PEEK[])")
+        for part in data:
+            if isinstance(part, tuple):
+                messages.append({"meta": part[0].decode(), "raw_b64": base64.b64encode(part[1]).decode()})
+        typ, hdr = m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])")
+        header_fields = hdr[0][1].decode() if hdr and isinstance(hdr[0], tuple) else ""
+        typ, flags_before = m.fetch("1", "(FLAGS)")
+        typ, st = m.store("1", "+FLAGS", "(\\Flagged)")
+        typ, flags_after = m.fetch("1", "(FLAGS)")
+    else:
+        header_fields, flags_before, flags_after = "", [b""], [b""]
+    typ, ex = m.select("INBOX", readonly=True)
+    m.close()
+    m.logout()
+    return {"capabilities_before_tls": caps_before_tls, "capabilities": caps, "exists": exists, "mailboxes": [b.decode() for b in boxes],
+            "messages": messages, "header_fields": header_fields,
+            "flags_before": flags_before[0].decode(), "flags_after": flags_after[0].decode()}
+
+
+def cmd_imap_wrong_password(a):
+    m, _ = imap_connect(a)
+    try:
+        m.login(a.user, a.password + "-wrong")
+        return {"result": "accepted"}
+    except imaplib.IMAP4.error as e:
+        return {"result": str(e)}
+
+
+def cmd_pop3(a):
+    if a.implicit_tls:
+        p = poplib.POP3_SSL(a.host, a.port, context=tls_context(a.ca), timeout=30)
+    else:
+        p = poplib.POP3(a.host, a.port, timeout=30)
+        p.stls(context=tls_context(a.ca))
+    p.user(a.user)
+    p.pass_(a.password)
+    count, size = p.stat()
+    uidl = [u.decode() for u in p.uidl()[1]]
+    raw = b"\r\n".join(p.retr(1)[1]) + b"\r\n" if count else b""
+    p.quit()
+    return {"count": count, "size": size, "uidl": uidl, "raw_b64": base64.b64encode(raw).decode()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("command")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--ca", required=True)
+    ap.add_argument("--implicit-tls", action="store_true")
+    ap.add_argument("--user", required=True)
+    ap.add_argument("--password", required=True)
+    ap.add_argument("--mail-from", default="")
+    ap.add_argument("--rcpt", action="append", default=[])
+    ap.add_argument("--unknown-rcpt", default="")
+    ap.add_argument("--message-b64", default="")
+    ap.add_argument("--mech", default="")
+    ap.add_argument("--big-kb", type=int, default=0)
+    ap.add_argument("--count", type=int, default=1)
+    ap.add_argument("--wait", type=float, default=20.0)
+    ap.add_argument("--authenticate", action="store_true")
+    a = ap.parse_args()
+    socket.setdefaulttimeout(30)
+    fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch,
+          "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3}[a.command]
+    json.dump(fn(a), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
