@@ -45,7 +45,11 @@ impl Target {
             None => read_admin_token(data_dir)
                 .context("no admin token: pass --token or TERN_ADMIN_TOKEN, or run next to a `tern up` data directory")?,
         };
-        Ok(Target { admin_url, queue_url, token })
+        Ok(Target {
+            admin_url,
+            queue_url,
+            token,
+        })
     }
 }
 
@@ -70,23 +74,37 @@ async fn channel(url: &str) -> anyhow::Result<Channel> {
 }
 
 fn bearer(token: &str) -> anyhow::Result<Bearer> {
-    let v = format!("Bearer {token}").parse().context("admin token has characters not allowed in metadata")?;
+    let v = format!("Bearer {token}")
+        .parse()
+        .context("admin token has characters not allowed in metadata")?;
     Ok(Bearer(v))
 }
 
-pub async fn admin(target: &Target) -> anyhow::Result<AdminClient<InterceptedService<Channel, Bearer>>> {
-    Ok(AdminClient::with_interceptor(channel(&target.admin_url).await?, bearer(&target.token)?))
+pub async fn admin(
+    target: &Target,
+) -> anyhow::Result<AdminClient<InterceptedService<Channel, Bearer>>> {
+    Ok(AdminClient::with_interceptor(
+        channel(&target.admin_url).await?,
+        bearer(&target.token)?,
+    ))
 }
 
-pub async fn queue(target: &Target) -> anyhow::Result<QueueClient<InterceptedService<Channel, Bearer>>> {
-    Ok(QueueClient::with_interceptor(channel(&target.queue_url).await?, bearer(&target.token)?))
+pub async fn queue(
+    target: &Target,
+) -> anyhow::Result<QueueClient<InterceptedService<Channel, Bearer>>> {
+    Ok(QueueClient::with_interceptor(
+        channel(&target.queue_url).await?,
+        bearer(&target.token)?,
+    ))
 }
 
 /// Turns a gRPC status into a message for a person.
 pub fn explain(status: tonic::Status) -> anyhow::Error {
     use tonic::Code;
     let hint = match status.code() {
-        Code::Unauthenticated => " (check the admin token: --token, TERN_ADMIN_TOKEN or DIR/admin-token)",
+        Code::Unauthenticated => {
+            " (check the admin token: --token, TERN_ADMIN_TOKEN or DIR/admin-token)"
+        }
         Code::Unavailable => " (is the server running and its store reachable?)",
         _ => "",
     };

@@ -13,7 +13,11 @@ use tern::up::{self, Ports, State, UpOptions};
 use tern_rpc::v1;
 
 #[derive(Parser)]
-#[command(name = "tern", version, about = "Tern mail system: run it, administer it, send and read mail")]
+#[command(
+    name = "tern",
+    version,
+    about = "Tern mail system: run it, administer it, send and read mail"
+)]
 struct Cli {
     /// Data directory of a local system (`tern up`).
     #[arg(long, global = true, env = "TERN_DATA", default_value = "tern-data")]
@@ -74,9 +78,20 @@ struct AdminArgs {
 
 #[derive(Subcommand)]
 enum DomainCmd {
-    Add { name: String, #[command(flatten)] a: AdminArgs },
-    List { #[command(flatten)] a: AdminArgs },
-    Remove { name: String, #[command(flatten)] a: AdminArgs },
+    Add {
+        name: String,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    List {
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    Remove {
+        name: String,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,7 +109,11 @@ enum AccountCmd {
         #[command(flatten)]
         a: AdminArgs,
     },
-    Remove { address: String, #[command(flatten)] a: AdminArgs },
+    Remove {
+        address: String,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
     /// Set a new password.
     Passwd {
         address: String,
@@ -122,7 +141,9 @@ impl PasswordArgs {
         }
         if self.password_stdin {
             let mut line = String::new();
-            std::io::stdin().read_line(&mut line).context("read password from standard input")?;
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("read password from standard input")?;
             let p = line.trim_end_matches(['\r', '\n']).to_string();
             if p.is_empty() {
                 bail!("empty password on standard input");
@@ -149,7 +170,11 @@ enum AliasCmd {
         #[command(flatten)]
         a: AdminArgs,
     },
-    Remove { source: String, #[command(flatten)] a: AdminArgs },
+    Remove {
+        source: String,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,9 +188,21 @@ enum QueueCmd {
         #[command(flatten)]
         a: AdminArgs,
     },
-    Show { id: String, #[command(flatten)] a: AdminArgs },
-    Retry { id: String, #[command(flatten)] a: AdminArgs },
-    Delete { id: String, #[command(flatten)] a: AdminArgs },
+    Show {
+        id: String,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    Retry {
+        id: String,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    Delete {
+        id: String,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
 }
 
 /// Which server and which account the mail commands use.
@@ -276,9 +313,16 @@ async fn up_cmd(data: &Path, args: UpArgs) -> anyhow::Result<()> {
         opts.ports = Ports::EPHEMERAL;
     }
     let mut running = up::start(opts).await?;
-    println!("Tern is running (data in {}). Listening on:", data.display());
+    println!(
+        "Tern is running (data in {}). Listening on:",
+        data.display()
+    );
     print!("{}", running.state.table());
-    println!("Admin token: {}/admin-token   Certificate: {}", data.display(), running.state.cert.display());
+    println!(
+        "Admin token: {}/admin-token   Certificate: {}",
+        data.display(),
+        running.state.cert.display()
+    );
     println!("Press Ctrl-C to stop.");
     tokio::select! {
         _ = tern_runtime::shutdown::signal() => {
@@ -306,17 +350,30 @@ fn when(ms: i64) -> String {
 async fn domain_cmd(data: &Path, cmd: DomainCmd) -> anyhow::Result<()> {
     match cmd {
         DomainCmd::Add { name, a } => {
-            admin::admin(&target(data, a)?).await?.add_domain(v1::DomainRequest { name: name.clone() }).await.map_err(explain)?;
+            admin::admin(&target(data, a)?)
+                .await?
+                .add_domain(v1::DomainRequest { name: name.clone() })
+                .await
+                .map_err(explain)?;
             println!("domain {name} added");
         }
         DomainCmd::List { a } => {
-            let list = admin::admin(&target(data, a)?).await?.list_domains(v1::Empty {}).await.map_err(explain)?.into_inner();
+            let list = admin::admin(&target(data, a)?)
+                .await?
+                .list_domains(v1::Empty {})
+                .await
+                .map_err(explain)?
+                .into_inner();
             for d in list.domains {
                 println!("{}\t{}", d.name, when(d.created_at_ms));
             }
         }
         DomainCmd::Remove { name, a } => {
-            admin::admin(&target(data, a)?).await?.remove_domain(v1::DomainRequest { name: name.clone() }).await.map_err(explain)?;
+            admin::admin(&target(data, a)?)
+                .await?
+                .remove_domain(v1::DomainRequest { name: name.clone() })
+                .await
+                .map_err(explain)?;
             println!("domain {name} removed");
         }
     }
@@ -333,24 +390,43 @@ async fn account_cmd(data: &Path, cmd: AccountCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
-            println!("account {} added (mailboxes INBOX, Drafts, Sent, Trash, Junk, Archive)", acc.address);
+            println!(
+                "account {} added (mailboxes INBOX, Drafts, Sent, Trash, Junk, Archive)",
+                acc.address
+            );
         }
         AccountCmd::List { domain, a } => {
-            let req = v1::ListAccountsRequest { domain: domain.unwrap_or_default() };
-            let list = admin::admin(&target(data, a)?).await?.list_accounts(req).await.map_err(explain)?.into_inner();
+            let req = v1::ListAccountsRequest {
+                domain: domain.unwrap_or_default(),
+            };
+            let list = admin::admin(&target(data, a)?)
+                .await?
+                .list_accounts(req)
+                .await
+                .map_err(explain)?
+                .into_inner();
             for acc in list.accounts {
                 println!("{}\t{}", acc.address, when(acc.created_at_ms));
             }
         }
         AccountCmd::Remove { address, a } => {
-            admin::admin(&target(data, a)?).await?.remove_account(v1::AccountRequest { address: address.clone() }).await.map_err(explain)?;
+            admin::admin(&target(data, a)?)
+                .await?
+                .remove_account(v1::AccountRequest {
+                    address: address.clone(),
+                })
+                .await
+                .map_err(explain)?;
             println!("account {address} removed");
         }
         AccountCmd::Passwd { address, pw, a } => {
             let password = pw.get()?;
             admin::admin(&target(data, a)?)
                 .await?
-                .set_password(v1::SetPasswordRequest { address: address.clone(), password })
+                .set_password(v1::SetPasswordRequest {
+                    address: address.clone(),
+                    password,
+                })
                 .await
                 .map_err(explain)?;
             println!("password of {address} changed");
@@ -371,14 +447,27 @@ async fn alias_cmd(data: &Path, cmd: AliasCmd) -> anyhow::Result<()> {
             println!("alias {} -> {}", alias.source, alias.targets.join(", "));
         }
         AliasCmd::List { domain, a } => {
-            let req = v1::ListAliasesRequest { domain: domain.unwrap_or_default() };
-            let list = admin::admin(&target(data, a)?).await?.list_aliases(req).await.map_err(explain)?.into_inner();
+            let req = v1::ListAliasesRequest {
+                domain: domain.unwrap_or_default(),
+            };
+            let list = admin::admin(&target(data, a)?)
+                .await?
+                .list_aliases(req)
+                .await
+                .map_err(explain)?
+                .into_inner();
             for alias in list.aliases {
                 println!("{}\t{}", alias.source, alias.targets.join(", "));
             }
         }
         AliasCmd::Remove { source, a } => {
-            admin::admin(&target(data, a)?).await?.remove_alias(v1::AliasRequest { source: source.clone() }).await.map_err(explain)?;
+            admin::admin(&target(data, a)?)
+                .await?
+                .remove_alias(v1::AliasRequest {
+                    source: source.clone(),
+                })
+                .await
+                .map_err(explain)?;
             println!("alias {source} removed");
         }
     }
@@ -387,17 +476,38 @@ async fn alias_cmd(data: &Path, cmd: AliasCmd) -> anyhow::Result<()> {
 
 fn print_queue_message(m: &v1::QueueMessage) {
     let sender = if m.sender.is_empty() { "<>" } else { &m.sender };
-    println!("{}  {} bytes  from {}  queued {}", m.id, m.size, sender, when(m.created_at_ms));
+    println!(
+        "{}  {} bytes  from {}  queued {}",
+        m.id,
+        m.size,
+        sender,
+        when(m.created_at_ms)
+    );
     for r in &m.recipients {
-        println!("    {:<9} {}  attempts {}  next {}  {}", r.state, r.address, r.attempts, when(r.next_attempt_at_ms), r.last_reply);
+        println!(
+            "    {:<9} {}  attempts {}  next {}  {}",
+            r.state,
+            r.address,
+            r.attempts,
+            when(r.next_attempt_at_ms),
+            r.last_reply
+        );
     }
 }
 
 async fn queue_cmd(data: &Path, cmd: QueueCmd) -> anyhow::Result<()> {
     match cmd {
         QueueCmd::List { state, limit, a } => {
-            let req = v1::QueueListRequest { state: state.unwrap_or_default(), limit };
-            let list = admin::queue(&target(data, a)?).await?.list(req).await.map_err(explain)?.into_inner();
+            let req = v1::QueueListRequest {
+                state: state.unwrap_or_default(),
+                limit,
+            };
+            let list = admin::queue(&target(data, a)?)
+                .await?
+                .list(req)
+                .await
+                .map_err(explain)?
+                .into_inner();
             if list.messages.is_empty() {
                 println!("queue is empty");
             }
@@ -406,15 +516,30 @@ async fn queue_cmd(data: &Path, cmd: QueueCmd) -> anyhow::Result<()> {
             }
         }
         QueueCmd::Show { id, a } => {
-            let m = admin::queue(&target(data, a)?).await?.show(v1::QueueMessageRequest { id }).await.map_err(explain)?.into_inner();
+            let m = admin::queue(&target(data, a)?)
+                .await?
+                .show(v1::QueueMessageRequest { id })
+                .await
+                .map_err(explain)?
+                .into_inner();
             print_queue_message(&m);
         }
         QueueCmd::Retry { id, a } => {
-            let r = admin::queue(&target(data, a)?).await?.retry(v1::QueueMessageRequest { id }).await.map_err(explain)?.into_inner();
+            let r = admin::queue(&target(data, a)?)
+                .await?
+                .retry(v1::QueueMessageRequest { id })
+                .await
+                .map_err(explain)?
+                .into_inner();
             println!("{} recipient(s) scheduled now", r.affected);
         }
         QueueCmd::Delete { id, a } => {
-            let r = admin::queue(&target(data, a)?).await?.delete(v1::QueueMessageRequest { id }).await.map_err(explain)?.into_inner();
+            let r = admin::queue(&target(data, a)?)
+                .await?
+                .delete(v1::QueueMessageRequest { id })
+                .await
+                .map_err(explain)?
+                .into_inner();
             println!("{} recipient(s) removed", r.affected);
         }
     }
@@ -422,10 +547,24 @@ async fn queue_cmd(data: &Path, cmd: QueueCmd) -> anyhow::Result<()> {
 }
 
 /// Fills in the server from the local system when not given.
-fn mail_server(data: &Path, s: MailServer, default_user: Option<&str>, submission: bool) -> anyhow::Result<Server> {
-    let user = s.user.or_else(|| default_user.map(str::to_string)).context("give the account with --user or TERN_USER")?;
-    let password = s.password.context("give the password with --password or TERN_PASSWORD")?;
-    let security = if s.tls { Security::Tls } else { Security::Starttls };
+fn mail_server(
+    data: &Path,
+    s: MailServer,
+    default_user: Option<&str>,
+    submission: bool,
+) -> anyhow::Result<Server> {
+    let user = s
+        .user
+        .or_else(|| default_user.map(str::to_string))
+        .context("give the account with --user or TERN_USER")?;
+    let password = s
+        .password
+        .context("give the password with --password or TERN_PASSWORD")?;
+    let security = if s.tls {
+        Security::Tls
+    } else {
+        Security::Starttls
+    };
     let (host, port, ca) = match s.host {
         Some(host) => {
             let port = s.port.unwrap_or(match (submission, s.tls) {
@@ -444,10 +583,21 @@ fn mail_server(data: &Path, s: MailServer, default_user: Option<&str>, submissio
                 (false, false) => state.imap,
                 (false, true) => state.imaps,
             };
-            (addr.ip().to_string(), s.port.unwrap_or(addr.port()), s.ca.or(Some(state.cert)))
+            (
+                addr.ip().to_string(),
+                s.port.unwrap_or(addr.port()),
+                s.ca.or(Some(state.cert)),
+            )
         }
     };
-    Ok(Server { host, port, security, user, password, ca_file: ca })
+    Ok(Server {
+        host,
+        port,
+        security,
+        user,
+        password,
+        ca_file: ca,
+    })
 }
 
 async fn send_cmd(data: &Path, args: SendArgs) -> anyhow::Result<()> {
@@ -455,12 +605,16 @@ async fn send_cmd(data: &Path, args: SendArgs) -> anyhow::Result<()> {
         Some(b) => b,
         None => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("read message body from standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("read message body from standard input")?;
             s
         }
     };
     let html = match &args.html {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?),
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?)
+        }
         None => None,
     };
     let server = mail_server(data, args.server, Some(&args.from), true)?;
@@ -484,7 +638,10 @@ async fn inbox_cmd(data: &Path, args: InboxArgs) -> anyhow::Result<()> {
     let (list, total) = mua::inbox(&server, &args.mailbox, args.page, args.limit).await?;
     print!("{}", mua::render_summary_table(&list));
     let pages = total.div_ceil(args.limit.max(1)).max(1);
-    println!("{total} message(s) in {}, page {} of {pages}", args.mailbox, args.page);
+    println!(
+        "{total} message(s) in {}, page {} of {pages}",
+        args.mailbox, args.page
+    );
     Ok(())
 }
 

@@ -44,11 +44,23 @@ impl Ports {
         pop3s: 2995,
         grpc_base: 50051,
     };
-    pub const EPHEMERAL: Ports =
-        Ports { smtp: 0, submission: 0, submissions: 0, imap: 0, imaps: 0, pop3: 0, pop3s: 0, grpc_base: 0 };
+    pub const EPHEMERAL: Ports = Ports {
+        smtp: 0,
+        submission: 0,
+        submissions: 0,
+        imap: 0,
+        imaps: 0,
+        pop3: 0,
+        pop3s: 0,
+        grpc_base: 0,
+    };
 
     fn grpc(&self, offset: u16) -> u16 {
-        if self.grpc_base == 0 { 0 } else { self.grpc_base + offset }
+        if self.grpc_base == 0 {
+            0
+        } else {
+            self.grpc_base + offset
+        }
     }
 }
 
@@ -105,7 +117,10 @@ impl State {
     pub fn load(data_dir: &Path) -> anyhow::Result<State> {
         let path = Self::path(data_dir);
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("no running Tern found at {} (start one with `tern up`, or pass --data DIR)", data_dir.display())
+            format!(
+                "no running Tern found at {} (start one with `tern up`, or pass --data DIR)",
+                data_dir.display()
+            )
         })?;
         serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
     }
@@ -143,14 +158,17 @@ pub fn ensure_admin_token(data_dir: &Path) -> anyhow::Result<String> {
             return Ok(t);
         }
     }
-    let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
     tern_runtime::tls::write_private(&path, format!("{token}\n").as_bytes())?;
     Ok(token)
 }
 
 pub fn read_admin_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("admin-token");
-    let t = std::fs::read_to_string(&path).with_context(|| format!("read admin token {}", path.display()))?;
+    let t = std::fs::read_to_string(&path)
+        .with_context(|| format!("read admin token {}", path.display()))?;
     Ok(t.trim().to_string())
 }
 
@@ -167,19 +185,31 @@ pub struct Running {
 async fn bind(ip: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(SocketAddr::new(ip, port))
         .await
-        .with_context(|| format!("bind {what} on {ip}:{port} (is another Tern or mail server running?)"))
+        .with_context(|| {
+            format!("bind {what} on {ip}:{port} (is another Tern or mail server running?)")
+        })
 }
 
 /// Starts every agent. Returns once all listeners are bound and `state.json` is written.
 pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
     let data = &opts.data_dir;
-    std::fs::create_dir_all(data).with_context(|| format!("create data directory {}", data.display()))?;
-    let database_url =
-        opts.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data.join("tern.db").display()));
-    let names = vec![opts.hostname.clone(), "localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("create data directory {}", data.display()))?;
+    let database_url = opts
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data.join("tern.db").display()));
+    let names = vec![
+        opts.hostname.clone(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     let cert: CertFiles = tern_runtime::tls::ensure_self_signed(&data.join("tls"), &names)?;
     let admin_token = ensure_admin_token(data)?;
-    let store = Store::connect(&database_url).await.with_context(|| format!("open store {database_url}"))?;
+    let store = Store::connect(&database_url)
+        .await
+        .with_context(|| format!("open store {database_url}"))?;
 
     let ip = opts.bind_ip;
     let p = opts.ports;
@@ -217,10 +247,17 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
     let limits = SmtpLimits::default();
     tasks.push((
         "mda",
-        tokio::spawn(tern_mda::run(admin_token.clone(), grpc_mda, store.clone(), shutdown.clone())),
+        tokio::spawn(tern_mda::run(
+            admin_token.clone(),
+            grpc_mda,
+            store.clone(),
+            shutdown.clone(),
+        )),
     ));
-    let mut queue = tern_mta::RunnerConfig::default();
-    queue.poll_interval_ms = opts.poll_interval_ms;
+    let queue = tern_mta::RunnerConfig {
+        poll_interval_ms: opts.poll_interval_ms,
+        ..Default::default()
+    };
     let mta_parts = tern_mta::Parts {
         hostname: opts.hostname.clone(),
         admin_token: admin_token.clone(),
@@ -233,7 +270,10 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
         "mta",
         tokio::spawn(tern_mta::run(
             mta_parts,
-            tern_mta::Listeners { smtp, grpc: grpc_mta },
+            tern_mta::Listeners {
+                smtp,
+                grpc: grpc_mta,
+            },
             store.clone(),
             shutdown.clone(),
         )),
@@ -244,7 +284,11 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
             opts.hostname.clone(),
             cert.clone(),
             limits,
-            tern_msa::Listeners { submission, submissions, grpc: grpc_msa },
+            tern_msa::Listeners {
+                submission,
+                submissions,
+                grpc: grpc_msa,
+            },
             store.clone(),
             shutdown.clone(),
         )),
@@ -255,15 +299,29 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
             opts.hostname.clone(),
             cert.clone(),
             tern_maa::AccessLimits::default(),
-            tern_maa::Listeners { imap, imaps, pop3, pop3s, grpc: grpc_maa },
+            tern_maa::Listeners {
+                imap,
+                imaps,
+                pop3,
+                pop3s,
+                grpc: grpc_maa,
+            },
             store.clone(),
             shutdown.clone(),
         )),
     ));
 
     let json = serde_json::to_string_pretty(&state)?;
-    std::fs::write(State::path(data), json).with_context(|| format!("write {}", State::path(data).display()))?;
-    Ok(Running { state, admin_token, store, shutdown, tasks, data_dir: data.clone() })
+    std::fs::write(State::path(data), json)
+        .with_context(|| format!("write {}", State::path(data).display()))?;
+    Ok(Running {
+        state,
+        admin_token,
+        store,
+        shutdown,
+        tasks,
+        data_dir: data.clone(),
+    })
 }
 
 impl Running {

@@ -20,7 +20,11 @@ pub struct StoreBackend {
 
 impl StoreBackend {
     pub fn new(store: Store) -> Self {
-        Self { store, account: None, ids: HashMap::new() }
+        Self {
+            store,
+            account: None,
+            ids: HashMap::new(),
+        }
     }
 
     async fn login(&mut self, user: &str, password: &str) -> Result<bool, String> {
@@ -38,12 +42,19 @@ impl StoreBackend {
     }
 
     fn account_id(&self) -> Result<i64, String> {
-        self.account.as_ref().map(|a| a.id).ok_or_else(|| "not logged in".to_string())
+        self.account
+            .as_ref()
+            .map(|a| a.id)
+            .ok_or_else(|| "not logged in".to_string())
     }
 
     /// Ok(None) when the account has no such mailbox.
     async fn mailbox_id(&mut self, name: &str) -> Result<Option<i64>, String> {
-        let key = if name.eq_ignore_ascii_case("INBOX") { "INBOX".to_string() } else { name.to_string() };
+        let key = if name.eq_ignore_ascii_case("INBOX") {
+            "INBOX".to_string()
+        } else {
+            name.to_string()
+        };
         if let Some(id) = self.ids.get(&key) {
             return Ok(Some(*id));
         }
@@ -71,7 +82,13 @@ fn imap_entry(m: tern_store::MailboxInfo) -> tern_imap::MailboxEntry {
 }
 
 fn imap_meta(m: tern_store::MessageMeta) -> tern_imap::MessageMeta {
-    tern_imap::MessageMeta { uid: m.uid, flags: m.flags, size: m.size, internal_date_ms: m.internal_date_ms, modseq: m.modseq }
+    tern_imap::MessageMeta {
+        uid: m.uid,
+        flags: m.flags,
+        size: m.size,
+        internal_date_ms: m.internal_date_ms,
+        modseq: m.modseq,
+    }
 }
 
 mod imap_impl {
@@ -89,25 +106,52 @@ mod imap_impl {
 
         async fn list_mailboxes(&mut self) -> Result<Vec<MailboxEntry>, BackendError> {
             let account = self.account_id().map_err(t)?;
-            let list = self.store.list_mailboxes(account).await.map_err(temporary).map_err(t)?;
+            let list = self
+                .store
+                .list_mailboxes(account)
+                .await
+                .map_err(temporary)
+                .map_err(t)?;
             Ok(list.into_iter().map(imap_entry).collect())
         }
 
         async fn mailbox(&mut self, name: &str) -> Result<Option<MailboxEntry>, BackendError> {
             let account = self.account_id().map_err(t)?;
-            let m = self.store.mailbox(account, name).await.map_err(temporary).map_err(t)?;
+            let m = self
+                .store
+                .mailbox(account, name)
+                .await
+                .map_err(temporary)
+                .map_err(t)?;
             Ok(m.map(imap_entry))
         }
 
         async fn messages(&mut self, name: &str) -> Result<Vec<MessageMeta>, BackendError> {
-            let id = self.mailbox_id(name).await.map_err(t)?.ok_or(BackendError::NotFound)?;
-            let list = self.store.messages(id).await.map_err(temporary).map_err(t)?;
+            let id = self
+                .mailbox_id(name)
+                .await
+                .map_err(t)?
+                .ok_or(BackendError::NotFound)?;
+            let list = self
+                .store
+                .messages(id)
+                .await
+                .map_err(temporary)
+                .map_err(t)?;
             Ok(list.into_iter().map(imap_meta).collect())
         }
 
         async fn body(&mut self, name: &str, uid: u32) -> Result<Option<Vec<u8>>, BackendError> {
-            let id = self.mailbox_id(name).await.map_err(t)?.ok_or(BackendError::NotFound)?;
-            self.store.message_body(id, uid).await.map_err(temporary).map_err(t)
+            let id = self
+                .mailbox_id(name)
+                .await
+                .map_err(t)?
+                .ok_or(BackendError::NotFound)?;
+            self.store
+                .message_body(id, uid)
+                .await
+                .map_err(temporary)
+                .map_err(t)
         }
 
         async fn store_flags(
@@ -117,19 +161,40 @@ mod imap_impl {
             op: FlagOp,
             flags: &[String],
         ) -> Result<Vec<MessageMeta>, BackendError> {
-            let id = self.mailbox_id(name).await.map_err(t)?.ok_or(BackendError::NotFound)?;
+            let id = self
+                .mailbox_id(name)
+                .await
+                .map_err(t)?
+                .ok_or(BackendError::NotFound)?;
             let op = match op {
                 FlagOp::Add => tern_store::FlagOp::Add,
                 FlagOp::Remove => tern_store::FlagOp::Remove,
                 FlagOp::Replace => tern_store::FlagOp::Replace,
             };
-            let list = self.store.store_flags(id, uids, op, flags).await.map_err(temporary).map_err(t)?;
+            let list = self
+                .store
+                .store_flags(id, uids, op, flags)
+                .await
+                .map_err(temporary)
+                .map_err(t)?;
             Ok(list.into_iter().map(imap_meta).collect())
         }
 
-        async fn expunge(&mut self, name: &str, uids: Option<&[u32]>) -> Result<Vec<u32>, BackendError> {
-            let id = self.mailbox_id(name).await.map_err(t)?.ok_or(BackendError::NotFound)?;
-            self.store.expunge(id, uids).await.map_err(temporary).map_err(t)
+        async fn expunge(
+            &mut self,
+            name: &str,
+            uids: Option<&[u32]>,
+        ) -> Result<Vec<u32>, BackendError> {
+            let id = self
+                .mailbox_id(name)
+                .await
+                .map_err(t)?
+                .ok_or(BackendError::NotFound)?;
+            self.store
+                .expunge(id, uids)
+                .await
+                .map_err(temporary)
+                .map_err(t)
         }
     }
 }
@@ -157,28 +222,57 @@ mod pop3_impl {
                 .map_err(t)?
                 .ok_or_else(|| t("account has no INBOX".into()))?;
             self.ids.insert("INBOX".into(), inbox.id);
-            let list = self.store.messages(inbox.id).await.map_err(temporary).map_err(t)?;
+            let list = self
+                .store
+                .messages(inbox.id)
+                .await
+                .map_err(temporary)
+                .map_err(t)?;
             // RFC 1939 §7: a unique-id must stay the same across sessions; UIDVALIDITY.UID does,
             // and changes exactly when IMAP clients would also have to resynchronise.
             Ok(list
                 .into_iter()
-                .map(|m| MaildropEntry { uid: m.uid, size: m.size, unique_id: format!("{}.{}", inbox.uid_validity, m.uid) })
+                .map(|m| MaildropEntry {
+                    uid: m.uid,
+                    size: m.size,
+                    unique_id: format!("{}.{}", inbox.uid_validity, m.uid),
+                })
                 .collect())
         }
 
         async fn body(&mut self, uid: u32) -> Result<Option<Vec<u8>>, BackendError> {
-            let id = self.mailbox_id("INBOX").await.map_err(t)?.ok_or_else(|| t("account has no INBOX".into()))?;
-            self.store.message_body(id, uid).await.map_err(temporary).map_err(t)
+            let id = self
+                .mailbox_id("INBOX")
+                .await
+                .map_err(t)?
+                .ok_or_else(|| t("account has no INBOX".into()))?;
+            self.store
+                .message_body(id, uid)
+                .await
+                .map_err(temporary)
+                .map_err(t)
         }
 
         async fn delete(&mut self, uids: &[u32]) -> Result<(), BackendError> {
             if uids.is_empty() {
                 return Ok(());
             }
-            let id = self.mailbox_id("INBOX").await.map_err(t)?.ok_or_else(|| t("account has no INBOX".into()))?;
+            let id = self
+                .mailbox_id("INBOX")
+                .await
+                .map_err(t)?
+                .ok_or_else(|| t("account has no INBOX".into()))?;
             let deleted = [String::from("\\Deleted")];
-            self.store.store_flags(id, uids, tern_store::FlagOp::Add, &deleted).await.map_err(temporary).map_err(t)?;
-            self.store.expunge(id, Some(uids)).await.map_err(temporary).map_err(t)?;
+            self.store
+                .store_flags(id, uids, tern_store::FlagOp::Add, &deleted)
+                .await
+                .map_err(temporary)
+                .map_err(t)?;
+            self.store
+                .expunge(id, Some(uids))
+                .await
+                .map_err(temporary)
+                .map_err(t)?;
             Ok(())
         }
     }

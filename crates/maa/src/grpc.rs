@@ -5,8 +5,8 @@
 
 use tern_rpc::v1::mailbox_server::Mailbox;
 use tern_rpc::v1::{
-    FetchMessageRequest, FetchMessageResponse, ListMailboxesRequest, ListMailboxesResponse, ListMessagesRequest,
-    ListMessagesResponse, MailboxInfo, MessageSummary,
+    FetchMessageRequest, FetchMessageResponse, ListMailboxesRequest, ListMailboxesResponse,
+    ListMessagesRequest, ListMessagesResponse, MailboxInfo, MessageSummary,
 };
 use tern_runtime::grpc::basic_credentials;
 use tern_store::{Account, Store};
@@ -35,7 +35,12 @@ impl MailboxService {
 
     async fn mailbox_id(&self, account: &Account, name: &str) -> Result<i64, Status> {
         let name = if name.is_empty() { "INBOX" } else { name };
-        match self.store.mailbox(account.id, name).await.map_err(unavailable)? {
+        match self
+            .store
+            .mailbox(account.id, name)
+            .await
+            .map_err(unavailable)?
+        {
             Some(m) => Ok(m.id),
             None => Err(Status::not_found(format!("no mailbox {name:?}"))),
         }
@@ -69,9 +74,16 @@ fn summary_headers(raw: &[u8]) -> (String, String, String) {
 
 #[tonic::async_trait]
 impl Mailbox for MailboxService {
-    async fn list_mailboxes(&self, req: Request<ListMailboxesRequest>) -> Result<Response<ListMailboxesResponse>, Status> {
+    async fn list_mailboxes(
+        &self,
+        req: Request<ListMailboxesRequest>,
+    ) -> Result<Response<ListMailboxesResponse>, Status> {
         let account = self.account(&req).await?;
-        let list = self.store.list_mailboxes(account.id).await.map_err(unavailable)?;
+        let list = self
+            .store
+            .list_mailboxes(account.id)
+            .await
+            .map_err(unavailable)?;
         Ok(Response::new(ListMailboxesResponse {
             mailboxes: list
                 .into_iter()
@@ -86,15 +98,27 @@ impl Mailbox for MailboxService {
         }))
     }
 
-    async fn list_messages(&self, req: Request<ListMessagesRequest>) -> Result<Response<ListMessagesResponse>, Status> {
+    async fn list_messages(
+        &self,
+        req: Request<ListMessagesRequest>,
+    ) -> Result<Response<ListMessagesResponse>, Status> {
         let account = self.account(&req).await?;
         let r = req.get_ref();
         let id = self.mailbox_id(&account, &r.mailbox).await?;
         let limit = if r.limit == 0 { 50 } else { r.limit.min(1000) } as usize;
         let metas = self.store.messages(id).await.map_err(unavailable)?;
         let mut out = Vec::new();
-        for m in metas.into_iter().filter(|m| m.uid > r.after_uid).take(limit) {
-            let raw = self.store.message_body(id, m.uid).await.map_err(unavailable)?.unwrap_or_default();
+        for m in metas
+            .into_iter()
+            .filter(|m| m.uid > r.after_uid)
+            .take(limit)
+        {
+            let raw = self
+                .store
+                .message_body(id, m.uid)
+                .await
+                .map_err(unavailable)?
+                .unwrap_or_default();
             let (from, subject, date) = summary_headers(&raw);
             out.push(MessageSummary {
                 uid: m.uid,
@@ -109,7 +133,10 @@ impl Mailbox for MailboxService {
         Ok(Response::new(ListMessagesResponse { messages: out }))
     }
 
-    async fn fetch_message(&self, req: Request<FetchMessageRequest>) -> Result<Response<FetchMessageResponse>, Status> {
+    async fn fetch_message(
+        &self,
+        req: Request<FetchMessageRequest>,
+    ) -> Result<Response<FetchMessageResponse>, Status> {
         let account = self.account(&req).await?;
         let r = req.get_ref();
         let id = self.mailbox_id(&account, &r.mailbox).await?;

@@ -120,7 +120,10 @@ pub async fn run(
     let imap_busy = b"* BYE too many connections, try again later\r\n".to_vec();
     let pop_busy = b"-ERR [SYS/TEMP] too many connections, try again later\r\n".to_vec();
     let mut tasks = Vec::new();
-    for (name, listener, implicit) in [("imap", listeners.imap, false), ("imaps", listeners.imaps, true)] {
+    for (name, listener, implicit) in [
+        ("imap", listeners.imap, false),
+        ("imaps", listeners.imaps, true),
+    ] {
         let l = Listener {
             name,
             listener,
@@ -128,9 +131,19 @@ pub async fn run(
             implicit_tls: implicit.then(|| acceptor.clone()),
             busy_reply: imap_busy.clone(),
         };
-        tasks.push(tokio::spawn(imap_listener(l, acceptor.clone(), hostname.clone(), limits.clone(), store.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(imap_listener(
+            l,
+            acceptor.clone(),
+            hostname.clone(),
+            limits.clone(),
+            store.clone(),
+            shutdown.clone(),
+        )));
     }
-    for (name, listener, implicit) in [("pop3", listeners.pop3, false), ("pop3s", listeners.pop3s, true)] {
+    for (name, listener, implicit) in [
+        ("pop3", listeners.pop3, false),
+        ("pop3s", listeners.pop3s, true),
+    ] {
         let l = Listener {
             name,
             listener,
@@ -138,13 +151,25 @@ pub async fn run(
             implicit_tls: implicit.then(|| acceptor.clone()),
             busy_reply: pop_busy.clone(),
         };
-        tasks.push(tokio::spawn(pop3_listener(l, acceptor.clone(), hostname.clone(), limits.clone(), store.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(pop3_listener(
+            l,
+            acceptor.clone(),
+            hostname.clone(),
+            limits.clone(),
+            store.clone(),
+            shutdown.clone(),
+        )));
     }
     let token = shutdown.token.clone();
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(60))
-        .add_service(tern_rpc::v1::mailbox_server::MailboxServer::new(MailboxService::new(store)))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listeners.grpc), token.cancelled_owned())
+        .add_service(tern_rpc::v1::mailbox_server::MailboxServer::new(
+            MailboxService::new(store),
+        ))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listeners.grpc),
+            token.cancelled_owned(),
+        )
         .await;
     for t in tasks {
         t.await?;
@@ -163,7 +188,10 @@ async fn imap_listener(
 ) {
     let name = listener.name;
     let token = shutdown.token.clone();
-    let timeouts = Timeouts { idle: Duration::from_secs(limits.imap_idle_timeout_secs), handshake: Duration::from_secs(30) };
+    let timeouts = Timeouts {
+        idle: Duration::from_secs(limits.imap_idle_timeout_secs),
+        handshake: Duration::from_secs(30),
+    };
     serve(listener, shutdown, Duration::from_secs(30), move |stream, peer| {
         let tls_active = stream.is_tls();
         let config = tern_imap::Config {
@@ -198,7 +226,10 @@ async fn pop3_listener(
 ) {
     let name = listener.name;
     let token = shutdown.token.clone();
-    let timeouts = Timeouts { idle: Duration::from_secs(limits.pop3_idle_timeout_secs), handshake: Duration::from_secs(30) };
+    let timeouts = Timeouts {
+        idle: Duration::from_secs(limits.pop3_idle_timeout_secs),
+        handshake: Duration::from_secs(30),
+    };
     serve(listener, shutdown, Duration::from_secs(30), move |stream, peer| {
         let tls_active = stream.is_tls();
         let config = tern_pop3::Config {

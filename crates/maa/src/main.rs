@@ -10,9 +10,13 @@ async fn main() -> anyhow::Result<()> {
     let config: Config = tern_runtime::config::from_args_or_exit("tern-maa");
     telemetry::init(config.log_format);
     tern_runtime::tls::acceptor(&config.tls).context("load TLS certificate")?;
-    let store = tern_store::Store::connect(&config.database_url).await.context("connect to the store")?;
+    let store = tern_store::Store::connect(&config.database_url)
+        .await
+        .context("connect to the store")?;
     let bind = |addr: std::net::SocketAddr, what: &'static str| async move {
-        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {what} listener {addr}"))
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind {what} listener {addr}"))
     };
     let listeners = Listeners {
         imap: bind(config.imap_listen, "IMAP").await?,

@@ -2,9 +2,9 @@
 
 use tern_rpc::v1::admin_server::Admin;
 use tern_rpc::v1::{
-    Account, AccountRequest, AddAccountRequest, AddAliasRequest, Alias, AliasRequest, Domain, DomainRequest, Empty,
-    ListAccountsRequest, ListAccountsResponse, ListAliasesRequest, ListAliasesResponse, ListDomainsResponse,
-    SetPasswordRequest,
+    Account, AccountRequest, AddAccountRequest, AddAliasRequest, Alias, AliasRequest, Domain,
+    DomainRequest, Empty, ListAccountsRequest, ListAccountsResponse, ListAliasesRequest,
+    ListAliasesResponse, ListDomainsResponse, SetPasswordRequest,
 };
 use tern_runtime::grpc::check_bearer;
 use tern_store::Store;
@@ -46,10 +46,14 @@ fn opt(s: &str) -> Option<&str> {
 
 fn check_password(pw: &str) -> Result<(), Status> {
     if pw.chars().count() < 8 {
-        return Err(Status::invalid_argument("password must have at least 8 characters"));
+        return Err(Status::invalid_argument(
+            "password must have at least 8 characters",
+        ));
     }
     if pw.len() > 1024 {
-        return Err(Status::invalid_argument("password is longer than 1024 bytes"));
+        return Err(Status::invalid_argument(
+            "password is longer than 1024 bytes",
+        ));
     }
     Ok(())
 }
@@ -58,51 +62,101 @@ fn check_password(pw: &str) -> Result<(), Status> {
 impl Admin for AdminService {
     async fn add_domain(&self, req: Request<DomainRequest>) -> Result<Response<Empty>, Status> {
         self.auth(&req)?;
-        self.store.add_domain(&req.get_ref().name).await.map_err(status)?;
+        self.store
+            .add_domain(&req.get_ref().name)
+            .await
+            .map_err(status)?;
         Ok(Response::new(Empty {}))
     }
 
     async fn remove_domain(&self, req: Request<DomainRequest>) -> Result<Response<Empty>, Status> {
         self.auth(&req)?;
-        self.store.remove_domain(&req.get_ref().name).await.map_err(status)?;
+        self.store
+            .remove_domain(&req.get_ref().name)
+            .await
+            .map_err(status)?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn list_domains(&self, req: Request<Empty>) -> Result<Response<ListDomainsResponse>, Status> {
+    async fn list_domains(
+        &self,
+        req: Request<Empty>,
+    ) -> Result<Response<ListDomainsResponse>, Status> {
         self.auth(&req)?;
         let domains = self.store.list_domains().await.map_err(status)?;
         Ok(Response::new(ListDomainsResponse {
-            domains: domains.into_iter().map(|d| Domain { name: d.name, created_at_ms: d.created_at_ms }).collect(),
+            domains: domains
+                .into_iter()
+                .map(|d| Domain {
+                    name: d.name,
+                    created_at_ms: d.created_at_ms,
+                })
+                .collect(),
         }))
     }
 
-    async fn add_account(&self, req: Request<AddAccountRequest>) -> Result<Response<Account>, Status> {
+    async fn add_account(
+        &self,
+        req: Request<AddAccountRequest>,
+    ) -> Result<Response<Account>, Status> {
         self.auth(&req)?;
         let r = req.get_ref();
         check_password(&r.password)?;
-        let a = self.store.add_account(&r.address, &r.password).await.map_err(status)?;
-        Ok(Response::new(Account { address: a.address, created_at_ms: a.created_at_ms }))
+        let a = self
+            .store
+            .add_account(&r.address, &r.password)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Account {
+            address: a.address,
+            created_at_ms: a.created_at_ms,
+        }))
     }
 
-    async fn remove_account(&self, req: Request<AccountRequest>) -> Result<Response<Empty>, Status> {
+    async fn remove_account(
+        &self,
+        req: Request<AccountRequest>,
+    ) -> Result<Response<Empty>, Status> {
         self.auth(&req)?;
-        self.store.remove_account(&req.get_ref().address).await.map_err(status)?;
+        self.store
+            .remove_account(&req.get_ref().address)
+            .await
+            .map_err(status)?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn set_password(&self, req: Request<SetPasswordRequest>) -> Result<Response<Empty>, Status> {
+    async fn set_password(
+        &self,
+        req: Request<SetPasswordRequest>,
+    ) -> Result<Response<Empty>, Status> {
         self.auth(&req)?;
         let r = req.get_ref();
         check_password(&r.password)?;
-        self.store.set_password(&r.address, &r.password).await.map_err(status)?;
+        self.store
+            .set_password(&r.address, &r.password)
+            .await
+            .map_err(status)?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn list_accounts(&self, req: Request<ListAccountsRequest>) -> Result<Response<ListAccountsResponse>, Status> {
+    async fn list_accounts(
+        &self,
+        req: Request<ListAccountsRequest>,
+    ) -> Result<Response<ListAccountsResponse>, Status> {
         self.auth(&req)?;
-        let accounts = self.store.list_accounts(opt(&req.get_ref().domain)).await.map_err(status)?;
+        let accounts = self
+            .store
+            .list_accounts(opt(&req.get_ref().domain))
+            .await
+            .map_err(status)?;
         Ok(Response::new(ListAccountsResponse {
-            accounts: accounts.into_iter().map(|a| Account { address: a.address, created_at_ms: a.created_at_ms }).collect(),
+            accounts: accounts
+                .into_iter()
+                .map(|a| Account {
+                    address: a.address,
+                    created_at_ms: a.created_at_ms,
+                })
+                .collect(),
         }))
     }
 
@@ -110,23 +164,48 @@ impl Admin for AdminService {
         self.auth(&req)?;
         let r = req.get_ref();
         if r.targets.is_empty() {
-            return Err(Status::invalid_argument("an alias needs at least one target"));
+            return Err(Status::invalid_argument(
+                "an alias needs at least one target",
+            ));
         }
-        let a = self.store.add_alias(&r.source, &r.targets).await.map_err(status)?;
-        Ok(Response::new(Alias { source: a.source, targets: a.targets }))
+        let a = self
+            .store
+            .add_alias(&r.source, &r.targets)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Alias {
+            source: a.source,
+            targets: a.targets,
+        }))
     }
 
     async fn remove_alias(&self, req: Request<AliasRequest>) -> Result<Response<Empty>, Status> {
         self.auth(&req)?;
-        self.store.remove_alias(&req.get_ref().source).await.map_err(status)?;
+        self.store
+            .remove_alias(&req.get_ref().source)
+            .await
+            .map_err(status)?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn list_aliases(&self, req: Request<ListAliasesRequest>) -> Result<Response<ListAliasesResponse>, Status> {
+    async fn list_aliases(
+        &self,
+        req: Request<ListAliasesRequest>,
+    ) -> Result<Response<ListAliasesResponse>, Status> {
         self.auth(&req)?;
-        let aliases = self.store.list_aliases(opt(&req.get_ref().domain)).await.map_err(status)?;
+        let aliases = self
+            .store
+            .list_aliases(opt(&req.get_ref().domain))
+            .await
+            .map_err(status)?;
         Ok(Response::new(ListAliasesResponse {
-            aliases: aliases.into_iter().map(|a| Alias { source: a.source, targets: a.targets }).collect(),
+            aliases: aliases
+                .into_iter()
+                .map(|a| Alias {
+                    source: a.source,
+                    targets: a.targets,
+                })
+                .collect(),
         }))
     }
 }

@@ -40,7 +40,12 @@ fn default_grpc_listen() -> SocketAddr {
 }
 
 /// Serves Delivery and Admin on `grpc` until `shutdown` is cancelled.
-pub async fn run(admin_token: String, grpc: TcpListener, store: Store, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(
+    admin_token: String,
+    grpc: TcpListener,
+    store: Store,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let addr = grpc.local_addr()?;
     tracing::info!(grpc.address = %addr, "mda serving");
     let token = shutdown.token.clone();
@@ -48,7 +53,10 @@ pub async fn run(admin_token: String, grpc: TcpListener, store: Store, shutdown:
         .timeout(Duration::from_secs(120))
         .add_service(DeliveryServer::new(DeliveryService::new(store.clone())))
         .add_service(AdminServer::new(AdminService::new(store, admin_token)))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc), token.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc),
+            token.cancelled_owned(),
+        )
         .await?;
     Ok(())
 }

@@ -9,12 +9,19 @@ use tern_runtime::{Shutdown, shutdown, telemetry};
 async fn main() -> anyhow::Result<()> {
     let config: Config = tern_runtime::config::from_args_or_exit("tern-mda");
     telemetry::init(config.log_format);
-    let store = tern_store::Store::connect(&config.database_url).await.context("connect to the store")?;
+    let store = tern_store::Store::connect(&config.database_url)
+        .await
+        .context("connect to the store")?;
     let grpc = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("bind gRPC listener {}", config.grpc_listen))?;
     let sd = Shutdown::new();
-    let task = tokio::spawn(tern_mda::run(config.admin_token.clone(), grpc, store.clone(), sd.clone()));
+    let task = tokio::spawn(tern_mda::run(
+        config.admin_token.clone(),
+        grpc,
+        store.clone(),
+        sd.clone(),
+    ));
     shutdown::signal().await;
     tracing::info!("shutting down");
     sd.cancel();

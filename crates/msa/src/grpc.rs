@@ -40,21 +40,34 @@ fn status(r: Reply) -> Status {
 #[tonic::async_trait]
 impl Submission for SubmissionService {
     #[tracing::instrument(name = "msa.submit_raw", skip_all)]
-    async fn submit_raw(&self, request: Request<SubmitRawRequest>) -> Result<Response<SubmitResponse>, Status> {
+    async fn submit_raw(
+        &self,
+        request: Request<SubmitRawRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
         let (user, pass) = basic_credentials(&request)?;
         let peer = request.remote_addr();
-        let account = self.submitter.authenticate(&user, &pass, peer).await.map_err(status)?;
+        let account = self
+            .submitter
+            .authenticate(&user, &pass, peer)
+            .await
+            .map_err(status)?;
         let req = request.into_inner();
         if req.rcpt_to.is_empty() {
-            return Err(Status::invalid_argument("at least one recipient is required"));
+            return Err(Status::invalid_argument(
+                "at least one recipient is required",
+            ));
         }
         if req.rcpt_to.len() > MAX_RCPTS {
-            return Err(Status::invalid_argument(format!("at most {MAX_RCPTS} recipients per message")));
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_RCPTS} recipients per message"
+            )));
         }
         if req.content.len() > MAX_CONTENT {
             return Err(Status::resource_exhausted("552 5.3.4 message too big"));
         }
-        self.submitter.check_sender(&account, &req.mail_from).map_err(status)?;
+        self.submitter
+            .check_sender(&account, &req.mail_from)
+            .map_err(status)?;
         for rcpt in &req.rcpt_to {
             self.submitter.check_recipient(rcpt).await.map_err(status)?;
         }
@@ -67,7 +80,11 @@ impl Submission for SubmissionService {
             authenticated_as: Some(&account.address),
             unix_secs: now_unix(),
         };
-        let id = self.submitter.submit(&account, &req.mail_from, &req.rcpt_to, &content, received).await.map_err(status)?;
+        let id = self
+            .submitter
+            .submit(&account, &req.mail_from, &req.rcpt_to, &content, received)
+            .await
+            .map_err(status)?;
         Ok(Response::new(SubmitResponse { queue_id: id }))
     }
 }
@@ -94,5 +111,4 @@ mod tests {
     fn line_endings_become_crlf_once() {
         assert_eq!(normalize_line_endings(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
     }
-
 }

@@ -83,7 +83,13 @@ pub async fn run(
     let busy = b"421 4.7.0 too many connections, try again later\r\n".to_vec();
     let conn_limits = ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
     let starttls = tokio::spawn(smtp_listener(
-        Listener { name: "submission", listener: listeners.submission, limits: conn_limits, implicit_tls: None, busy_reply: busy.clone() },
+        Listener {
+            name: "submission",
+            listener: listeners.submission,
+            limits: conn_limits,
+            implicit_tls: None,
+            busy_reply: busy.clone(),
+        },
         acceptor.clone(),
         submitter.clone(),
         limits.clone(),
@@ -105,8 +111,13 @@ pub async fn run(
     let token = shutdown.token.clone();
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(120))
-        .add_service(tern_rpc::v1::submission_server::SubmissionServer::new(SubmissionService::new(submitter)))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listeners.grpc), token.cancelled_owned())
+        .add_service(tern_rpc::v1::submission_server::SubmissionServer::new(
+            SubmissionService::new(submitter),
+        ))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listeners.grpc),
+            token.cancelled_owned(),
+        )
         .await;
     starttls.await?;
     implicit.await?;
@@ -123,7 +134,10 @@ async fn smtp_listener(
 ) {
     let name = listener.name;
     let token = shutdown.token.clone();
-    let timeouts = Timeouts { idle: Duration::from_secs(limits.idle_timeout_secs), handshake: Duration::from_secs(30) };
+    let timeouts = Timeouts {
+        idle: Duration::from_secs(limits.idle_timeout_secs),
+        handshake: Duration::from_secs(30),
+    };
     let hostname = submitter.hostname().to_string();
     serve(listener, shutdown, Duration::from_secs(30), move |stream, peer| {
         let tls_active = stream.is_tls();

@@ -10,9 +10,13 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(config.log_format);
     // Check the certificate before binding anything: a bad path is a configuration error.
     tern_runtime::tls::acceptor(&config.tls).context("load TLS certificate")?;
-    let store = tern_store::Store::connect(&config.database_url).await.context("connect to the store")?;
+    let store = tern_store::Store::connect(&config.database_url)
+        .await
+        .context("connect to the store")?;
     let bind = |addr: std::net::SocketAddr, what: &'static str| async move {
-        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {what} listener {addr}"))
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind {what} listener {addr}"))
     };
     let listeners = Listeners {
         submission: bind(config.submission_listen, "submission").await?,

@@ -10,7 +10,11 @@ use tern_smtp::{Envelope, Handler, Reply};
 use tern_store::{Account, NewMessage, Resolution, Store};
 
 pub fn reply(code: u16, status: (u8, u16, u16), text: impl Into<String>) -> Reply {
-    Reply { code, status: Some(status), text: text.into() }
+    Reply {
+        code,
+        status: Some(status),
+        text: text.into(),
+    }
 }
 
 fn store_trouble(e: &tern_store::Error) -> Reply {
@@ -39,16 +43,28 @@ impl Submitter {
     }
 
     pub fn handler(&self, peer: SocketAddr, tls: bool) -> SubmissionHandler {
-        SubmissionHandler { submitter: self.clone(), peer, tls, account: None }
+        SubmissionHandler {
+            submitter: self.clone(),
+            peer,
+            tls,
+            account: None,
+        }
     }
 
     /// Checks credentials. Failures are logged in one stable shape an operator can feed to
     /// fail2ban: `auth failed client.address=… user=…`.
-    pub async fn authenticate(&self, user: &str, password: &str, peer: Option<SocketAddr>) -> Result<Account, Reply> {
+    pub async fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+        peer: Option<SocketAddr>,
+    ) -> Result<Account, Reply> {
         match self.store.authenticate(user, password).await {
             Ok(Some(account)) => Ok(account),
             Ok(None) => {
-                let ip = peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "-".into());
+                let ip = peer
+                    .map(|p| p.ip().to_string())
+                    .unwrap_or_else(|| "-".into());
                 tracing::warn!(client.address = %ip, user = %user, "auth failed");
                 Err(reply(535, (5, 7, 8), "authentication credentials invalid"))
             }
@@ -64,17 +80,30 @@ impl Submitter {
         if from.eq_ignore_ascii_case(&account.address) {
             Ok(())
         } else {
-            Err(reply(553, (5, 7, 1), format!("<{from}>: sender address not owned by {}", account.address)))
+            Err(reply(
+                553,
+                (5, 7, 1),
+                format!("<{from}>: sender address not owned by {}", account.address),
+            ))
         }
     }
 
     /// Recipients in our own domains must exist; others are relayed for the authenticated user.
     pub async fn check_recipient(&self, to: &str) -> Result<(), Reply> {
-        if to.rsplit_once('@').is_none_or(|(l, d)| l.is_empty() || d.is_empty()) {
-            return Err(reply(501, (5, 1, 3), format!("<{to}>: bad recipient address syntax")));
+        if to
+            .rsplit_once('@')
+            .is_none_or(|(l, d)| l.is_empty() || d.is_empty())
+        {
+            return Err(reply(
+                501,
+                (5, 1, 3),
+                format!("<{to}>: bad recipient address syntax"),
+            ));
         }
         match self.store.resolve(to).await {
-            Ok(Resolution::NoSuchUser) => Err(reply(550, (5, 1, 1), format!("<{to}>: no such user here"))),
+            Ok(Resolution::NoSuchUser) => {
+                Err(reply(550, (5, 1, 1), format!("<{to}>: no such user here")))
+            }
             Ok(Resolution::Local { .. } | Resolution::NotLocalDomain) => Ok(()),
             Err(e) => Err(store_trouble(&e)),
         }
@@ -98,10 +127,16 @@ impl Submitter {
         }
         if !has_header(message, "Message-ID") {
             let id: u128 = rand::random();
-            content.extend_from_slice(format!("Message-ID: <{id:032x}@{}>\r\n", self.hostname).as_bytes());
+            content.extend_from_slice(
+                format!("Message-ID: <{id:032x}@{}>\r\n", self.hostname).as_bytes(),
+            );
         }
         content.extend_from_slice(message);
-        let msg = NewMessage { sender: mail_from, recipients: rcpts, content: &content };
+        let msg = NewMessage {
+            sender: mail_from,
+            recipients: rcpts,
+            content: &content,
+        };
         match self.store.enqueue(msg).await {
             Ok(id) => {
                 tracing::info!(queue.id = %id, user = %account.address, rcpts = rcpts.len(), size = content.len(), "message submitted");
@@ -127,19 +162,30 @@ impl SubmissionHandler {
 }
 
 impl Handler for SubmissionHandler {
-    async fn authenticate(&mut self, authzid: &str, authcid: &str, password: &str) -> Result<(), Reply> {
+    async fn authenticate(
+        &mut self,
+        authzid: &str,
+        authcid: &str,
+        password: &str,
+    ) -> Result<(), Reply> {
         // RFC 4616 §2: an authorization identity other than the authenticated one would mean
         // acting for someone else, which no account may do here.
         if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(authcid) {
             return Err(reply(535, (5, 7, 8), "authentication credentials invalid"));
         }
-        let account = self.submitter.authenticate(authcid, password, Some(self.peer)).await?;
+        let account = self
+            .submitter
+            .authenticate(authcid, password, Some(self.peer))
+            .await?;
         self.account = Some(account);
         Ok(())
     }
 
     async fn mail_from(&mut self, _envelope: &Envelope, from: &str) -> Result<(), Reply> {
-        let account = self.account.as_ref().ok_or_else(|| reply(530, (5, 7, 0), "authentication required"))?;
+        let account = self
+            .account
+            .as_ref()
+            .ok_or_else(|| reply(530, (5, 7, 0), "authentication required"))?;
         self.submitter.check_sender(account, from)
     }
 
@@ -148,7 +194,10 @@ impl Handler for SubmissionHandler {
     }
 
     async fn data(&mut self, envelope: &Envelope, message: Vec<u8>) -> Result<Reply, Reply> {
-        let account = self.account.as_ref().ok_or_else(|| reply(530, (5, 7, 0), "authentication required"))?;
+        let account = self
+            .account
+            .as_ref()
+            .ok_or_else(|| reply(530, (5, 7, 0), "authentication required"))?;
         // RFC 3848: ESMTPSA = ESMTP with both TLS and AUTH.
         let with = if self.tls { "ESMTPSA" } else { "ESMTPA" };
         let received = Received {
@@ -160,7 +209,16 @@ impl Handler for SubmissionHandler {
             authenticated_as: Some(&account.address),
             unix_secs: now_unix(),
         };
-        let id = self.submitter.submit(account, &envelope.mail_from, &envelope.rcpt_to, &message, received).await?;
+        let id = self
+            .submitter
+            .submit(
+                account,
+                &envelope.mail_from,
+                &envelope.rcpt_to,
+                &message,
+                received,
+            )
+            .await?;
         Ok(reply(250, (2, 0, 0), format!("queued as {id}")))
     }
 }

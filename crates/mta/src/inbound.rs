@@ -8,10 +8,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tern_runtime::Shutdown;
 use tern_runtime::mailfmt::{Received, count_header, now_unix};
 use tern_runtime::net::{Listener, Timeouts, drive, serve};
 use tern_runtime::sessions::SmtpConnection;
-use tern_runtime::Shutdown;
 use tern_smtp::{AuthPolicy, Envelope, Handler, Reply, Session};
 use tern_store::{NewMessage, Resolution, Store};
 use tokio_rustls::TlsAcceptor;
@@ -28,7 +28,11 @@ pub struct InboundHandler {
 }
 
 pub fn reply(code: u16, status: (u8, u16, u16), text: impl Into<String>) -> Reply {
-    Reply { code, status: Some(status), text: text.into() }
+    Reply {
+        code,
+        status: Some(status),
+        text: text.into(),
+    }
 }
 
 fn store_trouble(e: &tern_store::Error) -> Reply {
@@ -39,22 +43,37 @@ fn store_trouble(e: &tern_store::Error) -> Reply {
 /// Splits `local@domain` at the last `@`, refusing the forms that were once used to relay.
 pub fn relay_safe_split(address: &str) -> Result<(&str, &str), Reply> {
     let denied = || reply(550, (5, 7, 1), format!("<{address}>: relaying denied"));
-    let (local, domain) = address.rsplit_once('@').ok_or_else(|| reply(501, (5, 1, 3), "bad recipient address syntax"))?;
+    let (local, domain) = address
+        .rsplit_once('@')
+        .ok_or_else(|| reply(501, (5, 1, 3), "bad recipient address syntax"))?;
     if local.is_empty() || domain.is_empty() {
         return Err(reply(501, (5, 1, 3), "bad recipient address syntax"));
     }
     // RFC 5321 §3.6.1 source routes arrive stripped by the parser; what remains are the `%` and
     // `!` conventions and quoted local parts, which old relays interpreted as further hops.
-    if local.contains(['%', '!', '@', '"']) || local.starts_with('@') || domain.starts_with('[') || domain.contains(':') {
+    if local.contains(['%', '!', '@', '"'])
+        || local.starts_with('@')
+        || domain.starts_with('[')
+        || domain.contains(':')
+    {
         return Err(denied());
     }
     Ok((local, domain))
 }
 
 impl Handler for InboundHandler {
-    async fn authenticate(&mut self, _authzid: &str, _authcid: &str, _password: &str) -> Result<(), Reply> {
+    async fn authenticate(
+        &mut self,
+        _authzid: &str,
+        _authcid: &str,
+        _password: &str,
+    ) -> Result<(), Reply> {
         // AUTH is never advertised on port 25; the session refuses it before we are asked.
-        Err(reply(503, (5, 5, 1), "authentication is not available on this port"))
+        Err(reply(
+            503,
+            (5, 5, 1),
+            "authentication is not available on this port",
+        ))
     }
 
     async fn mail_from(&mut self, _envelope: &Envelope, _from: &str) -> Result<(), Reply> {
@@ -66,8 +85,12 @@ impl Handler for InboundHandler {
         relay_safe_split(to)?;
         match self.store.resolve(to).await {
             Ok(Resolution::Local { .. }) => Ok(()),
-            Ok(Resolution::NoSuchUser) => Err(reply(550, (5, 1, 1), format!("<{to}>: no such user here"))),
-            Ok(Resolution::NotLocalDomain) => Err(reply(550, (5, 7, 1), format!("<{to}>: relaying denied"))),
+            Ok(Resolution::NoSuchUser) => {
+                Err(reply(550, (5, 1, 1), format!("<{to}>: no such user here")))
+            }
+            Ok(Resolution::NotLocalDomain) => {
+                Err(reply(550, (5, 7, 1), format!("<{to}>: relaying denied")))
+            }
             Err(e) => Err(store_trouble(&e)),
         }
     }
@@ -89,7 +112,11 @@ impl Handler for InboundHandler {
         let mut content = Vec::with_capacity(received.len() + message.len());
         content.extend_from_slice(received.as_bytes());
         content.extend_from_slice(&message);
-        let msg = NewMessage { sender: &envelope.mail_from, recipients: &envelope.rcpt_to, content: &content };
+        let msg = NewMessage {
+            sender: &envelope.mail_from,
+            recipients: &envelope.rcpt_to,
+            content: &content,
+        };
         // RFC 5321 §6.1: the 250 below is our promise to deliver; it goes out only once the
         // queue transaction has committed.
         match self.store.enqueue(msg).await {
@@ -111,36 +138,49 @@ pub async fn serve_smtp(
     shutdown: Shutdown,
 ) {
     let token = shutdown.token.clone();
-    let timeouts = Timeouts { idle: Duration::from_secs(limits.idle_timeout_secs), handshake: Duration::from_secs(30) };
-    serve(listener, shutdown, Duration::from_secs(30), move |stream, peer| {
-        let config = tern_smtp::Config {
-            hostname: hostname.clone(),
-            max_message_size: limits.max_message_size,
-            max_recipients: limits.max_recipients,
-            max_errors: limits.max_errors,
-            tls_available: tls.is_some(),
-            auth: AuthPolicy::Disabled,
-            auth_requires_tls: true,
-        };
-        let handler = InboundHandler {
-            store: store.clone(),
-            hostname: hostname.clone(),
-            peer,
-            max_received: limits.max_received_headers,
-            tls: stream.is_tls(),
-        };
-        let tls = tls.clone();
-        let token = token.clone();
-        let span = tracing::info_span!("smtp.session", client.address = %peer, listener = "smtp");
-        async move {
-            let session = SmtpConnection::new(Session::new(config, false), handler, |h: &mut InboundHandler| h.tls = true);
-            match drive(stream, session, tls.as_ref(), timeouts, &token).await {
-                Ok(end) => tracing::debug!(?end, "smtp session ended"),
-                Err(e) => tracing::debug!(error = %e, "smtp session failed"),
+    let timeouts = Timeouts {
+        idle: Duration::from_secs(limits.idle_timeout_secs),
+        handshake: Duration::from_secs(30),
+    };
+    serve(
+        listener,
+        shutdown,
+        Duration::from_secs(30),
+        move |stream, peer| {
+            let config = tern_smtp::Config {
+                hostname: hostname.clone(),
+                max_message_size: limits.max_message_size,
+                max_recipients: limits.max_recipients,
+                max_errors: limits.max_errors,
+                tls_available: tls.is_some(),
+                auth: AuthPolicy::Disabled,
+                auth_requires_tls: true,
+            };
+            let handler = InboundHandler {
+                store: store.clone(),
+                hostname: hostname.clone(),
+                peer,
+                max_received: limits.max_received_headers,
+                tls: stream.is_tls(),
+            };
+            let tls = tls.clone();
+            let token = token.clone();
+            let span =
+                tracing::info_span!("smtp.session", client.address = %peer, listener = "smtp");
+            async move {
+                let session = SmtpConnection::new(
+                    Session::new(config, false),
+                    handler,
+                    |h: &mut InboundHandler| h.tls = true,
+                );
+                match drive(stream, session, tls.as_ref(), timeouts, &token).await {
+                    Ok(end) => tracing::debug!(?end, "smtp session ended"),
+                    Err(e) => tracing::debug!(error = %e, "smtp session failed"),
+                }
             }
-        }
-        .instrument(span)
-    })
+            .instrument(span)
+        },
+    )
     .await;
 }
 
@@ -150,11 +190,20 @@ mod tests {
 
     #[test]
     fn relay_tricks_are_denied() {
-        for bad in ["a%b.test@example.test", "b.test!a@example.test", "\"a@b.test\"@example.test", "a@[127.0.0.1]", "a@[IPv6:::1]"] {
+        for bad in [
+            "a%b.test@example.test",
+            "b.test!a@example.test",
+            "\"a@b.test\"@example.test",
+            "a@[127.0.0.1]",
+            "a@[IPv6:::1]",
+        ] {
             let e = relay_safe_split(bad).unwrap_err();
             assert_eq!((e.code, e.status), (550, Some((5, 7, 1))), "{bad}");
         }
-        assert_eq!(relay_safe_split("bob@example.test").unwrap(), ("bob", "example.test"));
+        assert_eq!(
+            relay_safe_split("bob@example.test").unwrap(),
+            ("bob", "example.test")
+        );
         assert_eq!(relay_safe_split("nobody").unwrap_err().code, 501);
     }
 }

@@ -86,8 +86,17 @@ impl From<&Config> for Parts {
 }
 
 /// Runs the SMTP listener, the queue runner and the Queue service until shutdown.
-pub async fn run(parts: Parts, listeners: Listeners, store: Store, shutdown: Shutdown) -> anyhow::Result<()> {
-    let tls = parts.tls.as_ref().map(tern_runtime::tls::acceptor).transpose()?;
+pub async fn run(
+    parts: Parts,
+    listeners: Listeners,
+    store: Store,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let tls = parts
+        .tls
+        .as_ref()
+        .map(tern_runtime::tls::acceptor)
+        .transpose()?;
     tracing::info!(smtp.address = %listeners.smtp.local_addr()?, grpc.address = %listeners.grpc.local_addr()?, "mta serving");
 
     let smtp_task = {
@@ -102,7 +111,9 @@ pub async fn run(parts: Parts, listeners: Listeners, store: Store, shutdown: Shu
         let store = store.clone();
         let hostname = parts.hostname.clone();
         let sd = shutdown.clone();
-        tokio::spawn(inbound::serve_smtp(listener, tls, hostname, limits, store, sd))
+        tokio::spawn(inbound::serve_smtp(
+            listener, tls, hostname, limits, store, sd,
+        ))
     };
 
     let delivery = DeliveryClient::new(&parts.mda_url)?;
@@ -112,8 +123,13 @@ pub async fn run(parts: Parts, listeners: Listeners, store: Store, shutdown: Shu
     let grpc_token = shutdown.token.clone();
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(60))
-        .add_service(tern_rpc::v1::queue_server::QueueServer::new(QueueService::new(store, parts.admin_token)))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listeners.grpc), grpc_token.cancelled_owned());
+        .add_service(tern_rpc::v1::queue_server::QueueServer::new(
+            QueueService::new(store, parts.admin_token),
+        ))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listeners.grpc),
+            grpc_token.cancelled_owned(),
+        );
 
     let grpc_result = grpc.await;
     smtp_task.await?;

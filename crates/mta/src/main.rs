@@ -8,7 +8,9 @@ use tern_runtime::{Shutdown, shutdown, telemetry};
 async fn main() -> anyhow::Result<()> {
     let config: Config = tern_runtime::config::from_args_or_exit("tern-mta");
     telemetry::init(config.log_format);
-    let store = tern_store::Store::connect(&config.database_url).await.context("connect to the store")?;
+    let store = tern_store::Store::connect(&config.database_url)
+        .await
+        .context("connect to the store")?;
     let listeners = Listeners {
         smtp: tokio::net::TcpListener::bind(config.smtp_listen)
             .await
@@ -18,7 +20,12 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("bind gRPC listener {}", config.grpc_listen))?,
     };
     let sd = Shutdown::new();
-    let task = tokio::spawn(tern_mta::run(Parts::from(&config), listeners, store.clone(), sd.clone()));
+    let task = tokio::spawn(tern_mta::run(
+        Parts::from(&config),
+        listeners,
+        store.clone(),
+        sd.clone(),
+    ));
     shutdown::signal().await;
     tracing::info!("shutting down");
     sd.cancel();

@@ -1,7 +1,10 @@
 //! The Queue gRPC service: list, show, retry and delete queued messages (admin token required).
 
 use tern_rpc::v1::queue_server::Queue;
-use tern_rpc::v1::{QueueActionResponse, QueueListRequest, QueueListResponse, QueueMessage, QueueMessageRequest, QueueRecipient};
+use tern_rpc::v1::{
+    QueueActionResponse, QueueListRequest, QueueListResponse, QueueMessage, QueueMessageRequest,
+    QueueRecipient,
+};
 use tern_runtime::grpc::check_bearer;
 use tern_store::{QueuedMessage, RecipientState, Store};
 use tonic::{Request, Response, Status};
@@ -50,22 +53,37 @@ fn status(e: tern_store::Error) -> Status {
 
 #[tonic::async_trait]
 impl Queue for QueueService {
-    async fn list(&self, req: Request<QueueListRequest>) -> Result<Response<QueueListResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<QueueListRequest>,
+    ) -> Result<Response<QueueListResponse>, Status> {
         check_bearer(&req, &self.token)?;
         let r = req.get_ref();
         let state = if r.state.is_empty() {
             None
         } else {
             Some(r.state.parse::<RecipientState>().map_err(|_| {
-                Status::invalid_argument(format!("unknown state {:?} (queued, delivered, failed)", r.state))
+                Status::invalid_argument(format!(
+                    "unknown state {:?} (queued, delivered, failed)",
+                    r.state
+                ))
             })?)
         };
-        let limit = if r.limit == 0 { 100 } else { r.limit.min(10_000) };
+        let limit = if r.limit == 0 {
+            100
+        } else {
+            r.limit.min(10_000)
+        };
         let list = self.store.queue_list(state, limit).await.map_err(status)?;
-        Ok(Response::new(QueueListResponse { messages: list.into_iter().map(to_proto).collect() }))
+        Ok(Response::new(QueueListResponse {
+            messages: list.into_iter().map(to_proto).collect(),
+        }))
     }
 
-    async fn show(&self, req: Request<QueueMessageRequest>) -> Result<Response<QueueMessage>, Status> {
+    async fn show(
+        &self,
+        req: Request<QueueMessageRequest>,
+    ) -> Result<Response<QueueMessage>, Status> {
         check_bearer(&req, &self.token)?;
         let id = &req.get_ref().id;
         match self.store.queue_show(id).await.map_err(status)? {
@@ -74,15 +92,29 @@ impl Queue for QueueService {
         }
     }
 
-    async fn retry(&self, req: Request<QueueMessageRequest>) -> Result<Response<QueueActionResponse>, Status> {
+    async fn retry(
+        &self,
+        req: Request<QueueMessageRequest>,
+    ) -> Result<Response<QueueActionResponse>, Status> {
         check_bearer(&req, &self.token)?;
-        let n = self.store.queue_retry(&req.get_ref().id).await.map_err(status)?;
+        let n = self
+            .store
+            .queue_retry(&req.get_ref().id)
+            .await
+            .map_err(status)?;
         Ok(Response::new(QueueActionResponse { affected: n as u32 }))
     }
 
-    async fn delete(&self, req: Request<QueueMessageRequest>) -> Result<Response<QueueActionResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<QueueMessageRequest>,
+    ) -> Result<Response<QueueActionResponse>, Status> {
         check_bearer(&req, &self.token)?;
-        let n = self.store.queue_delete(&req.get_ref().id).await.map_err(status)?;
+        let n = self
+            .store
+            .queue_delete(&req.get_ref().id)
+            .await
+            .map_err(status)?;
         Ok(Response::new(QueueActionResponse { affected: n as u32 }))
     }
 }

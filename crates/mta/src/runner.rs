@@ -62,7 +62,11 @@ pub fn backoff(cfg: &RunnerConfig, attempts: u32, rng: &mut impl Rng) -> Duratio
     let idx = (attempts.max(1) as usize - 1).min(cfg.retry_schedule_secs.len().saturating_sub(1));
     let base_ms = cfg.retry_schedule_secs.get(idx).copied().unwrap_or(300) * 1000;
     let spread = base_ms * u64::from(cfg.jitter_percent) / 100;
-    let jitter = if spread > 0 { rng.random_range(0..=spread) } else { 0 };
+    let jitter = if spread > 0 {
+        rng.random_range(0..=spread)
+    } else {
+        0
+    };
     Duration::from_millis(base_ms + jitter)
 }
 
@@ -79,7 +83,9 @@ impl DeliveryClient {
             .map_err(|e| anyhow::anyhow!("invalid mda_url {url:?}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120));
-        Ok(Self { inner: GrpcDeliveryClient::new(endpoint.connect_lazy()) })
+        Ok(Self {
+            inner: GrpcDeliveryClient::new(endpoint.connect_lazy()),
+        })
     }
 }
 
@@ -93,8 +99,17 @@ pub struct Runner {
 impl Runner {
     pub fn new(store: Store, delivery: DeliveryClient, cfg: RunnerConfig) -> Self {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
-        let owner = format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>());
-        Self { store, delivery, cfg, owner }
+        let owner = format!(
+            "{host}:{}:{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        Self {
+            store,
+            delivery,
+            cfg,
+            owner,
+        }
     }
 
     pub fn owner(&self) -> &str {
@@ -110,7 +125,15 @@ impl Runner {
         tracing::info!(runner = %this.owner, "queue runner started");
         while !token.is_cancelled() {
             while tasks.try_join_next().is_some() {}
-            let claims = match this.store.claim(&this.owner, this.cfg.batch, this.cfg.lease_secs as i64 * 1000).await {
+            let claims = match this
+                .store
+                .claim(
+                    &this.owner,
+                    this.cfg.batch,
+                    this.cfg.lease_secs as i64 * 1000,
+                )
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "queue claim failed");
@@ -144,7 +167,9 @@ impl Runner {
         while tasks.join_next().await.is_some() {}
         match this.store.release_leases(&this.owner).await {
             Ok(n) => tracing::info!(released = n, "queue runner stopped"),
-            Err(e) => tracing::warn!(error = %e, "could not release leases; they expire on their own"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release leases; they expire on their own")
+            }
         }
         Ok(())
     }
@@ -166,7 +191,13 @@ impl Runner {
             let domain = c.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
             match self.store.is_local_domain(domain).await {
                 Ok(true) => local.push(c),
-                Ok(false) => self.defer(&c, "451 4.4.3 remote delivery is not enabled on this server yet").await,
+                Ok(false) => {
+                    self.defer(
+                        &c,
+                        "451 4.4.3 remote delivery is not enabled on this server yet",
+                    )
+                    .await
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "domain lookup failed");
                     self.defer(&c, "451 4.3.0 directory unavailable").await;
@@ -180,7 +211,10 @@ impl Runner {
             return_path: local[0].sender.clone(),
             recipients: local
                 .iter()
-                .map(|c| DeliverRecipient { address: c.address.clone(), delivery_key: format!("q:{}", c.recipient_id) })
+                .map(|c| DeliverRecipient {
+                    address: c.address.clone(),
+                    delivery_key: format!("q:{}", c.recipient_id),
+                })
                 .collect(),
             content,
             queue_id: queue_id.to_string(),
@@ -191,10 +225,17 @@ impl Runner {
                 let outcomes = resp.into_inner().outcomes;
                 for c in &local {
                     match outcomes.iter().find(|o| o.address == c.address) {
-                        Some(o) if o.status == OutcomeStatus::Delivered as i32 => self.delivered(c, &o.reply).await,
-                        Some(o) if o.status == OutcomeStatus::PermanentFailure as i32 => self.failed(c, &o.reply).await,
+                        Some(o) if o.status == OutcomeStatus::Delivered as i32 => {
+                            self.delivered(c, &o.reply).await
+                        }
+                        Some(o) if o.status == OutcomeStatus::PermanentFailure as i32 => {
+                            self.failed(c, &o.reply).await
+                        }
                         Some(o) => self.defer(c, &o.reply).await,
-                        None => self.defer(c, "451 4.3.0 delivery agent gave no outcome").await,
+                        None => {
+                            self.defer(c, "451 4.3.0 delivery agent gave no outcome")
+                                .await
+                        }
                     }
                 }
             }
@@ -209,14 +250,22 @@ impl Runner {
 
     async fn delivered(&self, c: &Claim, reply: &str) {
         tracing::info!(rcpt = %c.address, reply, "delivered");
-        if let Err(e) = self.store.mark_delivered(c.recipient_id, &self.owner, reply).await {
+        if let Err(e) = self
+            .store
+            .mark_delivered(c.recipient_id, &self.owner, reply)
+            .await
+        {
             tracing::warn!(error = %e, rcpt = %c.address, "could not record delivery");
         }
     }
 
     async fn failed(&self, c: &Claim, reply: &str) {
         tracing::info!(rcpt = %c.address, reply, "failed permanently");
-        if let Err(e) = self.store.mark_failed(c.recipient_id, &self.owner, reply).await {
+        if let Err(e) = self
+            .store
+            .mark_failed(c.recipient_id, &self.owner, reply)
+            .await
+        {
             tracing::warn!(error = %e, rcpt = %c.address, "could not record failure");
         }
     }
@@ -230,7 +279,11 @@ impl Runner {
         let delay = backoff(&self.cfg, c.attempts, &mut rand::rng());
         let next = now_ms() + delay.as_millis() as i64;
         tracing::info!(rcpt = %c.address, reply, retry_in_s = delay.as_secs(), "deferred");
-        if let Err(e) = self.store.mark_deferred(c.recipient_id, &self.owner, reply, next).await {
+        if let Err(e) = self
+            .store
+            .mark_deferred(c.recipient_id, &self.owner, reply, next)
+            .await
+        {
             tracing::warn!(error = %e, rcpt = %c.address, "could not record deferral");
         }
     }
@@ -243,15 +296,26 @@ mod tests {
 
     #[test]
     fn backoff_follows_the_schedule_with_bounded_jitter_and_caps() {
-        let cfg = RunnerConfig { retry_schedule_secs: vec![60, 300, 3600], jitter_percent: 10, ..Default::default() };
+        let cfg = RunnerConfig {
+            retry_schedule_secs: vec![60, 300, 3600],
+            jitter_percent: 10,
+            ..Default::default()
+        };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for (attempts, base) in [(1u32, 60u64), (2, 300), (3, 3600), (9, 3600), (0, 60)] {
             for _ in 0..50 {
                 let d = backoff(&cfg, attempts, &mut rng).as_millis() as u64;
-                assert!(d >= base * 1000 && d <= base * 1100, "attempt {attempts}: {d}");
+                assert!(
+                    d >= base * 1000 && d <= base * 1100,
+                    "attempt {attempts}: {d}"
+                );
             }
         }
-        let flat = RunnerConfig { retry_schedule_secs: vec![5], jitter_percent: 0, ..Default::default() };
+        let flat = RunnerConfig {
+            retry_schedule_secs: vec![5],
+            jitter_percent: 0,
+            ..Default::default()
+        };
         assert_eq!(backoff(&flat, 4, &mut rng), Duration::from_secs(5));
     }
 }

@@ -5,11 +5,12 @@ use tonic::{Request, Status};
 
 /// Checks `authorization: Bearer <token>` against the configured admin token in constant time.
 pub fn check_bearer<T>(req: &Request<T>, token: &str) -> Result<(), Status> {
-    let header = req
-        .metadata()
-        .get("authorization")
-        .ok_or_else(|| Status::unauthenticated("missing authorization metadata (Bearer admin token)"))?;
-    let value = header.to_str().map_err(|_| Status::unauthenticated("malformed authorization metadata"))?;
+    let header = req.metadata().get("authorization").ok_or_else(|| {
+        Status::unauthenticated("missing authorization metadata (Bearer admin token)")
+    })?;
+    let value = header
+        .to_str()
+        .map_err(|_| Status::unauthenticated("malformed authorization metadata"))?;
     let presented = value.strip_prefix("Bearer ").unwrap_or("");
     if token.is_empty() || !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
         return Err(Status::unauthenticated("invalid admin token"));
@@ -28,8 +29,11 @@ pub fn basic_credentials<T>(req: &Request<T>) -> Result<(String, String), Status
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(raw.trim())
         .map_err(|_| Status::unauthenticated("malformed Basic credentials"))?;
-    let text = String::from_utf8(decoded).map_err(|_| Status::unauthenticated("malformed Basic credentials"))?;
-    let (user, pass) = text.split_once(':').ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
+    let text = String::from_utf8(decoded)
+        .map_err(|_| Status::unauthenticated("malformed Basic credentials"))?;
+    let (user, pass) = text
+        .split_once(':')
+        .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
     Ok((user.to_string(), pass.to_string()))
 }
 
@@ -56,16 +60,38 @@ mod tests {
     #[test]
     fn bearer_token_is_required_and_checked() {
         assert!(check_bearer(&req(Some("Bearer s3cret")), "s3cret").is_ok());
-        assert_eq!(check_bearer(&req(Some("Bearer wrong")), "s3cret").unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert_eq!(check_bearer(&req(None), "s3cret").unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert!(check_bearer(&req(Some("Bearer ")), "").is_err(), "an empty configured token never matches");
+        assert_eq!(
+            check_bearer(&req(Some("Bearer wrong")), "s3cret")
+                .unwrap_err()
+                .code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            check_bearer(&req(None), "s3cret").unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        assert!(
+            check_bearer(&req(Some("Bearer ")), "").is_err(),
+            "an empty configured token never matches"
+        );
     }
 
     #[test]
     fn basic_credentials_are_parsed() {
         let r = req(Some("Basic YWxpY2VAZXhhbXBsZS50ZXN0OnNlY3JldDpwdw=="));
-        assert_eq!(basic_credentials(&r).unwrap(), ("alice@example.test".into(), "secret:pw".into()));
-        assert_eq!(basic_credentials(&req(None)).unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert_eq!(basic_credentials(&req(Some("Basic !!"))).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            basic_credentials(&r).unwrap(),
+            ("alice@example.test".into(), "secret:pw".into())
+        );
+        assert_eq!(
+            basic_credentials(&req(None)).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(
+            basic_credentials(&req(Some("Basic !!")))
+                .unwrap_err()
+                .code(),
+            tonic::Code::Unauthenticated
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! those crates do not offer in the shape the agents need.
 
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// RFC 5322 §3.3 date-time in UTC, e.g. `Mon, 23 Nov 2026 00:00:00 +0000`.
 pub fn rfc5322_date(unix_secs: i64) -> String {
@@ -37,7 +39,10 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// What a `Received:` header records about one hop.
@@ -99,7 +104,9 @@ pub fn has_header(message: &[u8], name: &str) -> bool {
     let block = header_block(message);
     let name = name.as_bytes();
     block.split(|&b| b == b'\n').any(|line| {
-        line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name) && line[name.len()] == b':'
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()] == b':'
     })
 }
 
@@ -109,7 +116,11 @@ pub fn count_header(message: &[u8], name: &str) -> usize {
     let name = name.as_bytes();
     block
         .split(|&b| b == b'\n')
-        .filter(|line| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name) && line[name.len()] == b':')
+        .filter(|line| {
+            line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name)
+                && line[name.len()] == b':'
+        })
         .count()
 }
 
@@ -120,8 +131,14 @@ mod tests {
     #[test]
     fn dates_are_rfc5322() {
         assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_795_392_000), "Mon, 23 Nov 2026 00:00:00 +0000");
-        assert_eq!(rfc5322_date(951_782_400 + 3661), "Tue, 29 Feb 2000 01:01:01 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_392_000),
+            "Mon, 23 Nov 2026 00:00:00 +0000"
+        );
+        assert_eq!(
+            rfc5322_date(951_782_400 + 3661),
+            "Tue, 29 Feb 2000 01:01:01 +0000"
+        );
     }
 
     #[test]
@@ -147,6 +164,12 @@ mod tests {
         let m = b"Subject: hi\r\nmessage-id: <a@b>\r\n\r\nDate: not a header\r\n";
         assert!(has_header(m, "Message-ID"));
         assert!(!has_header(m, "Date"));
-        assert_eq!(count_header(b"Received: a\r\nReceived: b\r\n\r\nReceived: c\r\n", "received"), 2);
+        assert_eq!(
+            count_header(
+                b"Received: a\r\nReceived: b\r\n\r\nReceived: c\r\n",
+                "received"
+            ),
+            2
+        );
     }
 }

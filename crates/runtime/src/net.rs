@@ -42,7 +42,11 @@ impl Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -51,7 +55,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -145,7 +153,11 @@ pub async fn drive<P: LineProtocol>(
         let (reply, action) = session.feed(&buf[..n]).await;
         if !reply.is_empty() {
             if let Err(e) = stream.write_all(&reply).await {
-                return if is_disconnect(&e) { Ok(Ended::ClientGone) } else { Err(e) };
+                return if is_disconnect(&e) {
+                    Ok(Ended::ClientGone)
+                } else {
+                    Err(e)
+                };
             }
             stream.flush().await?;
         }
@@ -157,9 +169,13 @@ pub async fn drive<P: LineProtocol>(
             }
             Action::StartTls => {
                 let Some(acceptor) = starttls else {
-                    return Err(io::Error::other("session asked for STARTTLS on a listener without TLS"));
+                    return Err(io::Error::other(
+                        "session asked for STARTTLS on a listener without TLS",
+                    ));
                 };
-                stream = match tokio::time::timeout(timeouts.handshake, stream.upgrade(acceptor)).await {
+                stream = match tokio::time::timeout(timeouts.handshake, stream.upgrade(acceptor))
+                    .await
+                {
                     Ok(Ok(s)) => s,
                     Ok(Err(_)) | Err(_) => return Ok(Ended::TlsFailed),
                 };
@@ -188,7 +204,10 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     pub const fn new(max_total: usize, max_per_ip: usize) -> Self {
-        Self { max_total, max_per_ip }
+        Self {
+            max_total,
+            max_per_ip,
+        }
     }
 }
 
@@ -212,7 +231,10 @@ pub struct Permit {
 
 impl ConnectionGate {
     pub fn new(limits: ConnectionLimits) -> Self {
-        Self { limits, counts: Arc::default() }
+        Self {
+            limits,
+            counts: Arc::default(),
+        }
     }
 
     /// Takes a slot for `ip`, or None when the total or per-IP limit is reached.
@@ -224,7 +246,10 @@ impl ConnectionGate {
         }
         c.total += 1;
         c.per_ip.insert(ip, per_ip + 1);
-        Some(Permit { ip, counts: self.counts.clone() })
+        Some(Permit {
+            ip,
+            counts: self.counts.clone(),
+        })
     }
 }
 
@@ -254,8 +279,12 @@ pub struct Listener {
 /// Accepts connections until shutdown, running `handle` for each admitted one on the tracker.
 /// For implicit-TLS listeners the handshake happens in the connection's task, bounded by
 /// `handshake_timeout`, so a slow client never stalls the accept loop.
-pub async fn serve<F, Fut>(listener: Listener, shutdown: Shutdown, handshake_timeout: Duration, handle: F)
-where
+pub async fn serve<F, Fut>(
+    listener: Listener,
+    shutdown: Shutdown,
+    handshake_timeout: Duration,
+    handle: F,
+) where
     F: Fn(Stream, SocketAddr) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -284,7 +313,8 @@ where
             shutdown.tracker.spawn(async move {
                 let mut tcp = tcp;
                 if !is_tls {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(&busy)).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), tcp.write_all(&busy)).await;
                 }
                 let _ = tcp.shutdown().await;
             });
@@ -362,13 +392,18 @@ mod tests {
         (c, s)
     }
 
-    const T: Timeouts = Timeouts { idle: Duration::from_secs(30), handshake: Duration::from_secs(5) };
+    const T: Timeouts = Timeouts {
+        idle: Duration::from_secs(30),
+        handshake: Duration::from_secs(5),
+    };
 
     #[tokio::test]
     async fn drive_runs_a_session_to_close() {
         let (mut client, server) = pair().await;
         let token = CancellationToken::new();
-        let task = tokio::spawn(async move { drive(Stream::Plain(server), Upper(Vec::new()), None, T, &token).await });
+        let task = tokio::spawn(async move {
+            drive(Stream::Plain(server), Upper(Vec::new()), None, T, &token).await
+        });
         client.write_all(b"abc\r\nQUIT\r\n").await.unwrap();
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
@@ -380,7 +415,9 @@ mod tests {
     async fn drive_times_out_idle_clients() {
         let (mut client, server) = pair().await;
         let token = CancellationToken::new();
-        let task = tokio::spawn(async move { drive(Stream::Plain(server), Upper(Vec::new()), None, T, &token).await });
+        let task = tokio::spawn(async move {
+            drive(Stream::Plain(server), Upper(Vec::new()), None, T, &token).await
+        });
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"HELLO\r\nTIMEOUT\r\n");
@@ -392,7 +429,9 @@ mod tests {
         let (mut client, server) = pair().await;
         let token = CancellationToken::new();
         let t2 = token.clone();
-        let task = tokio::spawn(async move { drive(Stream::Plain(server), Upper(Vec::new()), None, T, &t2).await });
+        let task = tokio::spawn(async move {
+            drive(Stream::Plain(server), Upper(Vec::new()), None, T, &t2).await
+        });
         let mut hello = [0u8; 7];
         client.read_exact(&mut hello).await.unwrap();
         token.cancel();

@@ -22,7 +22,11 @@ pub struct SmtpConnection<H> {
 
 impl<H> SmtpConnection<H> {
     pub fn new(session: tern_smtp::Session, handler: H, on_tls: fn(&mut H)) -> Self {
-        Self { session, handler, on_tls }
+        Self {
+            session,
+            handler,
+            on_tls,
+        }
     }
 }
 

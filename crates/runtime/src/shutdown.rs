@@ -20,7 +20,10 @@ impl Shutdown {
 
     /// A child handle: cancelled with the parent, but can also be cancelled alone.
     pub fn child(&self) -> Shutdown {
-        Shutdown { token: self.token.child_token(), tracker: self.tracker.clone() }
+        Shutdown {
+            token: self.token.child_token(),
+            tracker: self.tracker.clone(),
+        }
     }
 
     pub fn cancel(&self) {
@@ -31,7 +34,9 @@ impl Shutdown {
     /// running at the deadline (they are abandoned; the queue's leases make that safe).
     pub async fn drain(&self, deadline: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(deadline, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }
 

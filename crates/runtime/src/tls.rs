@@ -23,14 +23,19 @@ pub struct CertFiles {
 /// Writes a self-signed certificate for `names` into `dir` unless one is already there, and
 /// returns its paths. The key file is created readable by its owner only.
 pub fn ensure_self_signed(dir: &Path, names: &[String]) -> anyhow::Result<CertFiles> {
-    let files = CertFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let files = CertFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
     if files.cert.exists() && files.key.exists() {
         return Ok(files);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let generated = rcgen::generate_simple_self_signed(names.to_vec()).context("generate self-signed certificate")?;
+    let generated = rcgen::generate_simple_self_signed(names.to_vec())
+        .context("generate self-signed certificate")?;
     write_private(&files.key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&files.cert, generated.cert.pem()).with_context(|| format!("write {}", files.cert.display()))?;
+    std::fs::write(&files.cert, generated.cert.pem())
+        .with_context(|| format!("write {}", files.cert.display()))?;
     Ok(files)
 }
 
@@ -44,8 +49,11 @@ pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("create {}", path.display()))?;
-    f.write_all(contents).with_context(|| format!("write {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    f.write_all(contents)
+        .with_context(|| format!("write {}", path.display()))?;
     Ok(())
 }
 
@@ -58,7 +66,8 @@ pub fn acceptor(files: &CertFiles) -> anyhow::Result<TlsAcceptor> {
     if certs.is_empty() {
         anyhow::bail!("no certificate found in {}", files.cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).with_context(|| format!("read private key {}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("read private key {}", files.key.display()))?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS protocol versions")?
@@ -72,8 +81,12 @@ pub fn acceptor(files: &CertFiles) -> anyhow::Result<TlsAcceptor> {
 /// `tern up`).
 pub fn connector_trusting(ca_pem: &Path) -> anyhow::Result<TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem).with_context(|| format!("read {}", ca_pem.display()))? {
-        roots.add(cert.context("parse CA certificate")?).context("add CA certificate")?;
+    for cert in CertificateDer::pem_file_iter(ca_pem)
+        .with_context(|| format!("read {}", ca_pem.display()))?
+    {
+        roots
+            .add(cert.context("parse CA certificate")?)
+            .context("add CA certificate")?;
     }
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -92,7 +105,11 @@ mod tests {
         let dir = tempdir();
         let files = ensure_self_signed(&dir, &["localhost".into()]).unwrap();
         let again = ensure_self_signed(&dir, &["localhost".into()]).unwrap();
-        assert_eq!(std::fs::read(&files.cert).unwrap(), std::fs::read(&again.cert).unwrap(), "kept, not regenerated");
+        assert_eq!(
+            std::fs::read(&files.cert).unwrap(),
+            std::fs::read(&again.cert).unwrap(),
+            "kept, not regenerated"
+        );
         let acceptor = acceptor(&files).unwrap();
         let connector = connector_trusting(&files.cert).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -100,26 +117,34 @@ mod tests {
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
             let mut tls = acceptor.accept(tcp).await.unwrap();
-            tokio::io::AsyncWriteExt::write_all(&mut tls, b"hi").await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut tls, b"hi")
+                .await
+                .unwrap();
             tokio::io::AsyncWriteExt::shutdown(&mut tls).await.unwrap();
         });
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let mut tls = connector.connect(name, tcp).await.unwrap();
         let mut buf = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut buf).await.unwrap();
+        tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut buf)
+            .await
+            .unwrap();
         assert_eq!(buf, b"hi");
         server.await.unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     fn tempdir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("tern-tls-{}-{}", std::process::id(), rand_suffix()));
+        let d =
+            std::env::temp_dir().join(format!("tern-tls-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
 
     fn rand_suffix() -> u128 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     }
 }

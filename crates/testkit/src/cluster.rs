@@ -27,7 +27,11 @@ impl TestCluster {
         opts.ports = Ports::EPHEMERAL;
         opts.poll_interval_ms = 50;
         let running = up::start(opts).await.expect("start cluster");
-        TestCluster { db, dir, running: Some(running) }
+        TestCluster {
+            db,
+            dir,
+            running: Some(running),
+        }
     }
 
     fn running(&self) -> &Running {
@@ -62,10 +66,18 @@ impl TestCluster {
     pub async fn provision(&self, domain: &str, accounts: &[(&str, &str)]) {
         let target = self.admin_target();
         let mut client = admin::admin(&target).await.expect("admin client");
-        client.add_domain(v1::DomainRequest { name: domain.into() }).await.expect("add domain");
+        client
+            .add_domain(v1::DomainRequest {
+                name: domain.into(),
+            })
+            .await
+            .expect("add domain");
         for (address, password) in accounts {
             client
-                .add_account(v1::AddAccountRequest { address: (*address).into(), password: (*password).into() })
+                .add_account(v1::AddAccountRequest {
+                    address: (*address).into(),
+                    password: (*password).into(),
+                })
                 .await
                 .expect("add account");
         }

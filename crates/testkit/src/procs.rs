@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 /// The workspace test command builds every binary first; a missing one is a loud failure.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
-    let mut dir = exe.parent().expect("test executable directory").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("test executable directory")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -50,8 +53,15 @@ impl Agent {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let stderr = child.stderr.take().expect("stderr piped");
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        // Owned by the guard from here on, so a panic below still kills and reaps the process.
+        let mut agent = Agent {
+            name: name.into(),
+            child,
+            addresses: HashMap::new(),
+            log: log.clone(),
+        };
+        let stderr = agent.child.stderr.take().expect("stderr piped");
         let (tx, rx) = mpsc::channel::<String>();
         let log_path = log.clone();
         std::thread::spawn(move || {
@@ -73,20 +83,26 @@ impl Agent {
                     if let Some(addresses) = serving_fields(&line) {
                         // Keep draining the pipe so the agent never blocks on a full stderr.
                         std::thread::spawn(move || for _ in rx {});
-                        return Agent { name: name.into(), child, addresses, log };
+                        agent.addresses = addresses;
+                        return agent;
                     }
                     seen.push(line);
                 }
                 Err(_) => {
-                    let _ = child.kill();
-                    panic!("{name} did not report serving within 30 s; its log:\n{}", seen.join("\n"));
+                    panic!(
+                        "{name} did not report serving within 30 s; its log:\n{}",
+                        seen.join("\n")
+                    );
                 }
             }
         }
     }
 
     pub fn address(&self, field: &str) -> String {
-        self.addresses.get(field).cloned().unwrap_or_else(|| panic!("{} did not log {field}", self.name))
+        self.addresses
+            .get(field)
+            .cloned()
+            .unwrap_or_else(|| panic!("{} did not log {field}", self.name))
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -100,7 +116,11 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("{} did not stop within 30 s of SIGTERM; log at {}", self.name, self.log.display());
+                panic!(
+                    "{} did not stop within 30 s of SIGTERM; log at {}",
+                    self.name,
+                    self.log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -122,7 +142,12 @@ fn serving_fields(line: &str) -> Option<HashMap<String, String>> {
     if !msg.ends_with("serving") {
         return None;
     }
-    Some(fields.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+    Some(
+        fields
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

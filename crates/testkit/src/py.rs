@@ -8,15 +8,23 @@ pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/py/mailclient.py"
 /// Runs `mailclient.py <args>` off the async runtime and parses its JSON output.
 pub async fn mailclient(args: Vec<String>) -> serde_json::Value {
     tokio::task::spawn_blocking(move || {
-        let out = Command::new("python3").arg(SCRIPT).args(&args).output().expect("run python3 (is it installed?)");
+        let out = Command::new("python3")
+            .arg(SCRIPT)
+            .args(&args)
+            .output()
+            .expect("run python3 (is it installed?)");
         assert!(
             out.status.success(),
             "mailclient.py {} failed:\n{}",
             args.first().map(String::as_str).unwrap_or(""),
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("mailclient.py printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "mailclient.py printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     })
     .await
     .expect("python task")

@@ -18,7 +18,9 @@ pub fn b64(bytes: &[u8]) -> String {
 }
 
 pub fn unb64(s: &serde_json::Value) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD.decode(s.as_str().expect("base64 string")).expect("valid base64")
+    base64::engine::general_purpose::STANDARD
+        .decode(s.as_str().expect("base64 string"))
+        .expect("valid base64")
 }
 
 /// Asserts `stored` is exactly `sent` with only trace headers put in front: Return-Path and
@@ -30,8 +32,12 @@ pub fn assert_sent_plus_trace_headers(sent: &[u8], stored: &[u8]) {
         String::from_utf8_lossy(sent),
         String::from_utf8_lossy(stored)
     );
-    let prefix = String::from_utf8(stored[..stored.len() - sent.len()].to_vec()).expect("trace headers are UTF-8");
-    assert!(prefix.ends_with("\r\n"), "prefix must be whole header lines: {prefix:?}");
+    let prefix = String::from_utf8(stored[..stored.len() - sent.len()].to_vec())
+        .expect("trace headers are UTF-8");
+    assert!(
+        prefix.ends_with("\r\n"),
+        "prefix must be whole header lines: {prefix:?}"
+    );
     let mut names = Vec::new();
     for line in prefix.split("\r\n").filter(|l| !l.is_empty()) {
         if line.starts_with([' ', '\t']) {
@@ -44,5 +50,9 @@ pub fn assert_sent_plus_trace_headers(sent: &[u8], stored: &[u8]) {
         );
         names.push(name.to_string());
     }
-    assert_eq!(names, ["Return-Path", "Delivered-To", "Received"], "trace headers in order");
+    assert_eq!(
+        names,
+        ["Return-Path", "Delivered-To", "Received"],
+        "trace headers in order"
+    );
 }

@@ -20,7 +20,12 @@ async fn bad_input(backend: &str) {
         .arg("--big-kb", 26 * 1024)
         .run()
         .await;
-    let reply = |k: &str| (out[k][0].as_i64().unwrap(), out[k][1].as_str().unwrap().to_string());
+    let reply = |k: &str| {
+        (
+            out[k][0].as_i64().unwrap(),
+            out[k][1].as_str().unwrap().to_string(),
+        )
+    };
     let (code, text) = reply("wrong_password");
     assert_eq!(code, 535, "{out}");
     assert!(text.starts_with("5.7.8"), "{out}");
@@ -35,13 +40,26 @@ async fn bad_input(backend: &str) {
     assert_eq!((code, &text[..5]), (552, "5.3.4"), "{out}");
     let (code, text) = reply("oversize_data");
     assert_eq!((code, &text[..5]), (552, "5.3.4"), "{out}");
-    assert_eq!(out["after_errors_refused"], 0, "the same session still submits: {out}");
+    assert_eq!(
+        out["after_errors_refused"], 0,
+        "the same session still submits: {out}"
+    );
 
-    let imap = Client::new("imap-wrong-password", s.imap.port(), &ca, BOB.0, BOB.1).run().await;
-    assert!(imap["result"].as_str().unwrap().contains("AUTHENTICATIONFAILED"), "{imap}");
+    let imap = Client::new("imap-wrong-password", s.imap.port(), &ca, BOB.0, BOB.1)
+        .run()
+        .await;
+    assert!(
+        imap["result"]
+            .as_str()
+            .unwrap()
+            .contains("AUTHENTICATIONFAILED"),
+        "{imap}"
+    );
 
     // Only the good message after the errors was queued, and it arrives.
-    let got = Client::new("fetch", s.imap.port(), &ca, BOB.0, BOB.1).run().await;
+    let got = Client::new("fetch", s.imap.port(), &ca, BOB.0, BOB.1)
+        .run()
+        .await;
     assert_eq!(got["exists"], 1, "{got}");
     c.stop().await;
 }

@@ -11,7 +11,11 @@ use crate::common::*;
 async fn four_binaries_on_postgres_carry_a_message_from_smtplib_to_imaplib() {
     let db = TestDb::postgres().await;
     let dir = tempfile::tempdir().unwrap();
-    let tls = tern_runtime::tls::ensure_self_signed(&dir.path().join("tls"), &["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let tls = tern_runtime::tls::ensure_self_signed(
+        &dir.path().join("tls"),
+        &["localhost".into(), "127.0.0.1".into()],
+    )
+    .unwrap();
     let token = "process-test-admin-token".to_string();
     let any = "127.0.0.1:0".to_string();
     let common = vec![
@@ -32,12 +36,19 @@ async fn four_binaries_on_postgres_carry_a_message_from_smtplib_to_imaplib() {
     let mda_url = format!("http://{}", mda.address("grpc.address"));
     let mta = Agent::spawn(
         "tern-mta",
-        &with(&[("TERN_SMTP_LISTEN", any.clone()), ("TERN_MDA_URL", mda_url.clone()), ("TERN_QUEUE__POLL_INTERVAL_MS", "100".into())]),
+        &with(&[
+            ("TERN_SMTP_LISTEN", any.clone()),
+            ("TERN_MDA_URL", mda_url.clone()),
+            ("TERN_QUEUE__POLL_INTERVAL_MS", "100".into()),
+        ]),
         logs,
     );
     let msa = Agent::spawn(
         "tern-msa",
-        &with(&[("TERN_SUBMISSION_LISTEN", any.clone()), ("TERN_SUBMISSIONS_LISTEN", any.clone())]),
+        &with(&[
+            ("TERN_SUBMISSION_LISTEN", any.clone()),
+            ("TERN_SUBMISSIONS_LISTEN", any.clone()),
+        ]),
         logs,
     );
     let maa = Agent::spawn(
@@ -52,27 +63,54 @@ async fn four_binaries_on_postgres_carry_a_message_from_smtplib_to_imaplib() {
     );
 
     // Provision through the MDA's Admin service with the configured token.
-    let target = tern::admin::Target { admin_url: mda_url.clone(), queue_url: format!("http://{}", mta.address("grpc.address")), token };
+    let target = tern::admin::Target {
+        admin_url: mda_url.clone(),
+        queue_url: format!("http://{}", mta.address("grpc.address")),
+        token,
+    };
     let mut admin = tern::admin::admin(&target).await.unwrap();
-    admin.add_domain(tern_rpc::v1::DomainRequest { name: "example.test".into() }).await.unwrap();
+    admin
+        .add_domain(tern_rpc::v1::DomainRequest {
+            name: "example.test".into(),
+        })
+        .await
+        .unwrap();
     for (address, password) in [ALICE, BOB] {
         admin
-            .add_account(tern_rpc::v1::AddAccountRequest { address: address.into(), password: password.into() })
+            .add_account(tern_rpc::v1::AddAccountRequest {
+                address: address.into(),
+                password: password.into(),
+            })
             .await
             .unwrap();
     }
 
-    let port = |a: &Agent, field: &str| a.address(field).rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let port = |a: &Agent, field: &str| {
+        a.address(field)
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+    };
     let sent_msg = message("separate-processes");
-    let sent = Client::new("send", port(&msa, "submission.address"), &tls.cert, ALICE.0, ALICE.1)
-        .arg("--mail-from", ALICE.0)
-        .arg("--rcpt", BOB.0)
-        .arg("--message-b64", b64(&sent_msg))
-        .run()
-        .await;
+    let sent = Client::new(
+        "send",
+        port(&msa, "submission.address"),
+        &tls.cert,
+        ALICE.0,
+        ALICE.1,
+    )
+    .arg("--mail-from", ALICE.0)
+    .arg("--rcpt", BOB.0)
+    .arg("--message-b64", b64(&sent_msg))
+    .run()
+    .await;
     assert_eq!(sent["refused"], serde_json::json!({}), "{sent}");
 
-    let got = Client::new("fetch", port(&maa, "imap.address"), &tls.cert, BOB.0, BOB.1).run().await;
+    let got = Client::new("fetch", port(&maa, "imap.address"), &tls.cert, BOB.0, BOB.1)
+        .run()
+        .await;
     assert_eq!(got["exists"], 1, "{got}");
     assert_sent_plus_trace_headers(&sent_msg, &unb64(&got["messages"][0]["raw_b64"]));
 
@@ -93,8 +131,15 @@ async fn four_binaries_on_postgres_carry_a_message_from_smtplib_to_imaplib() {
     .await
     .unwrap();
     assert!(inbound.0, "port 25 client failed: {}", inbound.2);
-    assert_eq!(inbound.1.trim(), "550", "port 25 never relays to other domains");
-    let got = Client::new("fetch", port(&maa, "imap.address"), &tls.cert, BOB.0, BOB.1).arg("--count", 2).run().await;
+    assert_eq!(
+        inbound.1.trim(),
+        "550",
+        "port 25 never relays to other domains"
+    );
+    let got = Client::new("fetch", port(&maa, "imap.address"), &tls.cert, BOB.0, BOB.1)
+        .arg("--count", 2)
+        .run()
+        .await;
     assert_eq!(got["exists"], 2, "{got}");
 
     // Every agent stops cleanly on SIGTERM.

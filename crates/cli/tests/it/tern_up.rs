@@ -13,8 +13,18 @@ use crate::common::*;
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
 
 fn tern(data: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(TERN).arg("--data").arg(data).args(args).env_remove("TERN_DATA").output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(TERN)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env_remove("TERN_DATA")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn ok(data: &Path, args: &[&str]) -> String {
@@ -49,11 +59,18 @@ async fn tern_up_on_sqlite_serves_the_whole_path() {
         if let Ok(s) = State::load(&data) {
             break s;
         }
-        assert!(Instant::now() < deadline, "tern up did not write state.json");
+        assert!(
+            Instant::now() < deadline,
+            "tern up did not write state.json"
+        );
         assert!(up.0.try_wait().unwrap().is_none(), "tern up exited early");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(state.database_url.starts_with("sqlite://"), "{}", state.database_url);
+    assert!(
+        state.database_url.starts_with("sqlite://"),
+        "{}",
+        state.database_url
+    );
     assert!(data.join("admin-token").exists() && state.cert.exists());
 
     // Administration finds the running system by itself.
@@ -68,26 +85,45 @@ async fn tern_up_on_sqlite_serves_the_whole_path() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(format!("{}\n", BOB.1).as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", BOB.1).as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success());
     ok(&data, &["alias", "add", "postmaster@example.test", ALICE.0]);
     assert!(ok(&data, &["domain", "list"]).contains("example.test"));
     let accounts = ok(&data, &["account", "list"]);
-    assert!(accounts.contains(ALICE.0) && accounts.contains(BOB.0), "{accounts}");
+    assert!(
+        accounts.contains(ALICE.0) && accounts.contains(BOB.0),
+        "{accounts}"
+    );
     assert!(ok(&data, &["alias", "list"]).contains("postmaster@example.test\talice@example.test"));
     let (success, _, stderr) = tern(&data, &["domain", "add", "example.test"]);
-    assert!(!success && stderr.contains("exists"), "a duplicate domain is refused clearly: {stderr}");
+    assert!(
+        !success && stderr.contains("exists"),
+        "a duplicate domain is refused clearly: {stderr}"
+    );
 
     // smtplib → IMAP: the bytes read back are the bytes sent plus trace headers.
     let sent_msg = message("via-tern-up");
-    let sent = Client::new("send", state.submission.port(), &state.cert, ALICE.0, ALICE.1)
-        .arg("--mail-from", ALICE.0)
-        .arg("--rcpt", BOB.0)
-        .arg("--message-b64", b64(&sent_msg))
+    let sent = Client::new(
+        "send",
+        state.submission.port(),
+        &state.cert,
+        ALICE.0,
+        ALICE.1,
+    )
+    .arg("--mail-from", ALICE.0)
+    .arg("--rcpt", BOB.0)
+    .arg("--message-b64", b64(&sent_msg))
+    .run()
+    .await;
+    assert_eq!(sent["refused"], serde_json::json!({}), "{sent}");
+    let got = Client::new("fetch", state.imap.port(), &state.cert, BOB.0, BOB.1)
         .run()
         .await;
-    assert_eq!(sent["refused"], serde_json::json!({}), "{sent}");
-    let got = Client::new("fetch", state.imap.port(), &state.cert, BOB.0, BOB.1).run().await;
     assert_eq!(got["exists"], 1, "{got}");
     assert_sent_plus_trace_headers(&sent_msg, &unb64(&got["messages"][0]["raw_b64"]));
 
@@ -97,7 +133,16 @@ async fn tern_up_on_sqlite_serves_the_whole_path() {
     let mut send = Command::new(TERN)
         .arg("--data")
         .arg(&data)
-        .args(["send", "--from", ALICE.0, "--to", BOB.0, "--subject", "Quarterly report", "--attach"])
+        .args([
+            "send",
+            "--from",
+            ALICE.0,
+            "--to",
+            BOB.0,
+            "--subject",
+            "Quarterly report",
+            "--attach",
+        ])
         .arg(&attachment)
         .env("TERN_PASSWORD", ALICE.1)
         .stdin(Stdio::piped())
@@ -105,10 +150,22 @@ async fn tern_up_on_sqlite_serves_the_whole_path() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    send.stdin.take().unwrap().write_all(b"Numbers attached.\n").unwrap();
+    send.stdin
+        .take()
+        .unwrap()
+        .write_all(b"Numbers attached.\n")
+        .unwrap();
     let out = send.wait_with_output().unwrap();
-    assert!(out.status.success(), "tern send: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("queued as"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "tern send: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("queued as"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -120,17 +177,47 @@ async fn tern_up_on_sqlite_serves_the_whole_path() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let save = dir.path().join("saved");
-    let read = ok(&data, &["read", "2", "--user", BOB.0, "--password", BOB.1, "--save", save.to_str().unwrap()]);
-    assert!(read.contains("Quarterly report") && read.contains("Numbers attached."), "{read}");
-    assert_eq!(std::fs::read(save.join("report.pdf")).unwrap(), std::fs::read(&attachment).unwrap());
+    let read = ok(
+        &data,
+        &[
+            "read",
+            "2",
+            "--user",
+            BOB.0,
+            "--password",
+            BOB.1,
+            "--save",
+            save.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        read.contains("Quarterly report") && read.contains("Numbers attached."),
+        "{read}"
+    );
+    assert_eq!(
+        std::fs::read(save.join("report.pdf")).unwrap(),
+        std::fs::read(&attachment).unwrap()
+    );
 
     // A wrong password is a clear error, not a hang.
-    let (success, _, stderr) = tern(&data, &["inbox", "--user", BOB.0, "--password", "nope-nope-nope"]);
-    assert!(!success && stderr.to_lowercase().contains("auth"), "{stderr}");
+    let (success, _, stderr) = tern(
+        &data,
+        &["inbox", "--user", BOB.0, "--password", "nope-nope-nope"],
+    );
+    assert!(
+        !success && stderr.to_lowercase().contains("auth"),
+        "{stderr}"
+    );
 
     // Ctrl-C (SIGINT) stops it cleanly and removes state.json.
     let pid = up.0.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = up.0.try_wait().unwrap() {
