@@ -13,14 +13,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tern_runtime::Shutdown;
-use tern_runtime::net::{ConnectionLimits, Listener, Timeouts, drive, serve};
+use tern_runtime::net::{ConnectionLimits, Listener, Timeouts, serve_sessions};
 use tern_runtime::sessions::{ImapConnection, Pop3Connection};
 use tern_runtime::telemetry::LogFormat;
 use tern_runtime::tls::CertFiles;
 use tern_store::Store;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tracing::Instrument;
 
 pub use backend::StoreBackend;
 pub use grpc::MailboxService;
@@ -187,13 +186,11 @@ async fn imap_listener(
     shutdown: Shutdown,
 ) {
     let name = listener.name;
-    let token = shutdown.token.clone();
     let timeouts = Timeouts {
         idle: Duration::from_secs(limits.imap_idle_timeout_secs),
         handshake: Duration::from_secs(30),
     };
-    serve(listener, shutdown, Duration::from_secs(30), move |stream, peer| {
-        let tls_active = stream.is_tls();
+    serve_sessions(listener, shutdown, Some(acceptor), timeouts, move |tls_active, peer| {
         let config = tern_imap::Config {
             tls_available: true,
             login_requires_tls: true,
@@ -202,16 +199,7 @@ async fn imap_listener(
             greeting_host: hostname.clone(),
         };
         let session = ImapConnection(tern_imap::Session::new(config, StoreBackend::new(store.clone()), tls_active));
-        let acceptor = acceptor.clone();
-        let token = token.clone();
-        let span = tracing::info_span!("imap.session", client.address = %peer, listener = name, tls = tls_active);
-        async move {
-            match drive(stream, session, Some(&acceptor), timeouts, &token).await {
-                Ok(end) => tracing::debug!(?end, "imap session ended"),
-                Err(e) => tracing::debug!(error = %e, "imap session failed"),
-            }
-        }
-        .instrument(span)
+        (session, tracing::info_span!("imap.session", client.address = %peer, listener = name, tls = tls_active))
     })
     .await;
 }
@@ -225,13 +213,11 @@ async fn pop3_listener(
     shutdown: Shutdown,
 ) {
     let name = listener.name;
-    let token = shutdown.token.clone();
     let timeouts = Timeouts {
         idle: Duration::from_secs(limits.pop3_idle_timeout_secs),
         handshake: Duration::from_secs(30),
     };
-    serve(listener, shutdown, Duration::from_secs(30), move |stream, peer| {
-        let tls_active = stream.is_tls();
+    serve_sessions(listener, shutdown, Some(acceptor), timeouts, move |tls_active, peer| {
         let config = tern_pop3::Config {
             tls_available: true,
             login_requires_tls: true,
@@ -239,16 +225,7 @@ async fn pop3_listener(
             greeting_host: hostname.clone(),
         };
         let session = Pop3Connection(tern_pop3::Session::new(config, StoreBackend::new(store.clone()), tls_active));
-        let acceptor = acceptor.clone();
-        let token = token.clone();
-        let span = tracing::info_span!("pop3.session", client.address = %peer, listener = name, tls = tls_active);
-        async move {
-            match drive(stream, session, Some(&acceptor), timeouts, &token).await {
-                Ok(end) => tracing::debug!(?end, "pop3 session ended"),
-                Err(e) => tracing::debug!(error = %e, "pop3 session failed"),
-            }
-        }
-        .instrument(span)
+        (session, tracing::info_span!("pop3.session", client.address = %peer, listener = name, tls = tls_active))
     })
     .await;
 }

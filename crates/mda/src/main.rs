@@ -22,10 +22,8 @@ async fn main() -> anyhow::Result<()> {
         store.clone(),
         sd.clone(),
     ));
-    shutdown::signal().await;
-    tracing::info!("shutting down");
-    sd.cancel();
-    task.await.context("mda task")??;
+    let result =
+        shutdown::run_until_signal("tern-mda", &sd, task, std::time::Duration::from_secs(30)).await;
     store.close().await;
-    Ok(())
+    result
 }

@@ -14,14 +14,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use tern_runtime::Shutdown;
 use tern_runtime::config::SmtpLimits;
-use tern_runtime::net::{ConnectionLimits, Listener, Timeouts, drive, serve};
+use tern_runtime::net::{ConnectionLimits, Listener, Timeouts, serve_sessions};
 use tern_runtime::sessions::SmtpConnection;
 use tern_runtime::telemetry::LogFormat;
 use tern_runtime::tls::CertFiles;
 use tern_smtp::{AuthPolicy, Session};
 use tern_store::Store;
 use tokio::net::TcpListener;
-use tracing::Instrument;
 
 pub use grpc::SubmissionService;
 pub use submit::{SubmissionHandler, Submitter};
@@ -133,14 +132,12 @@ async fn smtp_listener(
     shutdown: Shutdown,
 ) {
     let name = listener.name;
-    let token = shutdown.token.clone();
     let timeouts = Timeouts {
         idle: Duration::from_secs(limits.idle_timeout_secs),
         handshake: Duration::from_secs(30),
     };
     let hostname = submitter.hostname().to_string();
-    serve(listener, shutdown, Duration::from_secs(30), move |stream, peer| {
-        let tls_active = stream.is_tls();
+    serve_sessions(listener, shutdown, Some(acceptor), timeouts, move |tls_active, peer| {
         let config = tern_smtp::Config {
             hostname: hostname.clone(),
             max_message_size: limits.max_message_size,
@@ -151,17 +148,8 @@ async fn smtp_listener(
             auth_requires_tls: true,
         };
         let handler = submitter.handler(peer, tls_active);
-        let acceptor = acceptor.clone();
-        let token = token.clone();
-        let span = tracing::info_span!("smtp.session", client.address = %peer, listener = name, tls = tls_active);
-        async move {
-            let session = SmtpConnection::new(Session::new(config, tls_active), handler, SubmissionHandler::tls_started);
-            match drive(stream, session, Some(&acceptor), timeouts, &token).await {
-                Ok(end) => tracing::debug!(?end, "submission session ended"),
-                Err(e) => tracing::debug!(error = %e, "submission session failed"),
-            }
-        }
-        .instrument(span)
+        let session = SmtpConnection::new(Session::new(config, tls_active), handler, SubmissionHandler::tls_started);
+        (session, tracing::info_span!("smtp.session", client.address = %peer, listener = name, tls = tls_active))
     })
     .await;
 }

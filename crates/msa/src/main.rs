@@ -32,13 +32,8 @@ async fn main() -> anyhow::Result<()> {
         store.clone(),
         sd.clone(),
     ));
-    shutdown::signal().await;
-    tracing::info!("shutting down");
-    sd.cancel();
-    task.await.context("msa task")??;
-    if !sd.drain(std::time::Duration::from_secs(30)).await {
-        tracing::warn!("connections still open at the drain deadline");
-    }
+    let result =
+        shutdown::run_until_signal("tern-msa", &sd, task, std::time::Duration::from_secs(30)).await;
     store.close().await;
-    Ok(())
+    result
 }

@@ -9,17 +9,9 @@ use tern_runtime::mailfmt::{Received, has_header, now_unix, rfc5322_date};
 use tern_smtp::{Envelope, Handler, Reply};
 use tern_store::{Account, NewMessage, Resolution, Store};
 
-pub fn reply(code: u16, status: (u8, u16, u16), text: impl Into<String>) -> Reply {
-    Reply {
-        code,
-        status: Some(status),
-        text: text.into(),
-    }
-}
-
 fn store_trouble(e: &tern_store::Error) -> Reply {
     tracing::warn!(error = %e, "store error during submission");
-    reply(451, (4, 3, 0), "temporary local problem, try again later")
+    Reply::temporary_failure()
 }
 
 /// Everything a submission needs; cheap to clone, one per listener.
@@ -66,11 +58,19 @@ impl Submitter {
                     .map(|p| p.ip().to_string())
                     .unwrap_or_else(|| "-".into());
                 tracing::warn!(client.address = %ip, user = %user, "auth failed");
-                Err(reply(535, (5, 7, 8), "authentication credentials invalid"))
+                Err(Reply::new(
+                    535,
+                    (5, 7, 8),
+                    "authentication credentials invalid",
+                ))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "store error during authentication");
-                Err(reply(454, (4, 7, 0), "temporary authentication failure"))
+                Err(Reply::new(
+                    454,
+                    (4, 7, 0),
+                    "temporary authentication failure",
+                ))
             }
         }
     }
@@ -80,7 +80,7 @@ impl Submitter {
         if from.eq_ignore_ascii_case(&account.address) {
             Ok(())
         } else {
-            Err(reply(
+            Err(Reply::new(
                 553,
                 (5, 7, 1),
                 format!("<{from}>: sender address not owned by {}", account.address),
@@ -94,16 +94,18 @@ impl Submitter {
             .rsplit_once('@')
             .is_none_or(|(l, d)| l.is_empty() || d.is_empty())
         {
-            return Err(reply(
+            return Err(Reply::new(
                 501,
                 (5, 1, 3),
                 format!("<{to}>: bad recipient address syntax"),
             ));
         }
         match self.store.resolve(to).await {
-            Ok(Resolution::NoSuchUser) => {
-                Err(reply(550, (5, 1, 1), format!("<{to}>: no such user here")))
-            }
+            Ok(Resolution::NoSuchUser) => Err(Reply::new(
+                550,
+                (5, 1, 1),
+                format!("<{to}>: no such user here"),
+            )),
             Ok(Resolution::Local { .. } | Resolution::NotLocalDomain) => Ok(()),
             Err(e) => Err(store_trouble(&e)),
         }
@@ -171,7 +173,11 @@ impl Handler for SubmissionHandler {
         // RFC 4616 §2: an authorization identity other than the authenticated one would mean
         // acting for someone else, which no account may do here.
         if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(authcid) {
-            return Err(reply(535, (5, 7, 8), "authentication credentials invalid"));
+            return Err(Reply::new(
+                535,
+                (5, 7, 8),
+                "authentication credentials invalid",
+            ));
         }
         let account = self
             .submitter
@@ -185,7 +191,7 @@ impl Handler for SubmissionHandler {
         let account = self
             .account
             .as_ref()
-            .ok_or_else(|| reply(530, (5, 7, 0), "authentication required"))?;
+            .ok_or_else(|| Reply::new(530, (5, 7, 0), "authentication required"))?;
         self.submitter.check_sender(account, from)
     }
 
@@ -197,7 +203,7 @@ impl Handler for SubmissionHandler {
         let account = self
             .account
             .as_ref()
-            .ok_or_else(|| reply(530, (5, 7, 0), "authentication required"))?;
+            .ok_or_else(|| Reply::new(530, (5, 7, 0), "authentication required"))?;
         // RFC 3848: ESMTPSA = ESMTP with both TLS and AUTH.
         let with = if self.tls { "ESMTPSA" } else { "ESMTPA" };
         let received = Received {
@@ -219,6 +225,6 @@ impl Handler for SubmissionHandler {
                 received,
             )
             .await?;
-        Ok(reply(250, (2, 0, 0), format!("queued as {id}")))
+        Ok(Reply::new(250, (2, 0, 0), format!("queued as {id}")))
     }
 }

@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use tern_runtime::Shutdown;
 use tern_runtime::mailfmt::{Received, count_header, now_unix};
-use tern_runtime::net::{Listener, Timeouts, drive, serve};
+use tern_runtime::net::{Listener, Timeouts, serve_sessions};
 use tern_runtime::sessions::SmtpConnection;
 use tern_smtp::{AuthPolicy, Envelope, Handler, Reply, Session};
 use tern_store::{NewMessage, Resolution, Store};
 use tokio_rustls::TlsAcceptor;
-use tracing::Instrument;
 
 use crate::SmtpLimits;
 
@@ -27,27 +26,19 @@ pub struct InboundHandler {
     tls: bool,
 }
 
-pub fn reply(code: u16, status: (u8, u16, u16), text: impl Into<String>) -> Reply {
-    Reply {
-        code,
-        status: Some(status),
-        text: text.into(),
-    }
-}
-
 fn store_trouble(e: &tern_store::Error) -> Reply {
     tracing::warn!(error = %e, "store error during SMTP transaction");
-    reply(451, (4, 3, 0), "temporary local problem, try again later")
+    Reply::temporary_failure()
 }
 
 /// Splits `local@domain` at the last `@`, refusing the forms that were once used to relay.
 pub fn relay_safe_split(address: &str) -> Result<(&str, &str), Reply> {
-    let denied = || reply(550, (5, 7, 1), format!("<{address}>: relaying denied"));
+    let denied = || Reply::new(550, (5, 7, 1), format!("<{address}>: relaying denied"));
     let (local, domain) = address
         .rsplit_once('@')
-        .ok_or_else(|| reply(501, (5, 1, 3), "bad recipient address syntax"))?;
+        .ok_or_else(|| Reply::new(501, (5, 1, 3), "bad recipient address syntax"))?;
     if local.is_empty() || domain.is_empty() {
-        return Err(reply(501, (5, 1, 3), "bad recipient address syntax"));
+        return Err(Reply::new(501, (5, 1, 3), "bad recipient address syntax"));
     }
     // RFC 5321 §3.6.1 source routes arrive stripped by the parser; what remains are the `%` and
     // `!` conventions and quoted local parts, which old relays interpreted as further hops.
@@ -69,7 +60,7 @@ impl Handler for InboundHandler {
         _password: &str,
     ) -> Result<(), Reply> {
         // AUTH is never advertised on port 25; the session refuses it before we are asked.
-        Err(reply(
+        Err(Reply::new(
             503,
             (5, 5, 1),
             "authentication is not available on this port",
@@ -85,19 +76,27 @@ impl Handler for InboundHandler {
         relay_safe_split(to)?;
         match self.store.resolve(to).await {
             Ok(Resolution::Local { .. }) => Ok(()),
-            Ok(Resolution::NoSuchUser) => {
-                Err(reply(550, (5, 1, 1), format!("<{to}>: no such user here")))
-            }
-            Ok(Resolution::NotLocalDomain) => {
-                Err(reply(550, (5, 7, 1), format!("<{to}>: relaying denied")))
-            }
+            Ok(Resolution::NoSuchUser) => Err(Reply::new(
+                550,
+                (5, 1, 1),
+                format!("<{to}>: no such user here"),
+            )),
+            Ok(Resolution::NotLocalDomain) => Err(Reply::new(
+                550,
+                (5, 7, 1),
+                format!("<{to}>: relaying denied"),
+            )),
             Err(e) => Err(store_trouble(&e)),
         }
     }
 
     async fn data(&mut self, envelope: &Envelope, message: Vec<u8>) -> Result<Reply, Reply> {
         if count_header(&message, "Received") >= self.max_received {
-            return Err(reply(554, (5, 4, 6), "too many hops: mail loop detected"));
+            return Err(Reply::new(
+                554,
+                (5, 4, 6),
+                "too many hops: mail loop detected",
+            ));
         }
         let with = if self.tls { "ESMTPS" } else { "ESMTP" };
         let received = Received {
@@ -122,7 +121,7 @@ impl Handler for InboundHandler {
         match self.store.enqueue(msg).await {
             Ok(id) => {
                 tracing::info!(queue.id = %id, rcpts = envelope.rcpt_to.len(), size = content.len(), "message queued");
-                Ok(reply(250, (2, 0, 0), format!("queued as {id}")))
+                Ok(Reply::new(250, (2, 0, 0), format!("queued as {id}")))
             }
             Err(e) => Err(store_trouble(&e)),
         }
@@ -137,50 +136,31 @@ pub async fn serve_smtp(
     store: Store,
     shutdown: Shutdown,
 ) {
-    let token = shutdown.token.clone();
     let timeouts = Timeouts {
         idle: Duration::from_secs(limits.idle_timeout_secs),
         handshake: Duration::from_secs(30),
     };
-    serve(
-        listener,
-        shutdown,
-        Duration::from_secs(30),
-        move |stream, peer| {
-            let config = tern_smtp::Config {
-                hostname: hostname.clone(),
-                max_message_size: limits.max_message_size,
-                max_recipients: limits.max_recipients,
-                max_errors: limits.max_errors,
-                tls_available: tls.is_some(),
-                auth: AuthPolicy::Disabled,
-                auth_requires_tls: true,
-            };
-            let handler = InboundHandler {
-                store: store.clone(),
-                hostname: hostname.clone(),
-                peer,
-                max_received: limits.max_received_headers,
-                tls: stream.is_tls(),
-            };
-            let tls = tls.clone();
-            let token = token.clone();
-            let span =
-                tracing::info_span!("smtp.session", client.address = %peer, listener = "smtp");
-            async move {
-                let session = SmtpConnection::new(
-                    Session::new(config, false),
-                    handler,
-                    |h: &mut InboundHandler| h.tls = true,
-                );
-                match drive(stream, session, tls.as_ref(), timeouts, &token).await {
-                    Ok(end) => tracing::debug!(?end, "smtp session ended"),
-                    Err(e) => tracing::debug!(error = %e, "smtp session failed"),
-                }
-            }
-            .instrument(span)
-        },
-    )
+    let tls_available = tls.is_some();
+    serve_sessions(listener, shutdown, tls, timeouts, move |tls_active, peer| {
+        let config = tern_smtp::Config {
+            hostname: hostname.clone(),
+            max_message_size: limits.max_message_size,
+            max_recipients: limits.max_recipients,
+            max_errors: limits.max_errors,
+            tls_available,
+            auth: AuthPolicy::Disabled,
+            auth_requires_tls: true,
+        };
+        let handler = InboundHandler {
+            store: store.clone(),
+            hostname: hostname.clone(),
+            peer,
+            max_received: limits.max_received_headers,
+            tls: tls_active,
+        };
+        let session = SmtpConnection::new(Session::new(config, tls_active), handler, |h: &mut InboundHandler| h.tls = true);
+        (session, tracing::info_span!("smtp.session", client.address = %peer, listener = "smtp", tls = tls_active))
+    })
     .await;
 }
 

@@ -339,6 +339,41 @@ pub async fn serve<F, Fut>(
     }
 }
 
+/// Serves a line protocol on `listener` until shutdown: for every admitted connection, `make`
+/// builds the session (told whether the connection is already TLS, and the peer) and the span
+/// it runs in, and `drive` runs it with STARTTLS through `starttls` when given.
+pub async fn serve_sessions<P, F>(
+    listener: Listener,
+    shutdown: Shutdown,
+    starttls: Option<TlsAcceptor>,
+    timeouts: Timeouts,
+    make: F,
+) where
+    P: LineProtocol + 'static,
+    F: Fn(bool, SocketAddr) -> (P, tracing::Span) + Send + Sync + 'static,
+{
+    use tracing::Instrument;
+    let token = shutdown.token.clone();
+    serve(
+        listener,
+        shutdown,
+        timeouts.handshake,
+        move |stream, peer| {
+            let (session, span) = make(stream.is_tls(), peer);
+            let starttls = starttls.clone();
+            let token = token.clone();
+            async move {
+                match drive(stream, session, starttls.as_ref(), timeouts, &token).await {
+                    Ok(end) => tracing::debug!(?end, "session ended"),
+                    Err(e) => tracing::debug!(error = %e, "session failed"),
+                }
+            }
+            .instrument(span)
+        },
+    )
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

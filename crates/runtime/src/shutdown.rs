@@ -62,3 +62,31 @@ pub async fn signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// The end of every agent's `main`: waits for SIGTERM/Ctrl-C (or for the agent to stop on its
+/// own, which is an error), cancels, waits for the agent's task, then drains open sessions
+/// until `deadline`.
+pub async fn run_until_signal(
+    agent: &str,
+    shutdown: &Shutdown,
+    mut task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let stopped_early = tokio::select! {
+        _ = signal() => None,
+        r = &mut task => Some(r),
+    };
+    if let Some(result) = stopped_early {
+        shutdown.cancel();
+        let result = result.map_err(|e| anyhow::anyhow!("{agent} task failed: {e}"))?;
+        return result.and_then(|()| Err(anyhow::anyhow!("{agent} stopped unexpectedly")));
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    task.await
+        .map_err(|e| anyhow::anyhow!("{agent} task failed: {e}"))??;
+    if !shutdown.drain(deadline).await {
+        tracing::warn!("sessions still open at the drain deadline");
+    }
+    Ok(())
+}
