@@ -5,6 +5,7 @@
 
 mod common;
 mod errors;
+mod grpc;
 mod path;
 mod processes;
 mod tern_up;
