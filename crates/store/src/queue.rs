@@ -188,6 +188,7 @@ impl Store {
         }
         let size = i64::try_from(msg.content.len())
             .map_err(|_| Error::Invalid("message too large".into()))?;
+        let recipients = distinct_recipients(msg.recipients);
         let id = new_queue_id();
         let now = now_ms();
         write_tx!(self, |tx, _backend| {
@@ -202,7 +203,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            for address in msg.recipients {
+            for address in &recipients {
                 sqlx::query(
                     "INSERT INTO queue_recipients (message_id, address, next_attempt_at) \
                      VALUES ($1, $2, $3)",
@@ -471,6 +472,24 @@ impl Store {
         });
         Ok(removed)
     }
+}
+
+/// The recipients once each, in first-seen order. A client that names the same recipient twice
+/// must not get two copies: RFC 5321 §2.4 makes the domain case-insensitive while the local part
+/// is the receiving host's business, so only the domain is folded here (the directory folds
+/// local parts of our own domains when it resolves them).
+fn distinct_recipients(recipients: &[String]) -> Vec<&String> {
+    let mut seen = std::collections::HashSet::new();
+    recipients
+        .iter()
+        .filter(|r| {
+            let key = match r.rsplit_once('@') {
+                Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
+                None => (*r).clone(),
+            };
+            seen.insert(key)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -74,6 +74,30 @@ both!(
     }
 );
 
+both!(
+    enqueue_stores_a_repeated_recipient_once,
+    |store| async move {
+        let id = enqueue(
+            &store,
+            &[
+                "bob@remote.test",
+                "bob@REMOTE.test",
+                "Bob@remote.test",
+                "bob@remote.test",
+            ],
+        )
+        .await;
+        let shown = store.queue_show(&id).await.unwrap().unwrap();
+        let addresses: Vec<_> = shown
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        // The domain is folded; the local part is the receiving host's business.
+        assert_eq!(addresses, ["bob@remote.test", "Bob@remote.test"]);
+    }
+);
+
 both!(claim_records_attempt_and_leases, |store| async move {
     let id = enqueue(&store, &["a@remote.test", "b@remote.test"]).await;
     let before = now_ms();
