@@ -629,7 +629,17 @@ async fn send_cmd(data: &Path, args: SendArgs) -> anyhow::Result<()> {
         attachments: args.attach,
     };
     let reply = mua::send(&server, &mail).await?;
-    println!("{reply}");
+    // The server's words without the RFC 3463 status code in front ("2.0.0 queued as X").
+    let text = match reply.split_once(' ') {
+        Some((code, rest))
+            if code.split('.').count() == 3
+                && code.bytes().all(|b| b.is_ascii_digit() || b == b'.') =>
+        {
+            rest
+        }
+        _ => reply.as_str(),
+    };
+    println!("{text}");
     Ok(())
 }
 

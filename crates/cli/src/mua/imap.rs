@@ -80,6 +80,9 @@ impl AsyncWrite for Transport {
     }
 }
 
+/// How long we wait for the server's first line (RFC 3501 §7.1.1 greeting).
+const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
+
 type ImapSession = Session<Transport>;
 
 /// Runs one step under [`STEP_TIMEOUT`], naming the step if it runs out.
@@ -120,9 +123,17 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send,
 {
     let at = format!("{}:{}", server.host, server.port);
-    let greeting = client
-        .read_response()
+    // An implicit-TLS port stays silent while it waits for our ClientHello, so a missing
+    // greeting is usually a --security mismatch; say so long before STEP_TIMEOUT.
+    let greeting = tokio::time::timeout(GREETING_TIMEOUT, client.read_response())
         .await
+        .map_err(|_| {
+            anyhow!(
+                "{at} sent no IMAP greeting within {} s: if it is an implicit-TLS port (993) \
+                 use --security tls",
+                GREETING_TIMEOUT.as_secs()
+            )
+        })?
         .with_context(|| format!("read the IMAP greeting from {at}"))?
         .ok_or_else(|| {
             anyhow!("{at} closed the connection before greeting: is it an IMAP port?")
