@@ -109,7 +109,7 @@ async fn tls_handshake(tcp: TcpStream, server: &Server) -> Result<Transport> {
         Ok(tls) => tls,
         Err(error) => {
             let hint = certificate_hint(&error.to_string(), &server.host)
-                .unwrap_or_else(|| "check --security: is this a TLS port?".to_string());
+                .unwrap_or_else(|| "check --tls: is this an implicit-TLS port?".to_string());
             return Err(anyhow::Error::new(error).context(format!("TLS with {at} failed: {hint}")));
         }
     };
@@ -124,13 +124,13 @@ where
 {
     let at = format!("{}:{}", server.host, server.port);
     // An implicit-TLS port stays silent while it waits for our ClientHello, so a missing
-    // greeting is usually a --security mismatch; say so long before STEP_TIMEOUT.
+    // greeting is usually a missing --tls; say so long before STEP_TIMEOUT.
     let greeting = tokio::time::timeout(GREETING_TIMEOUT, client.read_response())
         .await
         .map_err(|_| {
             anyhow!(
                 "{at} sent no IMAP greeting within {} s: if it is an implicit-TLS port (993) \
-                 use --security tls",
+                 use --tls",
                 GREETING_TIMEOUT.as_secs()
             )
         })?
@@ -150,7 +150,7 @@ where
             "{at} refused the connection: {}",
             outcome.information.as_deref().unwrap_or("BYE")
         ),
-        _ => bail!("{at} did not send an IMAP greeting: check the port and --security"),
+        _ => bail!("{at} did not send an IMAP greeting: check the port and --tls"),
     }
 }
 
@@ -187,7 +187,7 @@ async fn connect(server: &Server) -> Result<ImapSession> {
                         .await
                         .with_context(|| {
                             format!(
-                                "{at} refused STARTTLS: use --security tls if this is an \
+                                "{at} refused STARTTLS: use --tls if this is an \
                                  implicit-TLS port (993)"
                             )
                         })?;
@@ -208,7 +208,7 @@ async fn connect(server: &Server) -> Result<ImapSession> {
             .map_err(|(error, _client)| match error {
                 async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_) => {
                     anyhow::Error::new(error).context(format!(
-                        "authentication failed for {}: check the password (tern login)",
+                        "authentication failed for {}: check the password (--password or TERN_PASSWORD)",
                         server.user
                     ))
                 }

@@ -13,9 +13,9 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::compose::{build_message, parse_mailbox};
+use super::compose::parse_mailbox;
 use super::tls::{certificate_hint, read_ca_file};
-use super::{Compose, Security, Server};
+use super::{Compose, Security, Server, build_message};
 
 /// How long one SMTP command may take before we give up; RFC 5321 §4.5.3.2 suggests minutes
 /// for a server, but a person at a terminal wants an answer sooner.
@@ -67,12 +67,12 @@ fn explain(error: lettre::transport::smtp::Error, server: &Server) -> anyhow::Er
     let hint = match code {
         // RFC 4954 §6: 535 is "authentication credentials invalid".
         Some(535) => format!(
-            "authentication failed for {}: check the password (tern login)",
+            "authentication failed for {}: check the password (--password or TERN_PASSWORD)",
             server.user
         ),
         // RFC 4954 §6: 530 means the server wants authentication (or TLS) first.
         Some(530) => format!(
-            "the server at {at} requires authentication: give a user and password (tern login)"
+            "the server at {at} requires authentication: give --user and --password (or TERN_USER and TERN_PASSWORD)"
         ),
         Some(550 | 551 | 553) => {
             format!("the server at {at} rejected the sender or a recipient: check the addresses")
@@ -85,16 +85,16 @@ fn explain(error: lettre::transport::smtp::Error, server: &Server) -> anyhow::Er
         }
         Some(_) => format!("the server at {at} refused the message"),
         None if error.is_tls() => format!(
-            "TLS with {at} failed: check --security, and pass the server's certificate with \
-             --ca-file if it is self-signed"
+            "TLS with {at} failed: check --tls, and pass the server's certificate with \
+             --ca if it is self-signed"
         ),
         None if error.is_response() => format!(
-            "the server at {at} did not answer like an SMTP server: check --security \
+            "the server at {at} did not answer like an SMTP server: check --tls \
              (implicit-TLS ports such as 465 need tls) and the port"
         ),
         None if error.is_timeout() => format!("{at} did not answer in time"),
         None if error.is_client() => format!(
-            "could not talk to {at}: check --security and the port (587 for STARTTLS, \
+            "could not talk to {at}: check --tls and the port (587 for STARTTLS, \
              465 for TLS)"
         ),
         None => format!("could not send through {at}: is the server running and the port right?"),

@@ -42,7 +42,7 @@ pub(super) fn certificate_hint(error_text: &str, host: &str) -> Option<String> {
             .to_string()
     } else if error_text.contains("UnknownIssuer") || error_text.contains("BadSignature") {
         "the server's certificate is not signed by a trusted CA: if it is self-signed \
-         (e.g. a local tern up), pass it with --ca-file"
+         (e.g. a local tern up), pass it with --ca"
             .to_string()
     } else if error_text.contains("NotValidForName") {
         format!(
@@ -113,11 +113,7 @@ mod tests {
     #[test]
     fn certificate_hints_name_the_problem() {
         let unknown = "Connection error: invalid peer certificate: UnknownIssuer";
-        assert!(
-            certificate_hint(unknown, "h")
-                .unwrap()
-                .contains("--ca-file")
-        );
+        assert!(certificate_hint(unknown, "h").unwrap().contains("--ca"));
         let ca = "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
         assert!(certificate_hint(ca, "h").unwrap().contains("CA:TRUE"));
         let name = "invalid peer certificate: NotValidForNameContext { .. }";
