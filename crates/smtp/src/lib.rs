@@ -10,9 +10,14 @@
 //! the client sends (see `session.rs`). Only CRLF.CRLF ends DATA, and bare CR or LF in a
 //! message gets it refused, so SMTP smuggling through this server is impossible (`body.rs`).
 //!
-//! Not here: an SMTP client, LMTP, DSN and the other extensions the EHLO reply does not list.
+//! The [`client`] module is the I/O-free half of an SMTP client (reply parsing, capabilities,
+//! command building, pre-send checks) for the transfer agent's outbound transport.
+//!
+//! Not here: LMTP, writing DSN messages, and the extensions the EHLO reply does not list.
 
 mod body;
+pub mod client;
+mod dsn;
 mod reply;
 mod sasl;
 mod session;
@@ -20,5 +25,6 @@ mod session;
 #[cfg(test)]
 mod tests;
 
+pub use dsn::{Notify, RcptParams, Ret, xtext_encode};
 pub use reply::Reply;
 pub use session::{Action, AuthPolicy, Config, Envelope, Handler, Output, Session};

@@ -2,7 +2,7 @@
 //! on the wire as one or more `code[-| ]x.y.z text` lines (RFC 5321 §4.2, RFC 2034 §3).
 //!
 //! This module only formats replies; it does not decide which reply a command deserves (that is
-//! `session.rs`) and it never parses replies from a server (this crate has no client side).
+//! `session.rs`), and parsing a server's replies is the client's job (`client.rs`).
 
 use std::fmt;
 

@@ -7,8 +7,11 @@
 //!
 //! Deliberately absent: sockets, timers and TLS (the caller owns them and reports back through
 //! [`Session::tls_started`], [`Session::timeout_reply`] and [`Session::shutdown_reply`]);
-//! storage; DSN, BINARYMIME, REQUIRETLS and the other extensions not advertised in EHLO (their
-//! parameters are refused with 555); LMTP; an SMTP client.
+//! storage; BINARYMIME and the other extensions not advertised in EHLO (their parameters are
+//! refused with 555); LMTP; an SMTP client (that is `client.rs`).
+//!
+//! DSN (RFC 3461) and REQUIRETLS (RFC 8689) parameters are only parsed and recorded in the
+//! [`Envelope`]; honouring them (notifications, TLS on the way out) is the transfer agent's job.
 //!
 //! Bounds on memory, whatever the client sends:
 //! - the pending command line is at most 512 octets (RFC 5321 §4.5.3.1.4), or 12288 for an
@@ -23,11 +26,13 @@
 use std::future::Future;
 
 use smtp_proto::{
-    AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8,
-    MailFrom, RcptTo, Request,
+    AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME,
+    MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom, RCPT_NOTIFY_DELAY,
+    RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS, RcptTo, Request,
 };
 
 use crate::body::{Body, DataReceiver};
+use crate::dsn::{Notify, RcptParams, Ret};
 use crate::reply::Reply;
 use crate::sasl::{self, LOGIN_PASSWORD_CHALLENGE, LOGIN_USERNAME_CHALLENGE, SaslError};
 
@@ -84,6 +89,14 @@ pub struct Envelope {
     pub size_hint: Option<usize>,
     /// The identity the client authenticated as, if it did.
     pub authenticated: Option<String>,
+    /// `RET=` (RFC 3461 §4.3), if given.
+    pub ret: Option<Ret>,
+    /// `ENVID=` decoded from xtext (RFC 3461 §4.4), if given.
+    pub envid: Option<String>,
+    /// The DSN parameters of each accepted recipient, parallel to `rcpt_to`.
+    pub rcpt_params: Vec<RcptParams>,
+    /// `REQUIRETLS` was given (RFC 8689 §4.1); only accepted inside TLS.
+    pub requiretls: bool,
 }
 
 /// The policy and storage behind a session. Every method may be slow (a database, a
@@ -628,9 +641,14 @@ impl Session {
                 "SMTPUTF8".to_owned(),
                 "ENHANCEDSTATUSCODES".to_owned(),
                 "CHUNKING".to_owned(),
+                "DSN".to_owned(),
             ];
             if self.config.tls_available && !self.tls_active {
                 lines.push("STARTTLS".to_owned());
+            }
+            // RFC 8689 §4: REQUIRETLS is offered only on a connection that is in TLS.
+            if self.tls_active {
+                lines.push("REQUIRETLS".to_owned());
             }
             if self.auth_offered() {
                 lines.push("AUTH PLAIN LOGIN".to_owned());
@@ -666,6 +684,24 @@ impl Session {
             Some(Reply::new(501, (5, 1, 7), "bad sender address syntax"))
         } else if let Some(reply) = unsupported_mail_parameters(&from) {
             Some(reply)
+        } else if from.flags & MAIL_RET_FULL != 0 && from.flags & MAIL_RET_HDRS != 0 {
+            // RFC 3461 §4.3: RET takes one value, and no parameter may be given twice.
+            Some(Reply::new(501, (5, 5, 4), "invalid RET parameter"))
+        } else if from
+            .env_id
+            .as_deref()
+            .is_some_and(|envid| !is_printable_ascii(envid))
+        {
+            // RFC 3461 §4.4: the ENVID is printable US-ASCII; refusing controls here also
+            // keeps a decoded CRLF from reaching the header of a DSN.
+            Some(Reply::new(501, (5, 5, 4), "invalid ENVID parameter"))
+        } else if from.flags & MAIL_REQUIRETLS != 0 && !self.tls_active {
+            // RFC 8689 §4.1: REQUIRETLS is only valid on a TLS connection.
+            Some(Reply::new(
+                530,
+                (5, 7, 10),
+                "REQUIRETLS needs a TLS connection",
+            ))
         } else if from.size > self.config.max_message_size {
             // RFC 1870 §6: refuse at MAIL when the declared size is already too large.
             Some(Reply::new(
@@ -696,6 +732,16 @@ impl Session {
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
             size_hint: (from.size > 0).then_some(from.size),
             authenticated: self.authenticated.clone(),
+            ret: if from.flags & MAIL_RET_FULL != 0 {
+                Some(Ret::Full)
+            } else if from.flags & MAIL_RET_HDRS != 0 {
+                Some(Ret::Headers)
+            } else {
+                None
+            },
+            envid: from.env_id.as_deref().map(str::to_owned),
+            rcpt_params: Vec::new(),
+            requiretls: from.flags & MAIL_REQUIRETLS != 0,
         };
         match handler.mail_from(&envelope, &from.address).await {
             Ok(()) => {
@@ -735,8 +781,26 @@ impl Session {
             Some(_) if address.is_empty() => {
                 Some(Reply::new(501, (5, 1, 3), "bad recipient address syntax"))
             }
-            Some(_) if to.flags != 0 || to.orcpt.is_some() || to.rrvs != 0 => {
+            Some(_) if to.flags & !NOTIFY_FLAGS != 0 || to.rrvs != 0 => {
                 Some(Reply::new(555, (5, 5, 4), "RCPT parameters not supported"))
+            }
+            // RFC 3461 §4.1: NEVER must appear alone; the parser only catches it after others.
+            Some(_)
+                if to.flags & RCPT_NOTIFY_NEVER != 0
+                    && to.flags & (NOTIFY_FLAGS & !RCPT_NOTIFY_NEVER) != 0 =>
+            {
+                Some(Reply::new(501, (5, 5, 4), "invalid NOTIFY parameter"))
+            }
+            // The parser accepts only the rfc822 address type and decodes its xtext; a decoded
+            // address must still be printable ASCII (RFC 3461 §4.2, RFC 5321 §4.1.2), which
+            // also keeps control characters out of the Original-Recipient field of a DSN.
+            Some(_)
+                if to
+                    .orcpt
+                    .as_deref()
+                    .is_some_and(|orcpt| !is_printable_ascii(orcpt)) =>
+            {
+                Some(Reply::new(501, (5, 5, 4), "invalid ORCPT parameter"))
             }
             Some(envelope) if envelope.rcpt_to.len() >= self.config.max_recipients => {
                 Some(Reply::new(452, (4, 5, 3), "too many recipients"))
@@ -755,10 +819,15 @@ impl Session {
         let Some(envelope) = self.transaction.as_ref() else {
             return;
         };
+        let params = RcptParams {
+            notify: notify_from_flags(to.flags),
+            orcpt: to.orcpt.as_deref().map(|orcpt| format!("rfc822;{orcpt}")),
+        };
         match handler.rcpt_to(envelope, &address).await {
             Ok(()) => {
                 if let Some(envelope) = self.transaction.as_mut() {
                     envelope.rcpt_to.push(address);
+                    envelope.rcpt_params.push(params);
                 }
                 self.emit(out, Reply::new(250, (2, 1, 5), "recipient OK"));
             }
@@ -970,14 +1039,46 @@ fn angle_content(line: &[u8]) -> &str {
         .trim()
 }
 
+/// The RCPT flags of RFC 3461 §4.1 (NOTIFY); the parser already refuses NEVER combined with
+/// anything else and unknown keywords.
+const NOTIFY_FLAGS: u64 =
+    RCPT_NOTIFY_NEVER | RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY;
+
+/// The NOTIFY set of a RCPT command; no NOTIFY flag at all means the parameter was absent.
+fn notify_from_flags(flags: u64) -> Notify {
+    if flags & NOTIFY_FLAGS == 0 {
+        return Notify::default();
+    }
+    let mut notify = Notify::NEVER;
+    for (flag, event) in [
+        (RCPT_NOTIFY_SUCCESS, Notify::SUCCESS),
+        (RCPT_NOTIFY_FAILURE, Notify::FAILURE),
+        (RCPT_NOTIFY_DELAY, Notify::DELAY),
+    ] {
+        if flags & flag != 0 {
+            notify = notify.with(event);
+        }
+    }
+    notify
+}
+
+/// Whether a decoded xtext value is non-empty printable US-ASCII (space included).
+fn is_printable_ascii(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|octet| (b' '..=b'~').contains(&octet))
+}
+
 /// MAIL parameters of extensions this server does not advertise (RFC 5321 §4.1.1.11: 555).
 /// The AUTH= parameter is accepted and ignored, which RFC 4954 §5 permits.
 fn unsupported_mail_parameters(from: &MailFrom<std::borrow::Cow<'_, str>>) -> Option<Reply> {
-    let supported = MAIL_BODY_7BIT | MAIL_BODY_8BITMIME | MAIL_SMTPUTF8;
+    let supported = MAIL_BODY_7BIT
+        | MAIL_BODY_8BITMIME
+        | MAIL_SMTPUTF8
+        | MAIL_RET_FULL
+        | MAIL_RET_HDRS
+        | MAIL_REQUIRETLS;
     let unsupported = from.flags & !supported != 0
         || from.trans_id.is_some()
         || from.by != 0
-        || from.env_id.is_some()
         || from.solicit.is_some()
         || from.mtrk.is_some()
         || from.hold_for != 0

@@ -12,7 +12,9 @@ use std::task::{Context, Poll, Waker};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::{Action, AuthPolicy, Config, Envelope, Handler, Reply, Session};
+use crate::{
+    Action, AuthPolicy, Config, Envelope, Handler, Notify, RcptParams, Reply, Ret, Session,
+};
 
 /// Polls a future that never waits (the recording handler answers at once) to completion.
 fn block_on<F: Future>(future: F) -> F::Output {
@@ -276,8 +278,9 @@ fn transcript(config: Config, tls: bool, script: &str) -> Recorder {
     whole
 }
 
-/// The expected EHLO reply lines of a test server.
-fn ehlo(host: &str, starttls: bool, auth: bool) -> String {
+/// The expected EHLO reply lines of a test server that has TLS available: STARTTLS outside
+/// TLS, REQUIRETLS inside it.
+fn ehlo(host: &str, tls: bool, auth: bool) -> String {
     let mut keywords = vec![
         host.to_owned(),
         "PIPELINING".to_owned(),
@@ -286,8 +289,11 @@ fn ehlo(host: &str, starttls: bool, auth: bool) -> String {
         "SMTPUTF8".to_owned(),
         "ENHANCEDSTATUSCODES".to_owned(),
         "CHUNKING".to_owned(),
+        "DSN".to_owned(),
     ];
-    if starttls {
+    if tls {
+        keywords.push("REQUIRETLS".to_owned());
+    } else {
         keywords.push("STARTTLS".to_owned());
     }
     if auth {
@@ -305,23 +311,23 @@ fn ehlo(host: &str, starttls: bool, auth: bool) -> String {
 }
 
 /// The greeting and EHLO exchange of a test server.
-fn hello(host: &str, starttls: bool, auth: bool) -> String {
+fn hello(host: &str, tls: bool, auth: bool) -> String {
     format!(
         "S: 220 {host} ESMTP Tern\nC: EHLO client.example\n{}",
-        ehlo(host, starttls, auth)
+        ehlo(host, tls, auth)
     )
 }
 
 /// The greeting and EHLO exchange of the MTA outside TLS.
 fn mta_hello() -> String {
-    hello("mx.tern.test", true, false)
+    hello("mx.tern.test", false, false)
 }
 
 /// The MSA inside TLS after EHLO and a successful AUTH PLAIN.
 fn msa_logged_in() -> String {
     format!(
         "{}C: AUTH PLAIN AGFsaWNlAHNlY3JldA==\nS: 235 2.7.0 authentication successful\n",
-        hello("submit.tern.test", false, true)
+        hello("submit.tern.test", true, true)
     )
 }
 
@@ -369,6 +375,8 @@ fn full_session_delivers_an_unstuffed_message() {
             smtputf8: false,
             size_hint: Some(100),
             authenticated: None,
+            rcpt_params: vec![RcptParams::default()],
+            ..Envelope::default()
         }
     );
 }
@@ -404,13 +412,13 @@ fn helo_session_and_sequence_errors() {
         S: 250 2.1.5 recipient OK
         C: RCPT TO:<user@elsewhere.example>
         S: 550 5.7.1 relaying denied
-        C: RCPT TO:<alice@tern.test> NOTIFY=NEVER
+        C: RCPT TO:<alice@tern.test> CONNEG
         S: 555 5.5.4 RCPT parameters not supported
         C: RSET
         S: 250 2.0.0 OK
         C: MAIL FROM:<postmaster>
         S: 501 5.1.7 bad sender address syntax
-        C: MAIL FROM:<bob@example.org> RET=HDRS
+        C: MAIL FROM:<bob@example.org> CONPERM
         S: 555 5.5.4 MAIL parameter not supported
         C: MAIL FROM:<bob@example.org> FOO=BAR
         S: 555 5.5.4 unsupported parameter FOO=BAR
@@ -496,6 +504,7 @@ fn starttls_discards_pipelined_input_and_forgets_the_session() {
         S: 250-SMTPUTF8
         S: 250-ENHANCEDSTATUSCODES
         S: 250-CHUNKING
+        S: 250-DSN
         S: 250 STARTTLS
         C: STARTTLS
         C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
@@ -512,6 +521,8 @@ fn starttls_discards_pipelined_input_and_forgets_the_session() {
         S: 250-SMTPUTF8
         S: 250-ENHANCEDSTATUSCODES
         S: 250-CHUNKING
+        S: 250-DSN
+        S: 250-REQUIRETLS
         S: 250 AUTH PLAIN LOGIN
         C: STARTTLS
         S: 503 5.5.1 already in TLS
@@ -611,6 +622,8 @@ fn auth_login_good_and_bad() {
         S: 250-SMTPUTF8
         S: 250-ENHANCEDSTATUSCODES
         S: 250-CHUNKING
+        S: 250-DSN
+        S: 250-REQUIRETLS
         S: 250 AUTH PLAIN LOGIN
         C: AUTH LOGIN
         S: 334 VXNlcm5hbWU6
@@ -658,7 +671,7 @@ fn auth_malformed_cancelled_and_unknown() {
         C: NOOP
         S: 250 2.0.0 OK
         ",
-        hello("submit.tern.test", false, true)
+        hello("submit.tern.test", true, true)
     );
     let handler = transcript(msa(), true, &script);
     assert!(handler.events.is_empty(), "{:?}", handler.events);
@@ -681,7 +694,8 @@ fn auth_before_tls_is_refused_and_not_advertised() {
         S: 250-8BITMIME
         S: 250-SMTPUTF8
         S: 250-ENHANCEDSTATUSCODES
-        S: 250 CHUNKING
+        S: 250-CHUNKING
+        S: 250 DSN
         C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
         S: 530 5.7.0 must issue a STARTTLS command first
         C: MAIL FROM:<alice@tern.test>
@@ -697,7 +711,7 @@ fn auth_is_not_available_on_port_25() {
         C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
         S: 502 5.5.1 AUTH not available
         ",
-        hello("mx.tern.test", false, false)
+        hello("mx.tern.test", true, false)
     );
     transcript(mta(), true, &script);
 }
@@ -708,7 +722,7 @@ fn long_auth_line_is_allowed_up_to_12288_octets() {
     plain.extend(std::iter::repeat_n(b'p', 600));
     let script = format!(
         "{}\nC: AUTH PLAIN {}\nS: 535 5.7.8 authentication credentials invalid\n",
-        hello("submit.tern.test", false, true),
+        hello("submit.tern.test", true, true),
         STANDARD.encode(&plain)
     );
     transcript(msa(), true, &script);
@@ -1153,4 +1167,131 @@ fn debug_output_hides_buffered_input() {
     let debug = format!("{session:?}");
     assert!(debug.contains("sasl"), "{debug}");
     assert!(!debug.contains("AGFsaWNlAHNl"), "{debug}");
+}
+
+#[test]
+fn dsn_parameters_are_recorded_in_the_envelope() {
+    let script = format!(
+        r"{}
+        C: MAIL FROM:<bob@example.org> RET=HDRS ENVID=QQ+2B314+3Dx
+        S: 250 2.1.0 sender OK
+        C: RCPT TO:<alice@tern.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Alice+2Btag@tern.test
+        S: 250 2.1.5 recipient OK
+        C: RCPT TO:<carol@tern.test> NOTIFY=NEVER
+        S: 250 2.1.5 recipient OK
+        C: RCPT TO:<dave@tern.test>
+        S: 250 2.1.5 recipient OK
+        C: DATA
+        S: 354 end data with <CR><LF>.<CR><LF>
+        C: hi
+        C: .
+        S: 250 2.0.0 queued as 1
+        C: MAIL FROM:<bob@example.org> RET=FULL
+        S: 250 2.1.0 sender OK
+        C: RCPT TO:<alice@tern.test>
+        S: 250 2.1.5 recipient OK
+        C: DATA
+        S: 354 end data with <CR><LF>.<CR><LF>
+        C: .
+        S: 250 2.0.0 queued as 2
+        ",
+        mta_hello()
+    );
+    let handler = transcript(mta(), false, &script);
+    let (envelope, _) = &handler.messages[0];
+    assert_eq!(envelope.ret, Some(Ret::Headers));
+    assert_eq!(envelope.envid.as_deref(), Some("QQ+314=x"));
+    assert!(!envelope.requiretls);
+    assert_eq!(
+        envelope.rcpt_params,
+        [
+            RcptParams {
+                notify: Notify::SUCCESS.with(Notify::DELAY),
+                orcpt: Some("rfc822;Alice+tag@tern.test".to_owned()),
+            },
+            RcptParams {
+                notify: Notify::NEVER,
+                orcpt: None,
+            },
+            RcptParams::default(),
+        ]
+    );
+    let (second, _) = &handler.messages[1];
+    assert_eq!(second.ret, Some(Ret::Full));
+    assert_eq!(second.envid, None);
+    assert_eq!(second.rcpt_params, [RcptParams::default()]);
+}
+
+#[test]
+fn dsn_parameter_syntax_errors_get_501() {
+    let config = Config {
+        max_errors: 100,
+        ..mta()
+    };
+    let script = format!(
+        r"{}
+        C: MAIL FROM:<bob@example.org> RET=BOTH
+        S: 501 5.5.4 invalid RET parameter
+        C: MAIL FROM:<bob@example.org> RET=HDRS RET=FULL
+        S: 501 5.5.4 invalid RET parameter
+        C: MAIL FROM:<bob@example.org> ENVID=
+        S: 501 5.5.4 invalid ENVID parameter
+        C: MAIL FROM:<bob@example.org> ENVID=a+0D+0Ab
+        S: 501 5.5.4 invalid ENVID parameter
+        C: MAIL FROM:<bob@example.org> ENVID={}
+        S: 501 5.5.4 invalid ENVID parameter
+        C: MAIL FROM:<bob@example.org>
+        S: 250 2.1.0 sender OK
+        C: RCPT TO:<alice@tern.test> NOTIFY=NEVER,SUCCESS
+        S: 501 5.5.4 invalid NOTIFY parameter
+        C: RCPT TO:<alice@tern.test> NOTIFY=SOMETIMES
+        S: 501 5.5.4 invalid NOTIFY parameter
+        C: RCPT TO:<alice@tern.test> ORCPT=x400;alice
+        S: 501 5.5.4 invalid ORCPT parameter
+        C: RCPT TO:<alice@tern.test> ORCPT=rfc822;
+        S: 501 5.5.4 invalid ORCPT parameter
+        C: RCPT TO:<alice@tern.test> ORCPT=rfc822;a+0Ab@tern.test
+        S: 501 5.5.4 invalid ORCPT parameter
+        C: RCPT TO:<alice@tern.test> ORCPT=rfc822;a+C3+A9@tern.test
+        S: 501 5.5.4 invalid ORCPT parameter
+        C: RCPT TO:<alice@tern.test> NOTIFY=FAILURE
+        S: 250 2.1.5 recipient OK
+        ",
+        mta_hello(),
+        "x".repeat(101)
+    );
+    let handler = transcript(config, false, &script);
+    assert_eq!(
+        handler.events,
+        ["mail bob@example.org", "rcpt alice@tern.test"]
+    );
+}
+
+#[test]
+fn requiretls_is_offered_and_accepted_only_inside_tls() {
+    let script = format!(
+        r"{}
+        C: MAIL FROM:<bob@example.org> REQUIRETLS
+        S: 530 5.7.10 REQUIRETLS needs a TLS connection
+        C: STARTTLS
+        S: 220 2.0.0 ready to start TLS
+        A: starttls
+        C: EHLO client.example
+        {}
+        C: MAIL FROM:<bob@example.org> REQUIRETLS RET=FULL
+        S: 250 2.1.0 sender OK
+        C: RCPT TO:<alice@tern.test>
+        S: 250 2.1.5 recipient OK
+        C: DATA
+        S: 354 end data with <CR><LF>.<CR><LF>
+        C: .
+        S: 250 2.0.0 queued as 1
+        ",
+        mta_hello(),
+        ehlo("mx.tern.test", true, false)
+    );
+    let handler = transcript(mta(), false, &script);
+    let (envelope, _) = &handler.messages[0];
+    assert!(envelope.requiretls);
+    assert_eq!(envelope.ret, Some(Ret::Full));
 }
