@@ -27,7 +27,10 @@ use sqlx::sqlite::{
 
 pub use directory::{Account, Alias, Domain, Resolution};
 pub use mailbox::{Delivered, FlagOp, MailboxInfo, MessageMeta};
-pub use queue::{Claim, NewMessage, QueuedMessage, QueuedRecipient, RecipientState};
+pub use queue::{
+    Claim, NewMessage, Notify, QueueFilter, QueueStats, QueuedMessage, QueuedRecipient,
+    RecipientDsn, RecipientState, Ret,
+};
 
 /// Everything that can go wrong in the store.
 ///
@@ -365,12 +368,19 @@ mod tests {
             sender: "",
             recipients: &strings,
             content: b"",
+            ..Default::default()
         }));
         assert_send(&s.claim("o", 1, 1));
         assert_send(&s.message_content("q"));
         assert_send(&s.mark_delivered(1, "o", "r"));
         assert_send(&s.mark_deferred(1, "o", "r", 0));
         assert_send(&s.mark_failed(1, "o", "r"));
+        assert_send(&s.mark_failed_with_bounce(1, "o", "r", Some(NewMessage::default())));
+        assert_send(&s.mark_deferred_with_warning(1, "o", "r", 0, None));
+        assert_send(&s.mark_delivered_with_notice(1, "o", "r", None));
+        assert_send(&s.queue_filter(&QueueFilter::default()));
+        assert_send(&s.queue_stats());
+        assert_send(&s.queue_bounce("q"));
         assert_send(&s.release_leases("o"));
         assert_send(&s.next_due_ms());
         assert_send(&s.queue_list(None, 1));

@@ -2,7 +2,9 @@
 
 use std::collections::HashSet;
 
-use tern_store::{Error, NewMessage, RecipientState, Store, now_ms};
+use tern_store::{
+    Error, NewMessage, Notify, QueueFilter, RecipientDsn, RecipientState, Ret, Store, now_ms,
+};
 
 use crate::both;
 
@@ -16,6 +18,7 @@ async fn enqueue(store: &Store, recipients: &[&str]) -> String {
             sender: "sender@example.org",
             recipients: &s(recipients),
             content: b"Subject: test\r\n\r\nbody\r\n",
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -30,6 +33,7 @@ both!(
                 sender: "",
                 recipients: &s(&["a@remote.test", "B@Remote.test"]),
                 content: b"hello",
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -61,7 +65,8 @@ both!(
                 .enqueue(NewMessage {
                     sender: "x@y.z",
                     recipients: &[],
-                    content: b"x"
+                    content: b"x",
+                    ..Default::default()
                 })
                 .await,
             Err(Error::Invalid(_))
@@ -372,3 +377,536 @@ both!(queue_list_filters_and_delete_removes, |store| async move {
     ));
     assert_eq!(store.queue_list(None, 100).await.unwrap().len(), 1);
 });
+
+fn dsn(notify: Notify, orcpt: Option<&str>) -> RecipientDsn {
+    RecipientDsn {
+        notify,
+        orcpt: orcpt.map(str::to_string),
+    }
+}
+
+const SUCCESS_ONLY: Notify = Notify {
+    never: false,
+    success: true,
+    failure: false,
+    delay: false,
+    explicit: true,
+};
+
+const NEVER: Notify = Notify {
+    never: true,
+    success: false,
+    failure: false,
+    delay: false,
+    explicit: true,
+};
+
+/// A bounce for `to`, as the MTA would enqueue it: null sender, the DSN as content.
+fn bounce<'a>(to: &'a [String]) -> NewMessage<'a> {
+    NewMessage {
+        sender: "",
+        recipients: to,
+        content: b"Subject: Undelivered Mail Returned to Sender\r\n\r\nreport\r\n",
+        ..Default::default()
+    }
+}
+
+both!(enqueue_keeps_dsn_parameters, |store| async move {
+    let recipients = s(&["a@r.test", "b@r.test", "c@r.test"]);
+    let params = [
+        dsn(SUCCESS_ONLY, Some("rfc822;alias@r.test")),
+        dsn(NEVER, None),
+        dsn(Notify::default(), None),
+    ];
+    let id = store
+        .enqueue(NewMessage {
+            sender: "s@example.org",
+            recipients: &recipients,
+            content: b"x",
+            envid: Some("env-42"),
+            ret: Some(Ret::Headers),
+            rcpt_dsn: &params,
+            requiretls: true,
+        })
+        .await
+        .unwrap();
+    let shown = store.queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(shown.envid.as_deref(), Some("env-42"));
+    assert_eq!(shown.ret, Some(Ret::Headers));
+    assert!(shown.requiretls);
+    let got: Vec<(Notify, Option<&str>, bool)> = shown
+        .recipients
+        .iter()
+        .map(|r| (r.notify, r.orcpt.as_deref(), r.delay_warned))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (SUCCESS_ONLY, Some("rfc822;alias@r.test"), false),
+            (NEVER, None, false),
+            (Notify::default(), None, false),
+        ]
+    );
+
+    let claims = store.claim("r", 10, 60_000).await.unwrap();
+    assert_eq!(claims.len(), 3);
+    for c in &claims {
+        assert_eq!(c.envid.as_deref(), Some("env-42"));
+        assert_eq!(c.ret, Some(Ret::Headers));
+        assert!(c.requiretls);
+        assert!(!c.delay_warned);
+    }
+    let a = claims.iter().find(|c| c.address == "a@r.test").unwrap();
+    assert_eq!(a.notify, SUCCESS_ONLY);
+    assert!(a.notify.wants_success() && !a.notify.wants_failure());
+    assert_eq!(a.orcpt.as_deref(), Some("rfc822;alias@r.test"));
+    let b = claims.iter().find(|c| c.address == "b@r.test").unwrap();
+    assert!(!b.notify.wants_failure() && !b.notify.wants_delay() && !b.notify.wants_success());
+    // Not given: RFC 3461 §4.1's default of FAILURE,DELAY.
+    let c = claims.iter().find(|c| c.address == "c@r.test").unwrap();
+    assert!(c.notify.wants_failure() && c.notify.wants_delay() && !c.notify.wants_success());
+
+    // Without DSN parameters everything has its default.
+    let plain = enqueue(&store, &["d@r.test"]).await;
+    let shown = store.queue_show(&plain).await.unwrap().unwrap();
+    assert_eq!(
+        (shown.envid, shown.ret, shown.requiretls),
+        (None, None, false)
+    );
+    assert_eq!(shown.recipients[0].notify, Notify::default());
+    assert_eq!(shown.recipients[0].orcpt, None);
+
+    // DSN parameters must match the recipients one for one.
+    let result = store
+        .enqueue(NewMessage {
+            sender: "s@example.org",
+            recipients: &recipients,
+            content: b"x",
+            rcpt_dsn: &params[..2],
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(result, Err(Error::Invalid(_))), "{result:?}");
+});
+
+both!(
+    enqueue_dedupe_keeps_dsn_params_of_first_occurrence,
+    |store| async move {
+        let recipients = s(&["bob@r.test", "x@r.test", "bob@R.TEST"]);
+        let params = [
+            dsn(SUCCESS_ONLY, Some("rfc822;first@r.test")),
+            dsn(Notify::default(), None),
+            dsn(NEVER, Some("rfc822;second@r.test")),
+        ];
+        let id = store
+            .enqueue(NewMessage {
+                sender: "s@example.org",
+                recipients: &recipients,
+                content: b"x",
+                rcpt_dsn: &params,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let shown = store.queue_show(&id).await.unwrap().unwrap();
+        let got: Vec<(&str, Notify, Option<&str>)> = shown
+            .recipients
+            .iter()
+            .map(|r| (r.address.as_str(), r.notify, r.orcpt.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("bob@r.test", SUCCESS_ONLY, Some("rfc822;first@r.test")),
+                ("x@r.test", Notify::default(), None),
+            ]
+        );
+    }
+);
+
+both!(failure_and_bounce_commit_together, |store| async move {
+    let id = enqueue(&store, &["gone@r.test", "other@r.test"]).await;
+    let claims = store.claim("r1", 10, 60_000).await.unwrap();
+    let gone = claims.iter().find(|c| c.address == "gone@r.test").unwrap();
+    let to = s(&["sender@example.org"]);
+    let bounce_id = store
+        .mark_failed_with_bounce(
+            gone.recipient_id,
+            "r1",
+            "550 5.1.1 no such user",
+            Some(bounce(&to)),
+        )
+        .await
+        .unwrap()
+        .expect("a bounce id");
+    assert_ne!(bounce_id, id);
+
+    let shown = store.queue_show(&id).await.unwrap().unwrap();
+    let r = shown
+        .recipients
+        .iter()
+        .find(|r| r.address == "gone@r.test")
+        .unwrap();
+    assert_eq!(r.state, RecipientState::Failed);
+    assert_eq!(r.last_reply, "550 5.1.1 no such user");
+    assert_eq!(r.lease_owner, None);
+
+    // The bounce is an ordinary queued message, claimable at once.
+    let next = store.claim("r1", 10, 60_000).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].queue_id, bounce_id);
+    assert_eq!(next[0].sender, "");
+    assert_eq!(next[0].address, "sender@example.org");
+    assert!(
+        store
+            .message_content(&bounce_id)
+            .await
+            .unwrap()
+            .starts_with(b"Subject: Undelivered")
+    );
+
+    // Without a bounce it is plain mark_failed.
+    let other = claims.iter().find(|c| c.address == "other@r.test").unwrap();
+    assert_eq!(
+        store
+            .mark_failed_with_bounce(other.recipient_id, "r1", "550", None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.queue_list(None, 100).await.unwrap().len(), 2);
+});
+
+both!(lease_lost_leaves_no_bounce_behind, |store| async move {
+    let id = enqueue(&store, &["a@r.test"]).await;
+    let claims = store.claim("r1", 10, 60_000).await.unwrap();
+    let rid = claims[0].recipient_id;
+    let to = s(&["sender@example.org"]);
+    let result = store
+        .mark_failed_with_bounce(rid, "intruder", "550", Some(bounce(&to)))
+        .await;
+    assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
+    let result = store
+        .mark_deferred_with_warning(rid, "intruder", "451", 0, Some(bounce(&to)))
+        .await;
+    assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
+    let result = store
+        .mark_delivered_with_notice(rid, "intruder", "250", Some(bounce(&to)))
+        .await;
+    assert!(matches!(result, Err(Error::LeaseLost)), "{result:?}");
+    // A malformed bounce is refused before anything is recorded.
+    let result = store
+        .mark_failed_with_bounce(rid, "r1", "550", Some(bounce(&[])))
+        .await;
+    assert!(matches!(result, Err(Error::Invalid(_))), "{result:?}");
+
+    let all = store.queue_list(None, 100).await.unwrap();
+    assert_eq!(all.len(), 1, "no bounce may be left behind: {all:?}");
+    let r = &all[0].recipients[0];
+    assert_eq!(all[0].id, id);
+    assert_eq!(r.state, RecipientState::Queued);
+    assert_eq!(r.lease_owner.as_deref(), Some("r1"));
+    assert!(!r.delay_warned);
+});
+
+both!(deferral_with_warning_warns_once, |store| async move {
+    let id = enqueue(&store, &["slow@r.test"]).await;
+    let to = s(&["sender@example.org"]);
+    let first = store.claim("r", 10, 60_000).await.unwrap();
+    assert!(!first[0].delay_warned);
+    // A plain deferral does not count as a warning.
+    store
+        .mark_deferred_with_warning(first[0].recipient_id, "r", "451 busy", 0, None)
+        .await
+        .unwrap();
+    let second = store.claim("r", 10, 60_000).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert!(!second[0].delay_warned);
+    let later = now_ms() + 60_000;
+    let warning_id = store
+        .mark_deferred_with_warning(
+            second[0].recipient_id,
+            "r",
+            "451 busy",
+            later,
+            Some(bounce(&to)),
+        )
+        .await
+        .unwrap()
+        .expect("a warning id");
+    let shown = store.queue_show(&id).await.unwrap().unwrap();
+    let r = &shown.recipients[0];
+    assert_eq!(r.state, RecipientState::Queued);
+    assert_eq!(r.next_attempt_at_ms, later);
+    assert!(r.delay_warned);
+    // The warning is due now; the deferred recipient is not.
+    let due = store.claim("r", 10, 60_000).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].queue_id, warning_id);
+    // Later deferrals keep the mark.
+    store.queue_retry(&id).await.unwrap();
+    let third = store.claim("r", 10, 60_000).await.unwrap();
+    let mine = third.iter().find(|c| c.queue_id == id).unwrap();
+    assert!(mine.delay_warned);
+    store
+        .mark_deferred(mine.recipient_id, "r", "451", 0)
+        .await
+        .unwrap();
+    assert!(store.queue_show(&id).await.unwrap().unwrap().recipients[0].delay_warned);
+});
+
+both!(delivery_with_notice_enqueues_it, |store| async move {
+    let id = enqueue(&store, &["a@r.test"]).await;
+    let to = s(&["sender@example.org"]);
+    let claims = store.claim("r", 10, 60_000).await.unwrap();
+    let notice = store
+        .mark_delivered_with_notice(claims[0].recipient_id, "r", "250 ok", Some(bounce(&to)))
+        .await
+        .unwrap()
+        .expect("a notice id");
+    let shown = store.queue_show(&id).await.unwrap().unwrap();
+    assert_eq!(shown.recipients[0].state, RecipientState::Delivered);
+    let notice = store.queue_show(&notice).await.unwrap().unwrap();
+    assert_eq!(notice.sender, "");
+    assert_eq!(notice.recipients[0].state, RecipientState::Queued);
+});
+
+both!(queue_filter_combines_criteria, |store| async move {
+    let old = store
+        .enqueue(NewMessage {
+            sender: "Alice@Example.org",
+            recipients: &s(&["x@Gmail.test", "y@r_test.test"]),
+            content: b"x",
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let new = store
+        .enqueue(NewMessage {
+            sender: "bob@other.test",
+            recipients: &s(&["z@gmail.test", "w@rxtest.test"]),
+            content: b"x",
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Fail the new message's gmail recipient.
+    let claims = store.claim("r", 10, 60_000).await.unwrap();
+    let z = claims.iter().find(|c| c.address == "z@gmail.test").unwrap();
+    store.mark_failed(z.recipient_id, "r", "550").await.unwrap();
+    store.release_leases("r").await.unwrap();
+
+    let ids = |found: Vec<tern_store::QueuedMessage>| -> Vec<String> {
+        found.into_iter().map(|m| m.id).collect()
+    };
+    let filter = |f: QueueFilter| {
+        let store = store.clone();
+        async move { ids(store.queue_filter(&f).await.unwrap()) }
+    };
+    assert_eq!(
+        filter(QueueFilter::default()).await,
+        [old.as_str(), new.as_str()]
+    );
+    assert_eq!(
+        filter(QueueFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await,
+        [old.as_str()]
+    );
+    // Domain: whole, case-insensitive; LIKE wildcards in it are literal.
+    assert_eq!(
+        filter(QueueFilter {
+            domain: Some("GMAIL.test".into()),
+            ..Default::default()
+        })
+        .await,
+        [old.as_str(), new.as_str()]
+    );
+    assert_eq!(
+        filter(QueueFilter {
+            domain: Some("r_test.test".into()),
+            ..Default::default()
+        })
+        .await,
+        [old.as_str()]
+    );
+    assert!(
+        filter(QueueFilter {
+            domain: Some("mail.test".into()),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    // State and domain hold for the same recipient: the new message's gmail one is failed.
+    assert_eq!(
+        filter(QueueFilter {
+            state: Some(RecipientState::Queued),
+            domain: Some("gmail.test".into()),
+            ..Default::default()
+        })
+        .await,
+        [old.as_str()]
+    );
+    assert_eq!(
+        filter(QueueFilter {
+            state: Some(RecipientState::Failed),
+            ..Default::default()
+        })
+        .await,
+        [new.as_str()]
+    );
+    // Sender: case-insensitive substring.
+    assert_eq!(
+        filter(QueueFilter {
+            sender: Some("ALICE@".into()),
+            ..Default::default()
+        })
+        .await,
+        [old.as_str()]
+    );
+    assert!(
+        filter(QueueFilter {
+            sender: Some("%".into()),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    // Age: only the first message is more than 20 ms old right after the second was made,
+    // and nothing is an hour old.
+    let aged = filter(QueueFilter {
+        older_than_ms: Some(20),
+        ..Default::default()
+    })
+    .await;
+    assert!(aged.contains(&old), "{aged:?}");
+    assert!(
+        filter(QueueFilter {
+            older_than_ms: Some(3_600_000),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    // The matching messages come with all their recipients.
+    let found = store
+        .queue_filter(&QueueFilter {
+            sender: Some("bob".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found[0].recipients.len(), 2);
+});
+
+both!(queue_stats_counts, |store| async move {
+    let empty = store.queue_stats().await.unwrap();
+    assert_eq!(
+        empty.by_state,
+        [
+            (RecipientState::Queued, 0),
+            (RecipientState::Delivered, 0),
+            (RecipientState::Failed, 0)
+        ]
+    );
+    assert!(empty.by_domain.is_empty());
+    assert_eq!(empty.oldest_queued_ms, None);
+
+    let first = enqueue(&store, &["a@B.test", "\"odd@x\"@b.test", "c@c.test"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    enqueue(&store, &["d@b.test", "postmaster"]).await;
+    let claims = store.claim("r", 10, 60_000).await.unwrap();
+    let c = claims.iter().find(|c| c.address == "c@c.test").unwrap();
+    store
+        .mark_delivered(c.recipient_id, "r", "250")
+        .await
+        .unwrap();
+
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!(
+        stats.by_state,
+        [
+            (RecipientState::Queued, 4),
+            (RecipientState::Delivered, 1),
+            (RecipientState::Failed, 0)
+        ]
+    );
+    assert_eq!(
+        stats.by_domain,
+        [("b.test".to_string(), 3), (String::new(), 1)]
+    );
+    let created = store
+        .queue_show(&first)
+        .await
+        .unwrap()
+        .unwrap()
+        .created_at_ms;
+    assert_eq!(stats.oldest_queued_ms, Some(created));
+});
+
+both!(
+    queue_bounce_leases_idle_queued_recipients,
+    |store| async move {
+        let id = enqueue(&store, &["a@r.test", "b@r.test", "c@r.test", "d@r.test"]).await;
+        // A runner is working on one recipient; another is already delivered.
+        let busy = store.claim("runner", 2, 60_000).await.unwrap();
+        assert_eq!(busy.len(), 2);
+        store
+            .mark_delivered(busy[0].recipient_id, "runner", "250")
+            .await
+            .unwrap();
+        let in_flight = busy[1].recipient_id;
+
+        let (owner, claims) = store.queue_bounce(&id).await.unwrap();
+        assert!(owner.starts_with("admin-bounce:"), "{owner}");
+        assert_eq!(claims.len(), 2);
+        assert!(
+            claims
+                .iter()
+                .all(|c| c.recipient_id != in_flight && c.queue_id == id)
+        );
+        // Nothing was attempted.
+        assert!(claims.iter().all(|c| c.attempts == 0));
+        let shown = store.queue_show(&id).await.unwrap().unwrap();
+        for c in &claims {
+            let r = shown
+                .recipients
+                .iter()
+                .find(|r| r.id == c.recipient_id)
+                .unwrap();
+            assert_eq!(r.lease_owner.as_deref(), Some(owner.as_str()));
+            assert!(r.lease_expires_ms.unwrap() >= now_ms() + 4 * 60_000);
+        }
+        // Runners cannot take them meanwhile, and a second bounce finds nothing left.
+        assert!(store.claim("runner", 10, 60_000).await.unwrap().is_empty());
+        assert!(store.queue_bounce(&id).await.unwrap().1.is_empty());
+
+        let to = s(&["sender@example.org"]);
+        for c in &claims {
+            store
+                .mark_failed_with_bounce(
+                    c.recipient_id,
+                    &owner,
+                    "550 5.0.0 bounced by admin",
+                    Some(bounce(&to)),
+                )
+                .await
+                .unwrap();
+        }
+        let shown = store.queue_show(&id).await.unwrap().unwrap();
+        let failed = shown
+            .recipients
+            .iter()
+            .filter(|r| r.state == RecipientState::Failed)
+            .count();
+        assert_eq!(failed, 2);
+        assert!(matches!(
+            store.queue_bounce("missing").await,
+            Err(Error::NotFound(_))
+        ));
+    }
+);
