@@ -4,9 +4,11 @@
 //! removes it afterwards. Nothing here is meant for production code paths.
 
 pub mod db;
+pub mod dns;
 pub use db::TestDb;
 
 pub mod cluster;
+pub mod peers;
 pub mod procs;
 pub mod py;
 pub use cluster::TestCluster;
