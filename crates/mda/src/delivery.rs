@@ -66,6 +66,7 @@ impl DeliveryService {
                 sender: &req.return_path,
                 recipients: &remote,
                 content: &req.content,
+                ..Default::default()
             };
             match self.store.enqueue(msg).await {
                 Ok(id) => {

@@ -82,7 +82,14 @@ impl Submission for SubmissionService {
         };
         let id = self
             .submitter
-            .submit(&account, &req.mail_from, &req.rcpt_to, &content, received)
+            .submit(
+                &account,
+                &req.mail_from,
+                &req.rcpt_to,
+                &content,
+                received,
+                None,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(SubmitResponse { queue_id: id }))

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use tern_runtime::mailfmt::{Received, has_header, now_unix, rfc5322_date};
 use tern_smtp::{Envelope, Handler, Reply};
-use tern_store::{Account, NewMessage, Resolution, Store};
+use tern_store::{Account, NewMessage, RecipientDsn, Resolution, Store};
 
 fn store_trouble(e: &tern_store::Error) -> Reply {
     tracing::warn!(error = %e, "store error during submission");
@@ -120,6 +120,7 @@ impl Submitter {
         rcpts: &[String],
         message: &[u8],
         received: Received<'_>,
+        envelope: Option<&Envelope>,
     ) -> Result<String, Reply> {
         let now = received.unix_secs;
         let mut content = Vec::with_capacity(message.len() + 512);
@@ -134,10 +135,15 @@ impl Submitter {
             );
         }
         content.extend_from_slice(message);
+        let (rcpt_dsn, ret) = envelope.map(queue_dsn).unwrap_or_default();
         let msg = NewMessage {
             sender: mail_from,
             recipients: rcpts,
             content: &content,
+            envid: envelope.and_then(|e| e.envid.as_deref()),
+            ret,
+            rcpt_dsn: &rcpt_dsn,
+            requiretls: envelope.is_some_and(|e| e.requiretls),
         };
         match self.store.enqueue(msg).await {
             Ok(id) => {
@@ -147,6 +153,31 @@ impl Submitter {
             Err(e) => Err(store_trouble(&e)),
         }
     }
+}
+
+/// The envelope's RFC 3461 parameters in the queue's terms. tern-smtp already folds an absent
+/// NOTIFY into its default (FAILURE,DELAY), which is what the queue assumes too.
+fn queue_dsn(env: &Envelope) -> (Vec<RecipientDsn>, Option<tern_store::Ret>) {
+    use tern_smtp::Notify as N;
+    let rcpts = env
+        .rcpt_params
+        .iter()
+        .map(|p| RecipientDsn {
+            notify: tern_store::Notify {
+                never: p.notify.is_never(),
+                success: p.notify.contains(N::SUCCESS),
+                failure: p.notify.contains(N::FAILURE),
+                delay: p.notify.contains(N::DELAY),
+                explicit: true,
+            },
+            orcpt: p.orcpt.clone(),
+        })
+        .collect();
+    let ret = env.ret.map(|r| match r {
+        tern_smtp::Ret::Full => tern_store::Ret::Full,
+        tern_smtp::Ret::Headers => tern_store::Ret::Headers,
+    });
+    (rcpts, ret)
 }
 
 /// The SMTP policy of one submission connection.
@@ -223,6 +254,7 @@ impl Handler for SubmissionHandler {
                 &envelope.rcpt_to,
                 &message,
                 received,
+                Some(envelope),
             )
             .await?;
         Ok(Reply::new(250, (2, 0, 0), format!("queued as {id}")))

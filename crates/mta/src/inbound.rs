@@ -13,7 +13,7 @@ use tern_runtime::mailfmt::{Received, count_header, now_unix};
 use tern_runtime::net::{Listener, Timeouts, serve_sessions};
 use tern_runtime::sessions::SmtpConnection;
 use tern_smtp::{AuthPolicy, Envelope, Handler, Reply, Session};
-use tern_store::{NewMessage, Resolution, Store};
+use tern_store::{NewMessage, RecipientDsn, Resolution, Store};
 use tokio_rustls::TlsAcceptor;
 
 use crate::SmtpLimits;
@@ -111,10 +111,15 @@ impl Handler for InboundHandler {
         let mut content = Vec::with_capacity(received.len() + message.len());
         content.extend_from_slice(received.as_bytes());
         content.extend_from_slice(&message);
+        let (rcpt_dsn, ret) = queue_dsn(envelope);
         let msg = NewMessage {
             sender: &envelope.mail_from,
             recipients: &envelope.rcpt_to,
             content: &content,
+            envid: envelope.envid.as_deref(),
+            ret,
+            rcpt_dsn: &rcpt_dsn,
+            requiretls: envelope.requiretls,
         };
         // RFC 5321 §6.1: the 250 below is our promise to deliver; it goes out only once the
         // queue transaction has committed.
@@ -126,6 +131,31 @@ impl Handler for InboundHandler {
             Err(e) => Err(store_trouble(&e)),
         }
     }
+}
+
+/// The envelope's RFC 3461 parameters in the queue's terms. tern-smtp already folds an absent
+/// NOTIFY into its default (FAILURE,DELAY), which is what the queue assumes too.
+fn queue_dsn(env: &Envelope) -> (Vec<RecipientDsn>, Option<tern_store::Ret>) {
+    use tern_smtp::Notify as N;
+    let rcpts = env
+        .rcpt_params
+        .iter()
+        .map(|p| RecipientDsn {
+            notify: tern_store::Notify {
+                never: p.notify.is_never(),
+                success: p.notify.contains(N::SUCCESS),
+                failure: p.notify.contains(N::FAILURE),
+                delay: p.notify.contains(N::DELAY),
+                explicit: true,
+            },
+            orcpt: p.orcpt.clone(),
+        })
+        .collect();
+    let ret = env.ret.map(|r| match r {
+        tern_smtp::Ret::Full => tern_store::Ret::Full,
+        tern_smtp::Ret::Headers => tern_store::Ret::Headers,
+    });
+    (rcpts, ret)
 }
 
 pub async fn serve_smtp(

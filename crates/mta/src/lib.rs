@@ -1,12 +1,17 @@
 //! The transfer agent (`tern-mta`): SMTP on port 25 for mail from other servers, the queue
 //! runners that deliver queued mail, and the Queue administration API.
 //!
-//! It accepts mail only for local domains (never an open relay) and hands local recipients to
-//! the MDA over gRPC. It does not write mailboxes (that is the MDA) and does not authenticate
-//! users (that is the MSA).
+//! It accepts mail only for local domains (never an open relay), hands local recipients to the
+//! MDA over gRPC, and delivers the rest to other domains' mail hosts (DNS MX routing or a
+//! smarthost) over SMTP, bouncing what cannot be delivered. It does not write mailboxes (that is
+//! the MDA) and does not authenticate users (that is the MSA).
 
+pub mod dsn;
 mod inbound;
+pub mod outbound;
 mod queue_admin;
+mod remote;
+pub mod route;
 mod runner;
 
 use std::net::SocketAddr;
@@ -23,7 +28,8 @@ use tokio::net::TcpListener;
 
 pub use inbound::InboundHandler;
 pub use queue_admin::QueueService;
-pub use runner::{DeliveryClient, Runner, RunnerConfig, backoff};
+pub use remote::{OutboundConfig, Smarthost, TlsMode};
+pub use runner::{Bouncer, Deferral, DeliveryClient, Runner, RunnerConfig, backoff, decide};
 
 /// `tern-mta` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +51,8 @@ pub struct Config {
     pub smtp: SmtpLimits,
     #[serde(default)]
     pub queue: RunnerConfig,
+    #[serde(default)]
+    pub outbound: OutboundConfig,
     #[serde(default)]
     pub log_format: LogFormat,
 }
@@ -70,6 +78,7 @@ pub struct Parts {
     pub tls: Option<CertFiles>,
     pub smtp: SmtpLimits,
     pub queue: RunnerConfig,
+    pub outbound: OutboundConfig,
 }
 
 impl From<&Config> for Parts {
@@ -81,6 +90,7 @@ impl From<&Config> for Parts {
             tls: c.tls.clone(),
             smtp: c.smtp.clone(),
             queue: c.queue.clone(),
+            outbound: c.outbound.clone(),
         }
     }
 }
@@ -117,14 +127,25 @@ pub async fn run(
     };
 
     let delivery = DeliveryClient::new(&parts.mda_url)?;
-    let runner = Runner::new(store.clone(), delivery, parts.queue.clone());
+    let remote = std::sync::Arc::new(remote::Remote::new(
+        parts.outbound.clone(),
+        parts.hostname.clone(),
+    )?);
+    let bouncer = Bouncer::new(store.clone(), parts.hostname.clone());
+    let runner = Runner::new(
+        store.clone(),
+        delivery,
+        remote,
+        bouncer.clone(),
+        parts.queue.clone(),
+    );
     let runner_task = tokio::spawn(runner.run(shutdown.token.clone()));
 
     let grpc_token = shutdown.token.clone();
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(60))
         .add_service(tern_rpc::v1::queue_server::QueueServer::new(
-            QueueService::new(store, parts.admin_token),
+            QueueService::new(store, parts.admin_token, bouncer),
         ))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listeners.grpc),

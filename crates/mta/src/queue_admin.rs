@@ -1,22 +1,30 @@
-//! The Queue gRPC service: list, show, retry and delete queued messages (admin token required).
+//! The Queue gRPC service: list (with filters), show, retry, delete, bounce and stats; admin
+//! token required.
 
 use tern_rpc::v1::queue_server::Queue;
 use tern_rpc::v1::{
-    QueueActionResponse, QueueListRequest, QueueListResponse, QueueMessage, QueueMessageRequest,
-    QueueRecipient,
+    DomainCount, QueueActionResponse, QueueListRequest, QueueListResponse, QueueMessage,
+    QueueMessageRequest, QueueRecipient, QueueStatsRequest, QueueStatsResponse, StateCount,
 };
 use tern_runtime::grpc::check_bearer;
-use tern_store::{QueuedMessage, RecipientState, Store};
+use tern_store::{QueueFilter, QueuedMessage, RecipientState, Store};
 use tonic::{Request, Response, Status};
+
+use crate::runner::Bouncer;
 
 pub struct QueueService {
     store: Store,
     token: String,
+    bouncer: Bouncer,
 }
 
 impl QueueService {
-    pub fn new(store: Store, token: String) -> Self {
-        Self { store, token }
+    pub fn new(store: Store, token: String, bouncer: Bouncer) -> Self {
+        Self {
+            store,
+            token,
+            bouncer,
+        }
     }
 }
 
@@ -51,6 +59,23 @@ fn status(e: tern_store::Error) -> Status {
     }
 }
 
+fn parse_state(s: &str) -> Result<Option<RecipientState>, Status> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse::<RecipientState>().map(Some).map_err(|_| {
+        Status::invalid_argument(format!("unknown state {s:?} (queued, delivered, failed)"))
+    })
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s.to_string())
+    }
+}
+
 #[tonic::async_trait]
 impl Queue for QueueService {
     async fn list(
@@ -59,22 +84,19 @@ impl Queue for QueueService {
     ) -> Result<Response<QueueListResponse>, Status> {
         check_bearer(&req, &self.token)?;
         let r = req.get_ref();
-        let state = if r.state.is_empty() {
-            None
-        } else {
-            Some(r.state.parse::<RecipientState>().map_err(|_| {
-                Status::invalid_argument(format!(
-                    "unknown state {:?} (queued, delivered, failed)",
-                    r.state
-                ))
-            })?)
+        let filter = QueueFilter {
+            state: parse_state(&r.state)?,
+            domain: non_empty(&r.domain),
+            sender: non_empty(&r.sender),
+            older_than_ms: (r.older_than_secs > 0)
+                .then(|| (r.older_than_secs as i64).saturating_mul(1000)),
+            limit: if r.limit == 0 {
+                100
+            } else {
+                r.limit.min(10_000)
+            },
         };
-        let limit = if r.limit == 0 {
-            100
-        } else {
-            r.limit.min(10_000)
-        };
-        let list = self.store.queue_list(state, limit).await.map_err(status)?;
+        let list = self.store.queue_filter(&filter).await.map_err(status)?;
         Ok(Response::new(QueueListResponse {
             messages: list.into_iter().map(to_proto).collect(),
         }))
@@ -116,5 +138,40 @@ impl Queue for QueueService {
             .await
             .map_err(status)?;
         Ok(Response::new(QueueActionResponse { affected: n as u32 }))
+    }
+
+    async fn bounce(
+        &self,
+        req: Request<QueueMessageRequest>,
+    ) -> Result<Response<QueueActionResponse>, Status> {
+        check_bearer(&req, &self.token)?;
+        let id = &req.get_ref().id;
+        let n = self.bouncer.bounce_now(id).await.map_err(status)?;
+        tracing::info!(queue.id = %id, recipients = n, "bounced by the administrator");
+        Ok(Response::new(QueueActionResponse { affected: n as u32 }))
+    }
+
+    async fn stats(
+        &self,
+        req: Request<QueueStatsRequest>,
+    ) -> Result<Response<QueueStatsResponse>, Status> {
+        check_bearer(&req, &self.token)?;
+        let s = self.store.queue_stats().await.map_err(status)?;
+        Ok(Response::new(QueueStatsResponse {
+            by_state: s
+                .by_state
+                .into_iter()
+                .map(|(state, n)| StateCount {
+                    state: state.as_str().to_string(),
+                    recipients: n,
+                })
+                .collect(),
+            by_domain: s
+                .by_domain
+                .into_iter()
+                .map(|(domain, queued)| DomainCount { domain, queued })
+                .collect(),
+            oldest_queued_ms: s.oldest_queued_ms.unwrap_or(0),
+        }))
     }
 }

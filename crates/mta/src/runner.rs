@@ -1,11 +1,13 @@
-//! The queue runner: claims due recipients, hands local ones to the MDA over gRPC, and records
-//! each outcome with a retry schedule.
+//! The queue runner: claims due recipients, hands local ones to the MDA over gRPC and remote
+//! ones to their domain's mail hosts over SMTP, and records each outcome: delivered, failed
+//! (with an RFC 3464 bounce to the return path) or deferred (retry schedule with jitter, one
+//! "delayed" notice after a while, failure when the lifetime is over).
 //!
 //! Every attempt is recorded by `claim` before it is made (attempts+1, lease taken), so a runner
 //! that crashes mid-attempt never causes a hot retry loop: its lease expires and another runner
 //! takes the work over. Any number of runners, in any number of processes, share one queue.
-//! Remote (non-local) recipients wait in the queue for the SMTP client of the transfer-agent
-//! issue; they are deferred with a reply that says so, never dropped.
+//! Outcomes are written only while this runner still holds the lease, each in one transaction
+//! with the DSN it calls for; the null sender never gets one (no bounce loops).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,12 +18,16 @@ use serde::Deserialize;
 use tern_rpc::v1::delivery_client::DeliveryClient as GrpcDeliveryClient;
 use tern_rpc::v1::recipient_outcome::Status as OutcomeStatus;
 use tern_rpc::v1::{DeliverRecipient, DeliverRequest};
-use tern_store::{Claim, Store, now_ms};
+use tern_store::{Claim, NewMessage, Store, now_ms};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument;
+
+use crate::dsn::{self, DsnInput, DsnKind, DsnRecipient};
+use crate::outbound::{Envelope as OutEnvelope, RcptOutcome, TransferError};
+use crate::remote::{NoRoute, Remote};
 
 /// Queue runner settings; defaults close to Postfix's.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +47,8 @@ pub struct RunnerConfig {
     pub jitter_percent: u8,
     /// A recipient still undelivered this long after queueing fails for good.
     pub max_age_secs: u64,
+    /// After this long undelivered, the sender gets one "delayed" DSN (0: never).
+    pub delay_warning_secs: u64,
 }
 
 impl Default for RunnerConfig {
@@ -50,9 +58,10 @@ impl Default for RunnerConfig {
             batch: 100,
             lease_secs: 300,
             concurrency: 16,
-            retry_schedule_secs: vec![60, 300, 900, 1800, 3600],
+            retry_schedule_secs: vec![300, 600, 1200, 2400, 4000],
             jitter_percent: 10,
             max_age_secs: 5 * 24 * 3600,
+            delay_warning_secs: 4 * 3600,
         }
     }
 }
@@ -68,6 +77,33 @@ pub fn backoff(cfg: &RunnerConfig, attempts: u32, rng: &mut impl Rng) -> Duratio
         0
     };
     Duration::from_millis(base_ms + jitter)
+}
+
+/// What to do with a recipient whose attempt failed temporarily.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// Try again at `at_ms`; `warn` asks for the one "delayed" DSN now.
+    Retry { at_ms: i64, warn: bool },
+    /// Its lifetime is over: fail it (with a bounce).
+    Expire,
+}
+
+/// The retry decision as a pure function of the clock, so lifetimes and warnings are tested
+/// without waiting.
+pub fn decide(cfg: &RunnerConfig, now_ms: i64, claim: &Claim, delay: Duration) -> Deferral {
+    let age_ms = now_ms - claim.created_at_ms;
+    if age_ms >= (cfg.max_age_secs as i64).saturating_mul(1000) {
+        return Deferral::Expire;
+    }
+    let warn = cfg.delay_warning_secs > 0
+        && !claim.delay_warned
+        && age_ms >= (cfg.delay_warning_secs as i64).saturating_mul(1000);
+    // Never schedule past the end of the lifetime: the last try happens at expiry.
+    let expiry = claim.created_at_ms + (cfg.max_age_secs as i64).saturating_mul(1000);
+    Deferral::Retry {
+        at_ms: (now_ms + delay.as_millis() as i64).min(expiry),
+        warn,
+    }
 }
 
 /// The MDA's Delivery service. The channel connects lazily and reconnects by itself, so an MDA
@@ -92,12 +128,20 @@ impl DeliveryClient {
 pub struct Runner {
     store: Store,
     delivery: DeliveryClient,
+    remote: Arc<Remote>,
+    outcomes: Bouncer,
     cfg: RunnerConfig,
     owner: String,
 }
 
 impl Runner {
-    pub fn new(store: Store, delivery: DeliveryClient, cfg: RunnerConfig) -> Self {
+    pub fn new(
+        store: Store,
+        delivery: DeliveryClient,
+        remote: Arc<Remote>,
+        outcomes: Bouncer,
+        cfg: RunnerConfig,
+    ) -> Self {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let owner = format!(
             "{host}:{}:{:08x}",
@@ -107,6 +151,8 @@ impl Runner {
         Self {
             store,
             delivery,
+            remote,
+            outcomes,
             cfg,
             owner,
         }
@@ -125,11 +171,13 @@ impl Runner {
         tracing::info!(runner = %this.owner, "queue runner started");
         while !token.is_cancelled() {
             while tasks.try_join_next().is_some() {}
+            // Claim only what can start soon: a lease is a promise to try within its time.
+            let free = permits.available_permits().max(1) as u32;
             let claims = match this
                 .store
                 .claim(
                     &this.owner,
-                    this.cfg.batch,
+                    this.cfg.batch.min(free * 8),
                     this.cfg.lease_secs as i64 * 1000,
                 )
                 .await
@@ -165,6 +213,7 @@ impl Runner {
             }
         }
         while tasks.join_next().await.is_some() {}
+        this.remote.close_all().await;
         match this.store.release_leases(&this.owner).await {
             Ok(n) => tracing::info!(released = n, "queue runner stopped"),
             Err(e) => {
@@ -181,32 +230,42 @@ impl Runner {
             Err(e) => {
                 tracing::warn!(error = %e, "queue content unreadable");
                 for c in &claims {
-                    self.defer(c, "451 4.3.0 queue storage unavailable").await;
+                    self.defer(c, "451 4.3.0 queue storage unavailable", &[])
+                        .await;
                 }
                 return;
             }
         };
         let mut local = Vec::new();
+        let mut remote: BTreeMap<String, Vec<Claim>> = BTreeMap::new();
         for c in claims {
-            let domain = c.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            match self.store.is_local_domain(domain).await {
+            let domain = c
+                .address
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase())
+                .unwrap_or_default();
+            match self.store.is_local_domain(&domain).await {
                 Ok(true) => local.push(c),
-                Ok(false) => {
-                    self.defer(
-                        &c,
-                        "451 4.4.3 remote delivery is not enabled on this server yet",
-                    )
-                    .await
-                }
+                Ok(false) => remote.entry(domain).or_default().push(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "domain lookup failed");
-                    self.defer(&c, "451 4.3.0 directory unavailable").await;
+                    self.defer(&c, "451 4.3.0 directory unavailable", &content)
+                        .await;
                 }
             }
         }
-        if local.is_empty() {
-            return;
+        if !local.is_empty() {
+            self.deliver_local(queue_id, &local, &content).await;
         }
+        for (domain, claims) in remote {
+            let span = tracing::info_span!("queue.remote", rcpt.domain = %domain);
+            self.deliver_remote(&domain, &claims, &content)
+                .instrument(span)
+                .await;
+        }
+    }
+
+    async fn deliver_local(&self, queue_id: &str, local: &[Claim], content: &[u8]) {
         let request = DeliverRequest {
             return_path: local[0].sender.clone(),
             recipients: local
@@ -216,24 +275,28 @@ impl Runner {
                     delivery_key: format!("q:{}", c.recipient_id),
                 })
                 .collect(),
-            content,
+            content: content.to_vec(),
             queue_id: queue_id.to_string(),
         };
         let mut client = self.delivery.inner.clone();
         match client.deliver(request).await {
             Ok(resp) => {
                 let outcomes = resp.into_inner().outcomes;
-                for c in &local {
+                for c in local {
                     match outcomes.iter().find(|o| o.address == c.address) {
                         Some(o) if o.status == OutcomeStatus::Delivered as i32 => {
-                            self.delivered(c, &o.reply).await
+                            self.outcomes
+                                .delivered(c, &self.owner, &o.reply, None, content)
+                                .await
                         }
                         Some(o) if o.status == OutcomeStatus::PermanentFailure as i32 => {
-                            self.failed(c, &o.reply).await
+                            self.outcomes
+                                .failed(c, &self.owner, &o.reply, None, content)
+                                .await
                         }
-                        Some(o) => self.defer(c, &o.reply).await,
+                        Some(o) => self.defer(c, &o.reply, content).await,
                         None => {
-                            self.defer(c, "451 4.3.0 delivery agent gave no outcome")
+                            self.defer(c, "451 4.3.0 delivery agent gave no outcome", content)
                                 .await
                         }
                     }
@@ -241,51 +304,339 @@ impl Runner {
             }
             Err(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "delivery agent call failed");
-                for c in &local {
-                    self.defer(c, "451 4.4.1 delivery agent unreachable").await;
+                for c in local {
+                    self.defer(c, "451 4.4.1 delivery agent unreachable", content)
+                        .await;
                 }
             }
         }
     }
 
-    async fn delivered(&self, c: &Claim, reply: &str) {
+    /// One SMTP transaction for all recipients of this message in `domain`, trying the
+    /// destination's addresses in order until one answers for the recipients.
+    async fn deliver_remote(&self, domain: &str, claims: &[Claim], content: &[u8]) {
+        let _slot = self.remote.permit(domain).await;
+        let plan = match self.remote.plan(domain).await {
+            Ok(p) => p,
+            Err(NoRoute::Temporary(reply)) => {
+                for c in claims {
+                    self.defer(c, &reply, content).await;
+                }
+                return;
+            }
+            Err(NoRoute::Permanent(reply)) => {
+                for c in claims {
+                    self.outcomes
+                        .failed(c, &self.owner, &reply, None, content)
+                        .await;
+                }
+                return;
+            }
+        };
+        let first = &claims[0];
+        let envelope = OutEnvelope {
+            mail_from: &first.sender,
+            rcpts: claims
+                .iter()
+                .map(|c| (c.address.as_str(), rcpt_params(c)))
+                .collect(),
+            ret: first.ret.map(|r| match r {
+                tern_store::Ret::Full => tern_smtp::Ret::Full,
+                tern_store::Ret::Headers => tern_smtp::Ret::Headers,
+            }),
+            envid: first.envid.as_deref(),
+            requiretls: first.requiretls,
+        };
+        let mut last_error = String::from("451 4.4.1 no mail host answered");
+        for (addr, name) in &plan.targets {
+            let mut conn = match self.remote.connect(*addr, name, &plan).await {
+                Ok(c) => c,
+                Err(TransferError::Temporary(why)) => {
+                    tracing::info!(host = %name, %addr, error = %why, "connection failed, trying the next address");
+                    last_error = format!("451 4.4.1 {name} [{}]: {why}", addr.ip());
+                    continue;
+                }
+                Err(TransferError::Permanent(reply)) => {
+                    let text = format!("{reply} (from {name} [{}])", addr.ip());
+                    for c in claims {
+                        self.outcomes
+                            .failed(c, &self.owner, &text, Some(name), content)
+                            .await;
+                    }
+                    return;
+                }
+            };
+            let peer = conn.peer().to_string();
+            match conn.send(&envelope, content).await {
+                Ok(outcomes) => {
+                    self.remote.release(*addr, plan.tls, conn).await;
+                    for (c, outcome) in claims.iter().zip(outcomes) {
+                        match outcome {
+                            RcptOutcome::Accepted(r) => {
+                                let text = format!("{r} (from {peer})");
+                                self.outcomes
+                                    .delivered(c, &self.owner, &text, Some(name), content)
+                                    .await
+                            }
+                            RcptOutcome::Rejected(r) if r.code >= 500 => {
+                                let text = format!("{r} (from {peer})");
+                                self.outcomes
+                                    .failed(c, &self.owner, &text, Some(name), content)
+                                    .await
+                            }
+                            RcptOutcome::Rejected(r) => {
+                                self.defer(c, &format!("{r} (from {peer})"), content).await
+                            }
+                        }
+                    }
+                    return;
+                }
+                Err(TransferError::Permanent(reply)) => {
+                    self.remote.release(*addr, plan.tls, conn).await;
+                    let text = format!("{reply} (from {peer})");
+                    for c in claims {
+                        self.outcomes
+                            .failed(c, &self.owner, &text, Some(name), content)
+                            .await;
+                    }
+                    return;
+                }
+                Err(TransferError::Temporary(why)) => {
+                    // RFC 5321 §5.1: a temporary failure at one host is a reason to try the next.
+                    tracing::info!(%peer, error = %why, "temporary failure, trying the next address");
+                    self.remote.release(*addr, plan.tls, conn).await;
+                    last_error = format!("{why} (from {peer})");
+                }
+            }
+        }
+        for c in claims {
+            self.defer(c, &last_error, content).await;
+        }
+    }
+
+    async fn defer(&self, c: &Claim, reply: &str, content: &[u8]) {
+        let delay = backoff(&self.cfg, c.attempts, &mut rand::rng());
+        match decide(&self.cfg, now_ms(), c, delay) {
+            Deferral::Expire => {
+                let text = format!("4.4.7 delivery time expired; last reply: {reply}");
+                self.outcomes
+                    .failed(c, &self.owner, &text, None, content)
+                    .await
+            }
+            Deferral::Retry { at_ms, warn } => {
+                let until = warn.then(|| c.created_at_ms / 1000 + self.cfg.max_age_secs as i64);
+                self.outcomes
+                    .deferred(c, &self.owner, reply, at_ms, until, content)
+                    .await
+            }
+        }
+    }
+}
+
+fn rcpt_params(c: &Claim) -> tern_smtp::RcptParams {
+    let n = &c.notify;
+    let notify = if !n.explicit {
+        tern_smtp::Notify::default()
+    } else {
+        // Bits as tern_smtp::Notify stores them: success 1, failure 2, delay 4; none is NEVER.
+        let bits = u8::from(n.success) | (u8::from(n.failure) << 1) | (u8::from(n.delay) << 2);
+        tern_smtp::Notify::from_bits(if n.never { 0 } else { bits })
+    };
+    tern_smtp::RcptParams {
+        notify,
+        orcpt: c.orcpt.clone(),
+    }
+}
+
+/// Records outcomes and writes the DSNs they call for, each in one transaction with the
+/// outcome: a failed recipient and its bounce commit together or not at all.
+#[derive(Clone)]
+pub struct Bouncer {
+    store: Store,
+    reporting_mta: String,
+}
+
+/// The RFC 3463 status inside a reply ("550 5.1.1 ..." → "5.1.1"), or one made from the code.
+fn status_of(reply: &str) -> String {
+    let mut words = reply.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let is_status = |w: &str| {
+        let parts: Vec<&str> = w.split('.').collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if is_status(first) {
+        return first.to_string();
+    }
+    if let Some(second) = words.next().filter(|w| is_status(w)) {
+        return second.to_string();
+    }
+    match first.as_bytes().first() {
+        Some(b'2') => "2.0.0".into(),
+        Some(b'4') => "4.0.0".into(),
+        _ => "5.0.0".into(),
+    }
+}
+
+impl Bouncer {
+    pub fn new(store: Store, reporting_mta: String) -> Self {
+        Self {
+            store,
+            reporting_mta,
+        }
+    }
+
+    fn dsn(
+        &self,
+        kind: DsnKind,
+        c: &Claim,
+        reply: &str,
+        remote: Option<&str>,
+        content: &[u8],
+        retry_until: Option<i64>,
+    ) -> Option<Vec<u8>> {
+        if dsn::never_bounce_to(&c.sender) {
+            return None;
+        }
+        let n = &c.notify;
+        // RFC 3461 §4.1: without NOTIFY the default is FAILURE and DELAY; NEVER silences all.
+        let wanted = match kind {
+            DsnKind::Failed => !n.never && (!n.explicit || n.failure),
+            DsnKind::Delayed => !n.never && (!n.explicit || n.delay),
+            DsnKind::Delivered => n.explicit && n.success,
+        };
+        if !wanted {
+            return None;
+        }
+        let now = now_ms() / 1000;
+        let recipients = [DsnRecipient {
+            final_recipient: c.address.clone(),
+            original_recipient: c.orcpt.clone(),
+            status: status_of(reply),
+            diagnostic: Some(format!("smtp; {reply}")),
+            remote_mta: remote.map(|r| format!("dns; {r}")),
+            last_attempt_unix: Some(now),
+            will_retry_until_unix: retry_until,
+        }];
+        let input = DsnInput {
+            kind,
+            reporting_mta: &self.reporting_mta,
+            to: &c.sender,
+            envid: c.envid.as_deref(),
+            arrival_unix: c.created_at_ms / 1000,
+            recipients: &recipients,
+            original: content,
+            // An 8-bit original would make the whole report 8-bit, and a bounce refused by a
+            // peer without 8BITMIME is lost (bounces are never bounced): return headers then.
+            return_full: !matches!(c.ret, Some(tern_store::Ret::Headers)) && content.is_ascii(),
+            now_unix: now,
+        };
+        Some(dsn::build(&input))
+    }
+
+    pub async fn delivered(
+        &self,
+        c: &Claim,
+        owner: &str,
+        reply: &str,
+        remote: Option<&str>,
+        content: &[u8],
+    ) {
         tracing::info!(rcpt = %c.address, reply, "delivered");
+        let notice = self.dsn(DsnKind::Delivered, c, reply, remote, content, None);
+        let rcpt = [c.sender.clone()];
+        let msg = notice.as_ref().map(|m| NewMessage {
+            sender: "",
+            recipients: &rcpt,
+            content: m,
+            ..Default::default()
+        });
         if let Err(e) = self
             .store
-            .mark_delivered(c.recipient_id, &self.owner, reply)
+            .mark_delivered_with_notice(c.recipient_id, owner, reply, msg)
             .await
         {
             tracing::warn!(error = %e, rcpt = %c.address, "could not record delivery");
         }
     }
 
-    async fn failed(&self, c: &Claim, reply: &str) {
+    pub async fn failed(
+        &self,
+        c: &Claim,
+        owner: &str,
+        reply: &str,
+        remote: Option<&str>,
+        content: &[u8],
+    ) {
         tracing::info!(rcpt = %c.address, reply, "failed permanently");
-        if let Err(e) = self
+        let bounce = self.dsn(DsnKind::Failed, c, reply, remote, content, None);
+        let rcpt = [c.sender.clone()];
+        let msg = bounce.as_ref().map(|m| NewMessage {
+            sender: "",
+            recipients: &rcpt,
+            content: m,
+            ..Default::default()
+        });
+        match self
             .store
-            .mark_failed(c.recipient_id, &self.owner, reply)
+            .mark_failed_with_bounce(c.recipient_id, owner, reply, msg)
             .await
         {
-            tracing::warn!(error = %e, rcpt = %c.address, "could not record failure");
+            Ok(Some(id)) => tracing::info!(rcpt = %c.address, bounce.id = %id, "bounce queued"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, rcpt = %c.address, "could not record failure"),
         }
     }
 
-    async fn defer(&self, c: &Claim, reply: &str) {
-        let age_ms = now_ms() - c.created_at_ms;
-        if age_ms >= self.cfg.max_age_secs as i64 * 1000 {
-            let text = format!("4.4.7 delivery time expired; last reply: {reply}");
-            return self.failed(c, &text).await;
-        }
-        let delay = backoff(&self.cfg, c.attempts, &mut rand::rng());
-        let next = now_ms() + delay.as_millis() as i64;
-        tracing::info!(rcpt = %c.address, reply, retry_in_s = delay.as_secs(), "deferred");
+    /// `warn_until` asks for the "delayed" DSN, giving the time retries end (Unix seconds).
+    pub async fn deferred(
+        &self,
+        c: &Claim,
+        owner: &str,
+        reply: &str,
+        at_ms: i64,
+        warn_until: Option<i64>,
+        content: &[u8],
+    ) {
+        tracing::info!(rcpt = %c.address, reply, retry_in_s = (at_ms - now_ms()) / 1000, "deferred");
+        let warning = warn_until
+            .and_then(|until| self.dsn(DsnKind::Delayed, c, reply, None, content, Some(until)));
+        let rcpt = [c.sender.clone()];
+        let msg = warning.as_ref().map(|m| NewMessage {
+            sender: "",
+            recipients: &rcpt,
+            content: m,
+            ..Default::default()
+        });
         if let Err(e) = self
             .store
-            .mark_deferred(c.recipient_id, &self.owner, reply, next)
+            .mark_deferred_with_warning(c.recipient_id, owner, reply, at_ms, msg)
             .await
         {
             tracing::warn!(error = %e, rcpt = %c.address, "could not record deferral");
         }
+    }
+
+    /// The administrator's "bounce now": fails every still-queued recipient with a bounce.
+    pub async fn bounce_now(&self, queue_id: &str) -> tern_store::Result<usize> {
+        let (owner, claims) = self.store.queue_bounce(queue_id).await?;
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let content = self.store.message_content(queue_id).await?;
+        for c in &claims {
+            self.failed(
+                c,
+                &owner,
+                "550 5.0.0 returned to sender by the postmaster",
+                None,
+                &content,
+            )
+            .await;
+        }
+        Ok(claims.len())
     }
 }
 
@@ -317,5 +668,104 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(backoff(&flat, 4, &mut rng), Duration::from_secs(5));
+    }
+
+    fn claim(created_at_ms: i64, delay_warned: bool) -> Claim {
+        Claim {
+            recipient_id: 1,
+            queue_id: "q".into(),
+            sender: "a@example.test".into(),
+            address: "b@remote.test".into(),
+            attempts: 3,
+            created_at_ms,
+            notify: Default::default(),
+            orcpt: None,
+            envid: None,
+            ret: None,
+            requiretls: false,
+            delay_warned,
+        }
+    }
+
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn deferral_retries_warns_once_and_expires_on_the_clock() {
+        let cfg = RunnerConfig {
+            max_age_secs: 5 * 24 * 3600,
+            delay_warning_secs: 4 * 3600,
+            ..Default::default()
+        };
+        let t0 = 1_000 * H;
+        let ten_min = Duration::from_secs(600);
+        // Young: retry, no warning.
+        assert_eq!(
+            decide(&cfg, t0 + H, &claim(t0, false), ten_min),
+            Deferral::Retry {
+                at_ms: t0 + H + 600_000,
+                warn: false
+            }
+        );
+        // Past the warning time: warn, once.
+        assert_eq!(
+            decide(&cfg, t0 + 5 * H, &claim(t0, false), ten_min),
+            Deferral::Retry {
+                at_ms: t0 + 5 * H + 600_000,
+                warn: true
+            }
+        );
+        assert_eq!(
+            decide(&cfg, t0 + 5 * H, &claim(t0, true), ten_min),
+            Deferral::Retry {
+                at_ms: t0 + 5 * H + 600_000,
+                warn: false
+            }
+        );
+        // The next try never lands after the lifetime: the last one is at expiry.
+        let near_end = t0 + 120 * H - 60_000;
+        assert_eq!(
+            decide(&cfg, near_end, &claim(t0, true), ten_min),
+            Deferral::Retry {
+                at_ms: t0 + 120 * H,
+                warn: false
+            }
+        );
+        // Lifetime over: fail.
+        assert_eq!(
+            decide(&cfg, t0 + 120 * H, &claim(t0, true), ten_min),
+            Deferral::Expire
+        );
+        // Warnings can be switched off.
+        let quiet = RunnerConfig {
+            delay_warning_secs: 0,
+            ..cfg
+        };
+        assert_eq!(
+            decide(&quiet, t0 + 5 * H, &claim(t0, false), ten_min),
+            Deferral::Retry {
+                at_ms: t0 + 5 * H + 600_000,
+                warn: false
+            }
+        );
+    }
+
+    #[test]
+    fn default_schedule_is_minutes_first_and_near_an_hour_at_most() {
+        let cfg = RunnerConfig {
+            jitter_percent: 0,
+            ..Default::default()
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert_eq!(backoff(&cfg, 1, &mut rng), Duration::from_secs(300));
+        assert_eq!(backoff(&cfg, 50, &mut rng), Duration::from_secs(4000));
+    }
+
+    #[test]
+    fn status_codes_come_from_the_reply() {
+        assert_eq!(status_of("550 5.1.1 no such user"), "5.1.1");
+        assert_eq!(status_of("4.4.7 delivery time expired"), "4.4.7");
+        assert_eq!(status_of("451 try later"), "4.0.0");
+        assert_eq!(status_of("554 no"), "5.0.0");
+        assert_eq!(status_of(""), "5.0.0");
     }
 }
