@@ -3,5 +3,6 @@
 //! reuses `up` to start whole clusters in-process.
 
 pub mod admin;
+pub mod bench;
 pub mod mua;
 pub mod up;

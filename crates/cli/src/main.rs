@@ -48,6 +48,50 @@ enum Command {
     Inbox(InboxArgs),
     /// Show one message.
     Read(ReadArgs),
+    /// Load generators (measure, not test).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Send many messages over SMTP and report messages per second and latency percentiles.
+    Smtp(SmtpBenchArgs),
+}
+
+#[derive(Args)]
+struct SmtpBenchArgs {
+    /// Server to load (default: the local system's port-25 listener).
+    #[arg(long)]
+    target: Option<std::net::SocketAddr>,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 10)]
+    connections: usize,
+    /// Messages in total.
+    #[arg(long, default_value_t = 1000)]
+    messages: usize,
+    /// Bytes per message.
+    #[arg(long, default_value_t = 2048)]
+    size: usize,
+    /// Messages per connection before reconnecting (1: a new connection per message).
+    #[arg(long, default_value_t = 1)]
+    per_connection: usize,
+    #[arg(long, default_value = "bench@load.test")]
+    from: String,
+    /// Recipient (repeatable).
+    #[arg(long, required = true)]
+    to: Vec<String>,
+    /// Use STARTTLS, trusting this CA file.
+    #[arg(long)]
+    starttls: Option<PathBuf>,
+    /// AUTH PLAIN as this user (with --password).
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Stop after this many seconds even if messages remain.
+    #[arg(long, default_value_t = 300)]
+    max_seconds: u64,
 }
 
 #[derive(Args)]
@@ -183,8 +227,28 @@ enum QueueCmd {
         /// queued, delivered or failed
         #[arg(long)]
         state: Option<String>,
+        /// Recipient domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Part of the sender address.
+        #[arg(long)]
+        sender: Option<String>,
+        /// Only messages older than this (e.g. 90s, 30m, 2h, 5d).
+        #[arg(long, value_parser = parse_age)]
+        older_than: Option<u64>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    /// Counts per state and per destination, and the oldest waiting message.
+    Stats {
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    /// Fail the message's waiting recipients now and send the bounce.
+    Bounce {
+        id: String,
         #[command(flatten)]
         a: AdminArgs,
     },
@@ -301,6 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send_cmd(&data, args).await,
         Command::Inbox(args) => inbox_cmd(&data, args).await,
         Command::Read(args) => read_cmd(&data, args).await,
+        Command::Bench(BenchCmd::Smtp(args)) => bench_smtp(&data, args).await,
     }
 }
 
@@ -497,10 +562,20 @@ fn print_queue_message(m: &v1::QueueMessage) {
 
 async fn queue_cmd(data: &Path, cmd: QueueCmd) -> anyhow::Result<()> {
     match cmd {
-        QueueCmd::List { state, limit, a } => {
+        QueueCmd::List {
+            state,
+            domain,
+            sender,
+            older_than,
+            limit,
+            a,
+        } => {
             let req = v1::QueueListRequest {
                 state: state.unwrap_or_default(),
                 limit,
+                domain: domain.unwrap_or_default(),
+                sender: sender.unwrap_or_default(),
+                older_than_secs: older_than.unwrap_or(0),
             };
             let list = admin::queue(&target(data, a)?)
                 .await?
@@ -533,6 +608,43 @@ async fn queue_cmd(data: &Path, cmd: QueueCmd) -> anyhow::Result<()> {
                 .into_inner();
             println!("{} recipient(s) scheduled now", r.affected);
         }
+        QueueCmd::Stats { a } => {
+            let s = admin::queue(&target(data, a)?)
+                .await?
+                .stats(v1::QueueStatsRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("recipients by state:");
+            for c in &s.by_state {
+                println!("  {:<10} {}", c.state, c.recipients);
+            }
+            if !s.by_domain.is_empty() {
+                println!("waiting by destination:");
+                for d in &s.by_domain {
+                    println!("  {:<30} {}", d.domain, d.queued);
+                }
+            }
+            if s.oldest_queued_ms > 0 {
+                let age = (tern_store::now_ms() - s.oldest_queued_ms).max(0) / 1000;
+                println!(
+                    "oldest waiting message: queued {} ({} ago)",
+                    when(s.oldest_queued_ms),
+                    human_age(age as u64)
+                );
+            } else {
+                println!("nothing is waiting");
+            }
+        }
+        QueueCmd::Bounce { id, a } => {
+            let r = admin::queue(&target(data, a)?)
+                .await?
+                .bounce(v1::QueueMessageRequest { id })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("{} recipient(s) bounced", r.affected);
+        }
         QueueCmd::Delete { id, a } => {
             let r = admin::queue(&target(data, a)?)
                 .await?
@@ -544,6 +656,60 @@ async fn queue_cmd(data: &Path, cmd: QueueCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn bench_smtp(data: &Path, a: SmtpBenchArgs) -> anyhow::Result<()> {
+    let target = match a.target {
+        Some(t) => t,
+        None => State::load(data)?.smtp,
+    };
+    let auth = match (a.user, a.password) {
+        (Some(u), Some(p)) => Some((u, p)),
+        (Some(_), None) => bail!("--user needs --password (or TERN_PASSWORD)"),
+        _ => None,
+    };
+    let bench = tern::bench::SmtpBench {
+        target,
+        connections: a.connections.max(1),
+        messages: a.messages,
+        size: a.size,
+        recipients: a.to,
+        from: a.from,
+        per_connection: a.per_connection.max(1),
+        starttls: a.starttls,
+        auth,
+        duration_limit: std::time::Duration::from_secs(a.max_seconds),
+    };
+    let report = tern::bench::run_smtp(&bench).await?;
+    println!("{report}");
+    Ok(())
+}
+
+/// "90s", "30m", "2h", "5d" or plain seconds.
+fn parse_age(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not an age like 90s, 30m, 2h or 5d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?} (s, m, h or d)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn human_age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{}h", secs / 86_400, secs % 86_400 / 3600),
+    }
 }
 
 /// Fills in the server from the local system when not given.
@@ -670,4 +836,29 @@ async fn read_cmd(data: &Path, args: ReadArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse_with_units() {
+        assert_eq!(parse_age("90"), Ok(90));
+        assert_eq!(parse_age("90s"), Ok(90));
+        assert_eq!(parse_age("30m"), Ok(1800));
+        assert_eq!(parse_age("2h"), Ok(7200));
+        assert_eq!(parse_age("5d"), Ok(432_000));
+        assert!(parse_age("5w").is_err());
+        assert!(parse_age("h").is_err());
+        assert!(parse_age("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn ages_print_readably() {
+        assert_eq!(human_age(59), "59s");
+        assert_eq!(human_age(61), "1m");
+        assert_eq!(human_age(3661), "1h1m");
+        assert_eq!(human_age(90_000), "1d1h");
+    }
 }

@@ -73,8 +73,11 @@ pub struct UpOptions {
     pub bind_ip: IpAddr,
     pub ports: Ports,
     pub hostname: String,
-    /// Queue runner poll interval; short by default so a local system feels instant.
-    pub poll_interval_ms: u64,
+    /// Queue runner settings; the poll interval is short by default so a local system feels
+    /// instant.
+    pub queue: tern_mta::RunnerConfig,
+    /// Outbound delivery (DNS, smarthost, TLS) for mail to other domains.
+    pub outbound: tern_mta::OutboundConfig,
 }
 
 impl UpOptions {
@@ -85,7 +88,11 @@ impl UpOptions {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             ports: Ports::DEFAULT,
             hostname: "localhost".into(),
-            poll_interval_ms: 200,
+            queue: tern_mta::RunnerConfig {
+                poll_interval_ms: 200,
+                ..Default::default()
+            },
+            outbound: tern_mta::OutboundConfig::default(),
         }
     }
 }
@@ -254,17 +261,14 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
             shutdown.clone(),
         )),
     ));
-    let queue = tern_mta::RunnerConfig {
-        poll_interval_ms: opts.poll_interval_ms,
-        ..Default::default()
-    };
     let mta_parts = tern_mta::Parts {
         hostname: opts.hostname.clone(),
         admin_token: admin_token.clone(),
         mda_url: format!("http://{}", state.grpc_mda),
         tls: Some(cert.clone()),
         smtp: limits.clone(),
-        queue,
+        queue: opts.queue.clone(),
+        outbound: opts.outbound.clone(),
     };
     tasks.push((
         "mta",

@@ -19,13 +19,20 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts a cluster on "postgres" or "sqlite".
     pub async fn start(backend: &str) -> TestCluster {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a cluster after `configure` has adjusted the options (outbound routing, retry
+    /// schedule, …).
+    pub async fn start_with(backend: &str, configure: impl FnOnce(&mut UpOptions)) -> TestCluster {
         crate::init_logging();
         let db = TestDb::new(backend).await;
         let dir = tempfile::tempdir().expect("create cluster directory");
         let mut opts = UpOptions::new(dir.path().join("data"));
         opts.database_url = Some(db.url.clone());
         opts.ports = Ports::EPHEMERAL;
-        opts.poll_interval_ms = 50;
+        opts.queue.poll_interval_ms = 50;
+        configure(&mut opts);
         let running = up::start(opts).await.expect("start cluster");
         TestCluster {
             db,

@@ -105,6 +105,12 @@ impl Agent {
             .unwrap_or_else(|| panic!("{} did not log {field}", self.name))
     }
 
+    /// SIGKILL: the process dies at once, holding whatever it held (leases, connections).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

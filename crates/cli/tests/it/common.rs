@@ -56,3 +56,46 @@ pub fn assert_sent_plus_trace_headers(sent: &[u8], stored: &[u8]) {
         "trace headers in order"
     );
 }
+
+/// Polls `check` until it is true, failing the test with `what` after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The queue recipient for `address` (the newest message first).
+pub async fn recipient(
+    store: &tern_store::Store,
+    address: &str,
+) -> Option<tern_store::QueuedRecipient> {
+    let list = store.queue_list(None, 1000).await.unwrap();
+    list.into_iter()
+        .rev()
+        .flat_map(|m| m.recipients)
+        .find(|r| r.address == address)
+}
+
+/// Raw messages in an account's INBOX, oldest first.
+pub async fn inbox(store: &tern_store::Store, address: &str) -> Vec<Vec<u8>> {
+    let account = store
+        .account(address)
+        .await
+        .unwrap()
+        .expect("account exists");
+    let mbox = store.mailbox(account.id, "INBOX").await.unwrap().unwrap();
+    let mut out = Vec::new();
+    for m in store.messages(mbox.id).await.unwrap() {
+        out.push(store.message_body(mbox.id, m.uid).await.unwrap().unwrap());
+    }
+    out
+}

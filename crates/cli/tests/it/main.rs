@@ -6,6 +6,8 @@
 mod common;
 mod errors;
 mod grpc;
+mod outbound;
 mod path;
 mod processes;
+mod takeover;
 mod tern_up;

@@ -101,7 +101,10 @@ async fn tern_up_on_sqlite_serves_the_whole_path() {
     );
     assert!(ok(&data, &["alias", "list"]).contains("postmaster@example.test\talice@example.test"));
     let (success, _, stderr) = tern(&data, &["domain", "list", "--token", "not-the-token"]);
-    assert!(!success && stderr.contains("invalid admin token"), "the admin API needs the token: {stderr}");
+    assert!(
+        !success && stderr.contains("invalid admin token"),
+        "the admin API needs the token: {stderr}"
+    );
     let (success, _, stderr) = tern(&data, &["domain", "add", "example.test"]);
     assert!(
         !success && stderr.contains("exists"),
