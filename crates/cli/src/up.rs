@@ -78,6 +78,8 @@ pub struct UpOptions {
     pub queue: tern_mta::RunnerConfig,
     /// Outbound delivery (DNS, smarthost, TLS) for mail to other domains.
     pub outbound: tern_mta::OutboundConfig,
+    /// Non-local domains the MTA accepts on its SMTP port for onward delivery.
+    pub relay_domains: Vec<String>,
 }
 
 impl UpOptions {
@@ -93,6 +95,7 @@ impl UpOptions {
                 ..Default::default()
             },
             outbound: tern_mta::OutboundConfig::default(),
+            relay_domains: Vec::new(),
         }
     }
 }
@@ -267,6 +270,7 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
         mda_url: format!("http://{}", state.grpc_mda),
         tls: Some(cert.clone()),
         smtp: limits.clone(),
+        relay_domains: opts.relay_domains.clone(),
         queue: opts.queue.clone(),
         outbound: opts.outbound.clone(),
     };

@@ -6,6 +6,7 @@
 //! IP literals) are refused outright rather than left to the resolver.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tern_runtime::Shutdown;
@@ -24,6 +25,7 @@ pub struct InboundHandler {
     peer: SocketAddr,
     max_received: usize,
     tls: bool,
+    relay_domains: Arc<[String]>,
 }
 
 fn store_trouble(e: &tern_store::Error) -> Reply {
@@ -73,7 +75,16 @@ impl Handler for InboundHandler {
     }
 
     async fn rcpt_to(&mut self, _envelope: &Envelope, to: &str) -> Result<(), Reply> {
-        relay_safe_split(to)?;
+        let (_, domain) = relay_safe_split(to)?;
+        // Domains the operator relays for (a backup MX, a gateway in front of another server):
+        // accepted for any local part and delivered onward like any remote recipient.
+        if self
+            .relay_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+        {
+            return Ok(());
+        }
         match self.store.resolve(to).await {
             Ok(Resolution::Local { .. }) => Ok(()),
             Ok(Resolution::NoSuchUser) => Err(Reply::new(
@@ -163,9 +174,11 @@ pub async fn serve_smtp(
     tls: Option<TlsAcceptor>,
     hostname: String,
     limits: SmtpLimits,
+    relay_domains: Vec<String>,
     store: Store,
     shutdown: Shutdown,
 ) {
+    let relay_domains: Arc<[String]> = relay_domains.into();
     let timeouts = Timeouts {
         idle: Duration::from_secs(limits.idle_timeout_secs),
         handshake: Duration::from_secs(30),
@@ -187,6 +200,7 @@ pub async fn serve_smtp(
             peer,
             max_received: limits.max_received_headers,
             tls: tls_active,
+            relay_domains: relay_domains.clone(),
         };
         let session = SmtpConnection::new(Session::new(config, tls_active), handler, |h: &mut InboundHandler| h.tls = true);
         (session, tracing::info_span!("smtp.session", client.address = %peer, listener = "smtp", tls = tls_active))

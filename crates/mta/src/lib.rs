@@ -49,6 +49,10 @@ pub struct Config {
     pub tls: Option<CertFiles>,
     #[serde(default)]
     pub smtp: SmtpLimits,
+    /// Domains accepted on port 25 for onward delivery although they are not local (a backup MX
+    /// or a gateway). Empty by default: the MTA is never an open relay.
+    #[serde(default)]
+    pub relay_domains: Vec<String>,
     #[serde(default)]
     pub queue: RunnerConfig,
     #[serde(default)]
@@ -77,6 +81,7 @@ pub struct Parts {
     pub mda_url: String,
     pub tls: Option<CertFiles>,
     pub smtp: SmtpLimits,
+    pub relay_domains: Vec<String>,
     pub queue: RunnerConfig,
     pub outbound: OutboundConfig,
 }
@@ -89,6 +94,7 @@ impl From<&Config> for Parts {
             mda_url: c.mda_url.clone(),
             tls: c.tls.clone(),
             smtp: c.smtp.clone(),
+            relay_domains: c.relay_domains.clone(),
             queue: c.queue.clone(),
             outbound: c.outbound.clone(),
         }
@@ -121,8 +127,9 @@ pub async fn run(
         let store = store.clone();
         let hostname = parts.hostname.clone();
         let sd = shutdown.clone();
+        let relay = parts.relay_domains.clone();
         tokio::spawn(inbound::serve_smtp(
-            listener, tls, hostname, limits, store, sd,
+            listener, tls, hostname, limits, relay, store, sd,
         ))
     };
 

@@ -81,7 +81,8 @@ pub struct OutboundConfig {
     pub domain_smarthosts: HashMap<String, Smarthost>,
     /// Concurrent connections to one destination domain.
     pub max_per_destination: usize,
-    /// Addresses tried for one attempt before deferring (Postfix: smtp_mx_address_limit).
+    /// Addresses tried for one attempt before deferring (like Postfix's smtp_mx_address_limit,
+    /// but high enough that every MX host of an ordinary domain gets its turn).
     pub max_addresses: usize,
     /// Idle connections are kept this long for reuse.
     pub idle_reuse_secs: u64,
@@ -98,7 +99,7 @@ impl Default for OutboundConfig {
             smarthost: None,
             domain_smarthosts: HashMap::new(),
             max_per_destination: 10,
-            max_addresses: 5,
+            max_addresses: 20,
             idle_reuse_secs: 30,
         }
     }

@@ -44,7 +44,7 @@ def cmd_send(a):
         code, resp = s.auth(a.mech, getattr(s, "auth_" + a.mech.lower().replace("-", "_")))
     else:
         code, resp = s.login(a.user, a.password)
-    refused = s.sendmail(a.mail_from, a.rcpt, msg)
+    refused = s.sendmail(a.mail_from, a.rcpt, msg, a.mail_option, a.rcpt_option)
     # smtplib does not return the final reply text; NOOP keeps the session honest afterwards.
     noop = s.noop()
     s.quit()
@@ -98,6 +98,31 @@ def cmd_send_errors(a):
     refused = s.sendmail(a.mail_from, a.rcpt, ok)
     out["after_errors_refused"] = len(refused)
     s.quit()
+    return out
+
+
+def cmd_mx(a):
+    """Plain SMTP as another server would send it to port 25: every reply, one by one."""
+    msg = base64.b64decode(a.message_b64)
+    s = smtplib.SMTP(a.host, a.port, timeout=30)
+    s.ehlo("peer.test")
+    out = {"mail": list(s.mail(a.mail_from, a.mail_option)), "rcpt": []}
+    out["mail"][1] = out["mail"][1].decode()
+    accepted = 0
+    for r in a.rcpt:
+        code, text = s.rcpt(r, a.rcpt_option)
+        out["rcpt"].append([code, text.decode()])
+        accepted += code < 300
+    if accepted:
+        try:
+            code, text = s.data(msg)
+        except smtplib.SMTPDataError as e:
+            code, text = e.smtp_code, e.smtp_error
+        out["data"] = [code, text.decode()]
+    try:
+        s.quit()
+    except smtplib.SMTPServerDisconnected:
+        pass
     return out
 
 
@@ -190,10 +215,12 @@ def main():
     ap.add_argument("--count", type=int, default=1)
     ap.add_argument("--wait", type=float, default=20.0)
     ap.add_argument("--authenticate", action="store_true")
+    ap.add_argument("--mail-option", action="append", default=[])
+    ap.add_argument("--rcpt-option", action="append", default=[])
     a = ap.parse_args()
     socket.setdefaulttimeout(30)
     fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch,
-          "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3}[a.command]
+          "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3, "mx": cmd_mx}[a.command]
     json.dump(fn(a), sys.stdout)
 
 

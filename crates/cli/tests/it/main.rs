@@ -6,6 +6,7 @@
 mod common;
 mod errors;
 mod grpc;
+mod inbound;
 mod outbound;
 mod path;
 mod processes;

@@ -303,3 +303,238 @@ async fn required_tls_is_never_downgraded() {
     assert!(peer.received().is_empty(), "nothing was sent without TLS");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dsn_parameters_are_relayed_and_honoured() {
+    let dns = TestDns::start().await;
+    let (port, mut listeners) = bind_same_port(&[IpAddr::V4(ip(10)), IpAddr::V4(ip(11))]).await;
+    let accept = Peer::start(listeners.remove(0), peer_config(Behaviour::Accept, false)).await;
+    let _reject = Peer::start(listeners.remove(0), peer_config(Behaviour::Reject, false)).await;
+    dns.add_mx("ok.test", 10, "mx.ok.test");
+    dns.add_a("mx.ok.test", ip(10));
+    dns.add_mx("strict.test", 10, "mx.strict.test");
+    dns.add_a("mx.strict.test", ip(11));
+    let c = cluster(&dns, port, |_| {}).await;
+    let send = |rcpt: &str, notify: &str, subject: &str| {
+        Client::new(
+            "send",
+            c.state().submission.port(),
+            &c.cert(),
+            ALICE.0,
+            ALICE.1,
+        )
+        .arg("--mail-from", ALICE.0)
+        .arg("--rcpt", rcpt)
+        .arg("--message-b64", b64(&message(subject)))
+        .arg("--mail-option", "RET=HDRS")
+        .arg("--mail-option", "ENVID=env-42")
+        .arg("--rcpt-option", format!("NOTIFY={notify}"))
+        .arg("--rcpt-option", format!("ORCPT=rfc822;{rcpt}"))
+        .run()
+    };
+
+    // NOTIFY=SUCCESS: the parameters travel on, and Alice is told of the delivery.
+    let out = send("carol@ok.test", "SUCCESS", "notify-success").await;
+    assert_eq!(out["refused"], serde_json::json!({}), "{out}");
+    let got = accept.wait_for(1, WAIT).await;
+    assert!(
+        got[0].mail_params.iter().any(|p| p == "RET=HDRS"),
+        "{:?}",
+        got[0].mail_params
+    );
+    assert!(
+        got[0].mail_params.iter().any(|p| p == "ENVID=env-42"),
+        "{:?}",
+        got[0].mail_params
+    );
+    assert!(
+        got[0].rcpt_params[0].iter().any(|p| p == "NOTIFY=SUCCESS"),
+        "{:?}",
+        got[0].rcpt_params
+    );
+    assert!(
+        got[0].rcpt_params[0]
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case("ORCPT=rfc822;carol@ok.test")),
+        "{:?}",
+        got[0].rcpt_params
+    );
+    eventually("success notice", WAIT, || async {
+        inbox(c.store(), ALICE.0).await.len() == 1
+    })
+    .await;
+    let notice = String::from_utf8_lossy(&inbox(c.store(), ALICE.0).await[0]).to_string();
+    for needle in [
+        "Action: delivered",
+        "Original-Envelope-Id: env-42",
+        "Original-Recipient: rfc822;carol@ok.test",
+        "Status: 2.",
+    ] {
+        assert!(
+            notice.contains(needle),
+            "notice lacks {needle:?}:\n{notice}"
+        );
+    }
+    // RET=HDRS: only the header section comes back.
+    assert!(
+        notice.contains("text/rfc822-headers") && !notice.contains("Hello Bob"),
+        "{notice}"
+    );
+
+    // NOTIFY=NEVER: a failure is recorded but no bounce is sent.
+    send("nobody@strict.test", "NEVER", "notify-never").await;
+    eventually("failed", WAIT, || async {
+        state_of(&c, "nobody@strict.test").await == Some(RecipientState::Failed)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        inbox(c.store(), ALICE.0).await.len(),
+        1,
+        "NOTIFY=NEVER: no bounce"
+    );
+    c.stop().await;
+}
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+
+fn tern_cli(c: &TestCluster, args: &[&str]) -> String {
+    let out = std::process::Command::new(TERN)
+        .arg("--data")
+        .arg(c.data_dir())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tern {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_administration_lists_counts_and_bounces() {
+    let dns = TestDns::start().await;
+    let (port, mut listeners) = bind_same_port(&[IpAddr::V4(ip(12))]).await;
+    let _dropper = Peer::start(
+        listeners.remove(0),
+        peer_config(Behaviour::DropDuringData, false),
+    )
+    .await;
+    dns.add_mx("slow.test", 10, "mx.slow.test");
+    dns.add_a("mx.slow.test", ip(12));
+    let c = cluster(&dns, port, |_| {}).await;
+    // Keep it waiting: retries far in the future after the first failure.
+    submit(&c, &["carol@slow.test"], "stuck").await;
+    eventually("first attempt failed", WAIT, || async {
+        recipient(c.store(), "carol@slow.test")
+            .await
+            .is_some_and(|r| r.attempts >= 1 && !r.last_reply.is_empty())
+    })
+    .await;
+    let id = c
+        .store()
+        .queue_list(Some(RecipientState::Queued), 10)
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
+
+    let stats = tern_cli(&c, &["queue", "stats"]);
+    assert!(
+        stats.contains("slow.test") && stats.contains("oldest waiting message"),
+        "{stats}"
+    );
+    let listed = tern_cli(
+        &c,
+        &[
+            "queue",
+            "list",
+            "--domain",
+            "slow.test",
+            "--state",
+            "queued",
+        ],
+    );
+    assert!(listed.contains(&id), "{listed}");
+    let none = tern_cli(&c, &["queue", "list", "--domain", "other.test"]);
+    assert!(none.contains("queue is empty"), "{none}");
+    let none = tern_cli(&c, &["queue", "list", "--older-than", "1h"]);
+    assert!(none.contains("queue is empty"), "{none}");
+
+    let bounced = tern_cli(&c, &["queue", "bounce", &id]);
+    assert!(bounced.contains("1 recipient(s) bounced"), "{bounced}");
+    assert_eq!(
+        state_of(&c, "carol@slow.test").await,
+        Some(RecipientState::Failed)
+    );
+    eventually("the bounce reaches alice", WAIT, || async {
+        !inbox(c.store(), ALICE.0).await.is_empty()
+    })
+    .await;
+    let bounce = String::from_utf8_lossy(&inbox(c.store(), ALICE.0).await[0]).to_string();
+    assert!(
+        bounce.contains("returned to sender by the postmaster"),
+        "{bounce}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_domains_go_through_their_smarthost_and_nothing_else_is_relayed() {
+    let dns = TestDns::start().await;
+    let (port, mut listeners) = bind_same_port(&[IpAddr::V4(ip(13))]).await;
+    let gateway = Peer::start(listeners.remove(0), peer_config(Behaviour::Accept, false)).await;
+    let nameserver = dns.addr;
+    let c = TestCluster::start_with("sqlite", move |o| {
+        o.outbound.nameserver = Some(nameserver);
+        o.relay_domains = vec!["inside.test".into()];
+        o.outbound.domain_smarthosts.insert(
+            "inside.test".into(),
+            tern_mta::Smarthost {
+                host: "127.0.0.13".into(),
+                port,
+                tls: tern_mta::TlsMode::Disabled,
+                username: None,
+                password: None,
+            },
+        );
+    })
+    .await;
+    c.provision("example.test", &[ALICE, BOB]).await;
+    let mx = |rcpts: &[&str]| {
+        let mut client = Client::new("mx", c.state().smtp.port(), &c.cert(), "-", "-")
+            .arg("--mail-from", "someone@far.test")
+            .arg("--message-b64", b64(&message("via-gateway")));
+        for r in rcpts {
+            client = client.arg("--rcpt", r);
+        }
+        client.run()
+    };
+    let out = mx(&[
+        "anyone@inside.test",
+        "victim@outside.test",
+        "bob@example.test",
+    ])
+    .await;
+    assert_eq!(out["rcpt"][0][0], 250, "relay domain accepted: {out}");
+    assert_eq!(out["rcpt"][1][0], 550, "anything else is relaying: {out}");
+    assert!(
+        out["rcpt"][1][1].as_str().unwrap().starts_with("5.7.1"),
+        "{out}"
+    );
+    assert_eq!(out["rcpt"][2][0], 250, "local user accepted: {out}");
+    assert_eq!(out["data"][0], 250, "{out}");
+    let got = gateway.wait_for(1, WAIT).await;
+    assert_eq!(
+        got[0].rcpt_to,
+        ["anyone@inside.test"],
+        "only the relay recipient goes to the gateway"
+    );
+    eventually("bob got his copy", WAIT, || async {
+        inbox(c.store(), BOB.0).await.len() == 1
+    })
+    .await;
+    c.stop().await;
+}
