@@ -12,8 +12,10 @@
 //! the `query!` macros, so building Tern needs no database.
 
 mod directory;
+pub mod dkim;
 mod mailbox;
 mod queue;
+pub mod submission;
 mod validate;
 
 use std::str::FromStr;

@@ -418,17 +418,17 @@ const BOUNCE_LEASE_MS: i64 = 5 * 60 * 1000;
 
 /// A validated [`NewMessage`], ready to be inserted inside a transaction by
 /// `insert_prepared!`.
-struct Prepared<'a> {
-    id: String,
-    now: i64,
-    size: i64,
-    msg: NewMessage<'a>,
+pub(crate) struct Prepared<'a> {
+    pub(crate) id: String,
+    pub(crate) now: i64,
+    pub(crate) size: i64,
+    pub(crate) msg: NewMessage<'a>,
     /// (address, stored NOTIFY, ORCPT), deduplicated.
-    recipients: Vec<(&'a str, Option<String>, Option<&'a str>)>,
+    pub(crate) recipients: Vec<(&'a str, Option<String>, Option<&'a str>)>,
 }
 
 impl<'a> Prepared<'a> {
-    fn new(msg: NewMessage<'a>) -> Result<Prepared<'a>> {
+    pub(crate) fn new(msg: NewMessage<'a>) -> Result<Prepared<'a>> {
         if msg.recipients.is_empty() {
             return Err(Error::Invalid("message has no recipients".into()));
         }
@@ -499,6 +499,7 @@ macro_rules! insert_prepared {
         }
     }};
 }
+pub(crate) use insert_prepared;
 
 /// Claims sorted for runners: RETURNING promises no order, and runners batch by message.
 fn sort_claims(claims: &mut [Claim]) {

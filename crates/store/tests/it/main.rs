@@ -5,8 +5,10 @@
 //! skip when there is none.
 
 mod directory;
+mod dkim;
 mod mailbox;
 mod queue;
+mod submission;
 
 use std::future::Future;
 
