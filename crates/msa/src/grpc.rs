@@ -10,10 +10,6 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::Submitter;
 
-/// Upper bound on one gRPC submission, matching the SMTP default.
-const MAX_CONTENT: usize = 25 * 1024 * 1024;
-const MAX_RCPTS: usize = 100;
-
 pub struct SubmissionService {
     submitter: Submitter,
 }
@@ -30,7 +26,7 @@ fn status(r: Reply) -> Status {
         535 | 530 => Code::Unauthenticated,
         553 => Code::PermissionDenied,
         550 | 501 => Code::InvalidArgument,
-        552 => Code::ResourceExhausted,
+        552 | 452 | 450 => Code::ResourceExhausted,
         400..=499 => Code::Unavailable,
         _ => Code::FailedPrecondition,
     };
@@ -57,17 +53,22 @@ impl Submission for SubmissionService {
                 "at least one recipient is required",
             ));
         }
-        if req.rcpt_to.len() > MAX_RCPTS {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_RCPTS} recipients per message"
+        // The same limits and sender rules as SMTP, in the order SMTP meets them.
+        self.submitter
+            .check_recipient_count(req.rcpt_to.len() - 1)
+            .map_err(status)?;
+        if req.content.len() > self.submitter.limits().max_message_size {
+            return Err(status(Reply::new(
+                552,
+                (5, 3, 4),
+                "message size exceeds fixed maximum message size",
             )));
-        }
-        if req.content.len() > MAX_CONTENT {
-            return Err(Status::resource_exhausted("552 5.3.4 message too big"));
         }
         self.submitter
             .check_sender(&account, &req.mail_from)
+            .await
             .map_err(status)?;
+        self.submitter.check_rate(&account).await.map_err(status)?;
         for rcpt in &req.rcpt_to {
             self.submitter.check_recipient(rcpt).await.map_err(status)?;
         }

@@ -5,8 +5,10 @@
 //! paths run the same checks and the same fix-ups and put the message on the queue once,
 //! however many recipients it has. Delivery is the MTA's job, not this agent's.
 
+pub mod dkim;
 mod grpc;
 mod submit;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,7 +25,8 @@ use tern_store::Store;
 use tokio::net::TcpListener;
 
 pub use grpc::SubmissionService;
-pub use submit::{SubmissionHandler, Submitter};
+pub use submit::{Policy, SubmissionHandler, SubmissionLimits, Submitter};
+pub use throttle::AuthLimits;
 
 /// `tern-msa` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +45,22 @@ pub struct Config {
     pub smtp: SmtpLimits,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Failed-login throttling (see [`throttle`]).
+    #[serde(default)]
+    pub auth_limits: AuthLimits,
+    /// What one account may submit.
+    #[serde(default)]
+    pub limits: SubmissionLimits,
+}
+
+impl Config {
+    /// The policy settings [`run`] takes.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            auth: self.auth_limits.clone(),
+            limits: self.limits.clone(),
+        }
+    }
 }
 
 fn default_submission() -> SocketAddr {
@@ -66,11 +85,16 @@ pub struct Listeners {
 pub async fn run(
     hostname: String,
     tls: CertFiles,
-    limits: SmtpLimits,
+    mut limits: SmtpLimits,
+    policy: Policy,
     listeners: Listeners,
     store: Store,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    // The SMTP session enforces size and recipient count itself (and advertises SIZE), so it
+    // is given the stricter of the two settings; the submitter checks them again for gRPC.
+    limits.max_message_size = limits.max_message_size.min(policy.limits.max_message_size);
+    limits.max_recipients = limits.max_recipients.min(policy.limits.max_recipients);
     let acceptor = tern_runtime::tls::acceptor(&tls)?;
     tracing::info!(
         submission.address = %listeners.submission.local_addr()?,
@@ -78,7 +102,7 @@ pub async fn run(
         grpc.address = %listeners.grpc.local_addr()?,
         "msa serving"
     );
-    let submitter = Submitter::new(store, hostname);
+    let submitter = Submitter::with_policy(store, hostname, policy);
     let busy = b"421 4.7.0 too many connections, try again later\r\n".to_vec();
     let conn_limits = ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
     let starttls = tokio::spawn(smtp_listener(

@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
         config.hostname.clone(),
         config.tls.clone(),
         config.smtp.clone(),
+        config.policy(),
         listeners,
         store.clone(),
         sd.clone(),

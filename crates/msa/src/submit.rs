@@ -1,13 +1,53 @@
 //! The submission policy shared by SMTP and gRPC: who may send as whom, which recipients are
 //! accepted, the fix-ups applied to the message, and the one queue transaction.
 //!
-//! Replies are SMTP replies on both paths; the gRPC layer maps them to statuses.
+//! Replies are SMTP replies on both paths; the gRPC layer maps them to statuses. The sender
+//! rules follow RFC 6409 §6.1 and §8: an account sends only as an address it owns (its own, or
+//! an exact alias that lists it), in the envelope and in `From:`. `Sender:` and `Reply-To:` are
+//! deliberately left alone: they name where answers go, not who is speaking.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use mail_parser::{HeaderName, MessageParser};
+use serde::Deserialize;
 use tern_runtime::mailfmt::{Received, has_header, now_unix, rfc5322_date};
 use tern_smtp::{Envelope, Handler, Reply};
 use tern_store::{Account, NewMessage, RecipientDsn, Resolution, Store};
+
+use crate::throttle::{AuthLimits, Throttle};
+
+/// The `limits` section of the MSA's configuration: what one account may submit. They apply to
+/// every account alike.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubmissionLimits {
+    /// Messages per account in any sliding hour, counted in the store so every MSA process
+    /// shares the count; beyond it MAIL FROM gets `450 4.7.1`.
+    pub messages_per_hour: u64,
+    /// Recipients per message; beyond it RCPT TO gets `452 4.5.3` (RFC 5321 §4.5.3.1.10).
+    pub max_recipients: usize,
+    /// Octets per message as received; beyond it `552 5.3.4` (RFC 1870 §6).
+    pub max_message_size: usize,
+}
+
+impl Default for SubmissionLimits {
+    fn default() -> Self {
+        Self {
+            messages_per_hour: 500,
+            max_recipients: 100,
+            max_message_size: 25 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything the submission policy is configured with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub auth: AuthLimits,
+    pub limits: SubmissionLimits,
+}
 
 fn store_trouble(e: &tern_store::Error) -> Reply {
     tracing::warn!(error = %e, "store error during submission");
@@ -19,11 +59,31 @@ fn store_trouble(e: &tern_store::Error) -> Reply {
 pub struct Submitter {
     store: Store,
     hostname: String,
+    limits: SubmissionLimits,
+    /// Shared by every clone, so both ports and gRPC count failures together.
+    throttle: Arc<Throttle>,
+    /// DKIM signing with each domain's active key; clones share the key cache.
+    dkim: crate::dkim::Dkim,
 }
 
 impl Submitter {
+    /// A submitter with the default [`Policy`].
     pub fn new(store: Store, hostname: String) -> Self {
-        Self { store, hostname }
+        Self::with_policy(store, hostname, Policy::default())
+    }
+
+    pub fn with_policy(store: Store, hostname: String, policy: Policy) -> Self {
+        Self {
+            store,
+            hostname,
+            limits: policy.limits,
+            throttle: Arc::new(Throttle::new(policy.auth)),
+            dkim: crate::dkim::Dkim::new(),
+        }
+    }
+
+    pub fn limits(&self) -> &SubmissionLimits {
+        &self.limits
     }
 
     pub fn hostname(&self) -> &str {
@@ -43,21 +103,42 @@ impl Submitter {
         }
     }
 
-    /// Checks credentials. Failures are logged in one stable shape an operator can feed to
-    /// fail2ban: `auth failed client.address=… user=…`.
+    /// Checks credentials, throttled (see [`crate::throttle`]): while the client address or
+    /// the account is blocked the answer is `454 4.7.0` and the password is not checked; each
+    /// failure waits a growing delay before its 535. Failures are logged in one stable shape an
+    /// operator can feed to fail2ban: `auth failed client.address=… user=…`, and the start of a
+    /// block once as `auth blocked client.address=… user=… blocked=…`.
     pub async fn authenticate(
         &self,
         user: &str,
         password: &str,
         peer: Option<SocketAddr>,
     ) -> Result<Account, Reply> {
+        let client = peer.map(|p| p.ip());
+        if self.throttle.blocked(client, user).is_some() {
+            return Err(Reply::new(
+                454,
+                (4, 7, 0),
+                "too many failed logins, try later",
+            ));
+        }
         match self.store.authenticate(user, password).await {
-            Ok(Some(account)) => Ok(account),
+            Ok(Some(account)) => {
+                self.throttle.success(client, user);
+                Ok(account)
+            }
             Ok(None) => {
-                let ip = peer
-                    .map(|p| p.ip().to_string())
+                let ip = client
+                    .map(|ip| ip.to_string())
                     .unwrap_or_else(|| "-".into());
                 tracing::warn!(client.address = %ip, user = %user, "auth failed");
+                let failure = self.throttle.failure(client, user);
+                for key in &failure.blocked {
+                    tracing::warn!(client.address = %ip, user = %user, blocked = key.kind(), "auth blocked");
+                }
+                // The session waits too, which is the point: a guesser gets fewer tries per
+                // connection and per minute.
+                tokio::time::sleep(failure.delay).await;
                 Err(Reply::new(
                     535,
                     (5, 7, 8),
@@ -75,9 +156,27 @@ impl Submitter {
         }
     }
 
-    /// RFC 6409 §6.1: the envelope sender must be an address the account may use.
-    pub fn check_sender(&self, account: &Account, from: &str) -> Result<(), Reply> {
-        if from.eq_ignore_ascii_case(&account.address) {
+    /// The addresses `account` may send as (its own and the exact aliases naming it).
+    async fn owned_addresses(&self, account: &Account) -> Result<Vec<String>, Reply> {
+        self.store
+            .sendable_addresses(&account.address)
+            .await
+            .map_err(|e| store_trouble(&e))
+    }
+
+    /// RFC 6409 §6.1: the envelope sender must be an address the account may use. The null
+    /// sender is for notifications from mail systems (RFC 5321 §4.5.5), never for a user's
+    /// own message, so submission refuses it.
+    pub async fn check_sender(&self, account: &Account, from: &str) -> Result<(), Reply> {
+        if from.is_empty() {
+            return Err(Reply::new(
+                553,
+                (5, 7, 1),
+                "null sender not allowed for submission",
+            ));
+        }
+        let owned = self.owned_addresses(account).await?;
+        if owned.iter().any(|a| a.eq_ignore_ascii_case(from)) {
             Ok(())
         } else {
             Err(Reply::new(
@@ -85,6 +184,72 @@ impl Submitter {
                 (5, 7, 1),
                 format!("<{from}>: sender address not owned by {}", account.address),
             ))
+        }
+    }
+
+    /// The hourly message limit, checked when a transaction starts so the client learns before
+    /// it sends the message.
+    pub async fn check_rate(&self, account: &Account) -> Result<(), Reply> {
+        let since = tern_store::now_ms().saturating_sub(60 * 60 * 1000);
+        let sent = self
+            .store
+            .submissions_since(account.id, since)
+            .await
+            .map_err(|e| store_trouble(&e))?;
+        if sent >= self.limits.messages_per_hour {
+            tracing::warn!(user = %account.address, sent, "submission rate limit reached");
+            return Err(Reply::new(450, (4, 7, 1), "rate limit exceeded, try later"));
+        }
+        Ok(())
+    }
+
+    /// `accepted` recipients are already in the envelope; one more must stay within the limit.
+    pub fn check_recipient_count(&self, accepted: usize) -> Result<(), Reply> {
+        if accepted >= self.limits.max_recipients {
+            Err(Reply::new(452, (4, 5, 3), "too many recipients"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// RFC 6409 §8.1: every address in every `From:` field must be one the account owns. A
+    /// `From:` whose value cannot be read as addresses is refused too, since nobody could tell
+    /// whose it is. A message without `From:` is not this check's business.
+    pub async fn check_from_header(&self, account: &Account, message: &[u8]) -> Result<(), Reply> {
+        let Some(parsed) = MessageParser::new().parse_headers(message) else {
+            return Ok(());
+        };
+        let mut named = Vec::new();
+        let mut unreadable = false;
+        for value in parsed.header_values(HeaderName::From) {
+            match value.as_address() {
+                Some(list) => {
+                    let before = named.len();
+                    named.extend(list.iter().map(|a| a.address().unwrap_or("").to_string()));
+                    unreadable |= named.len() == before;
+                }
+                None => unreadable = true,
+            }
+        }
+        if named.is_empty() && !unreadable {
+            return Ok(());
+        }
+        let owned = self.owned_addresses(account).await?;
+        let stranger = named
+            .iter()
+            .find(|n| !owned.iter().any(|o| o.eq_ignore_ascii_case(n)));
+        match (unreadable, stranger) {
+            (false, None) => Ok(()),
+            (_, Some(n)) if !n.is_empty() => Err(Reply::new(
+                553,
+                (5, 7, 1),
+                format!("From: <{n}> is not an address of {}", account.address),
+            )),
+            _ => Err(Reply::new(
+                553,
+                (5, 7, 1),
+                "From: header does not name an address you own",
+            )),
         }
     }
 
@@ -111,8 +276,9 @@ impl Submitter {
         }
     }
 
-    /// Adds the trace header and missing Date/Message-ID (RFC 6409 §8), then queues the message
-    /// in one transaction. Returns the queue id.
+    /// Checks the size and `From:`, removes `Bcc:`, adds the trace header and missing
+    /// Date/Message-ID (RFC 6409 §8), then queues the message and counts it against the
+    /// account in one transaction. Returns the queue id.
     pub async fn submit(
         &self,
         account: &Account,
@@ -122,6 +288,15 @@ impl Submitter {
         received: Received<'_>,
         envelope: Option<&Envelope>,
     ) -> Result<String, Reply> {
+        if message.len() > self.limits.max_message_size {
+            return Err(Reply::new(
+                552,
+                (5, 3, 4),
+                "message size exceeds fixed maximum message size",
+            ));
+        }
+        self.check_from_header(account, message).await?;
+        let message = &*strip_bcc(message);
         let now = received.unix_secs;
         let mut content = Vec::with_capacity(message.len() + 512);
         content.extend_from_slice(received.header().as_bytes());
@@ -135,6 +310,12 @@ impl Submitter {
             );
         }
         content.extend_from_slice(message);
+        // Sign the final message, fix-ups included, for the From: domain (RFC 6376 §5).
+        let dkim_domain = crate::dkim::from_domain(message, &account.domain);
+        let content = self
+            .dkim
+            .sign_or_pass(&self.store, &dkim_domain, content)
+            .await;
         let (rcpt_dsn, ret) = envelope.map(queue_dsn).unwrap_or_default();
         let msg = NewMessage {
             sender: mail_from,
@@ -145,7 +326,7 @@ impl Submitter {
             rcpt_dsn: &rcpt_dsn,
             requiretls: envelope.is_some_and(|e| e.requiretls),
         };
-        match self.store.enqueue(msg).await {
+        match self.store.enqueue_submission(account.id, msg).await {
             Ok(id) => {
                 tracing::info!(queue.id = %id, user = %account.address, rcpts = rcpts.len(), size = content.len(), "message submitted");
                 Ok(id)
@@ -153,6 +334,45 @@ impl Submitter {
             Err(e) => Err(store_trouble(&e)),
         }
     }
+}
+
+/// Removes every `Bcc:` field, continuation lines included, from the header section: the
+/// recipients it names are in the envelope, and the other recipients must not learn them
+/// (RFC 5322 §3.6.3, RFC 6409 §8.1.1 leaves the choice to the MSA). Field names are
+/// case-insensitive and the obsolete syntax allows white space before the colon (RFC 5322
+/// §4.5.3). The body is never touched.
+pub(crate) fn strip_bcc(message: &[u8]) -> Cow<'_, [u8]> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut kept_until = 0;
+    let mut pos = 0;
+    let mut dropping = false;
+    while pos < message.len() {
+        let end = message[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(message.len(), |i| pos + i + 1);
+        let line = &message[pos..end];
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        let continuation = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
+        if !continuation {
+            dropping = line
+                .iter()
+                .position(|&b| b == b':')
+                .is_some_and(|colon| line[..colon].trim_ascii_end().eq_ignore_ascii_case(b"bcc"));
+        }
+        if dropping {
+            out.extend_from_slice(&message[kept_until..pos]);
+            kept_until = end;
+        }
+        pos = end;
+    }
+    if kept_until == 0 {
+        return Cow::Borrowed(message);
+    }
+    out.extend_from_slice(&message[kept_until..]);
+    Cow::Owned(out)
 }
 
 /// The envelope's RFC 3461 parameters in the queue's terms. tern-smtp already folds an absent
@@ -223,10 +443,13 @@ impl Handler for SubmissionHandler {
             .account
             .as_ref()
             .ok_or_else(|| Reply::new(530, (5, 7, 0), "authentication required"))?;
-        self.submitter.check_sender(account, from)
+        self.submitter.check_sender(account, from).await?;
+        self.submitter.check_rate(account).await
     }
 
-    async fn rcpt_to(&mut self, _envelope: &Envelope, to: &str) -> Result<(), Reply> {
+    async fn rcpt_to(&mut self, envelope: &Envelope, to: &str) -> Result<(), Reply> {
+        self.submitter
+            .check_recipient_count(envelope.rcpt_to.len())?;
         self.submitter.check_recipient(to).await
     }
 
@@ -258,5 +481,53 @@ impl Handler for SubmissionHandler {
             )
             .await?;
         Ok(Reply::new(250, (2, 0, 0), format!("queued as {id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stripped(message: &str) -> String {
+        String::from_utf8(strip_bcc(message.as_bytes()).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn every_bcc_field_goes_with_its_continuation_lines() {
+        let message = "From: a@example.org\r\n\
+                       BCC: x@example.org,\r\n \ty@example.org\r\n\
+                       To: b@example.org\r\n\
+                       Bcc : z@example.org\r\n\
+                       bcc:\r\n\
+                       Subject: hi\r\n\
+                       \r\n\
+                       Bcc: this line is body text\r\n";
+        assert_eq!(
+            stripped(message),
+            "From: a@example.org\r\n\
+             To: b@example.org\r\n\
+             Subject: hi\r\n\
+             \r\n\
+             Bcc: this line is body text\r\n"
+        );
+    }
+
+    #[test]
+    fn a_message_without_bcc_is_not_copied() {
+        let message = b"To: b@example.org\r\nX-Bcc-Note: kept\r\nBccx: kept\r\n\r\nbody\r\n";
+        assert!(matches!(strip_bcc(message), Cow::Borrowed(m) if m == message));
+    }
+
+    #[test]
+    fn bcc_as_the_first_and_last_field_and_without_a_body() {
+        assert_eq!(
+            stripped("Bcc: x@example.org\r\nTo: b@example.org\r\n"),
+            "To: b@example.org\r\n"
+        );
+        assert_eq!(
+            stripped("To: b@example.org\r\nBcc: x@example.org"),
+            "To: b@example.org\r\n"
+        );
+        assert_eq!(stripped(""), "");
     }
 }
