@@ -1,4 +1,5 @@
-//! The Admin gRPC service: domains, accounts and aliases, behind the admin bearer token.
+//! The Admin gRPC service: domains, accounts, aliases and DKIM keys, behind the admin bearer
+//! token.
 
 use tern_rpc::v1::admin_server::Admin;
 use tern_rpc::v1::{
@@ -6,8 +7,10 @@ use tern_rpc::v1::{
     DomainRequest, Empty, ListAccountsRequest, ListAccountsResponse, ListAliasesRequest,
     ListAliasesResponse, ListDomainsResponse, SetPasswordRequest,
 };
+use tern_rpc::v1::{DkimKey, GenerateDkimKeyRequest, ListDkimKeysRequest, ListDkimKeysResponse};
 use tern_runtime::grpc::check_bearer;
 use tern_store::Store;
+use tern_store::dkim::{DkimAlgorithm, NewDkimKey};
 use tonic::{Request, Response, Status};
 
 pub struct AdminService {
@@ -42,6 +45,20 @@ pub fn status(e: tern_store::Error) -> Status {
 
 fn opt(s: &str) -> Option<&str> {
     if s.is_empty() { None } else { Some(s) }
+}
+
+/// The reply for a stored DKIM key: everything but the private key, plus the TXT record.
+fn dkim_reply(key: &tern_store::dkim::DkimKey) -> DkimKey {
+    let (dns_name, dns_value) = tern_msa::dkim::dns_record(key);
+    DkimKey {
+        domain: key.domain.clone(),
+        selector: key.selector.clone(),
+        algorithm: key.algorithm.as_str().to_string(),
+        active: key.active,
+        created_at_ms: key.created_at_ms,
+        dns_name,
+        dns_value,
+    }
 }
 
 fn check_password(pw: &str) -> Result<(), Status> {
@@ -206,6 +223,72 @@ impl Admin for AdminService {
                     targets: a.targets,
                 })
                 .collect(),
+        }))
+    }
+
+    /// Generates a key on the blocking pool (RSA generation takes a while) and stores it as the
+    /// domain's active key. The domain is checked first so that a typo costs no key generation.
+    async fn generate_dkim_key(
+        &self,
+        req: Request<GenerateDkimKeyRequest>,
+    ) -> Result<Response<DkimKey>, Status> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        let algorithm = match opt(&r.algorithm) {
+            None => DkimAlgorithm::RsaSha256,
+            Some(name) => DkimAlgorithm::parse(name).map_err(status)?,
+        };
+        if !self
+            .store
+            .is_local_domain(&r.domain)
+            .await
+            .map_err(status)?
+        {
+            return Err(Status::not_found(format!(
+                "domain {} is not a local domain",
+                r.domain
+            )));
+        }
+        let selector = match opt(&r.selector) {
+            Some(s) => s.to_string(),
+            None => tern_msa::dkim::default_selector(tern_runtime::mailfmt::now_unix()),
+        };
+        let generated =
+            tokio::task::spawn_blocking(move || tern_msa::dkim::generate_key(algorithm))
+                .await
+                .map_err(|e| Status::internal(format!("key generation task: {e}")))?
+                .map_err(|e| {
+                    tracing::error!(error = %format!("{e:#}"), "DKIM key generation failed");
+                    Status::internal("key generation failed")
+                })?;
+        let key = self
+            .store
+            .add_dkim_key(NewDkimKey {
+                domain: &r.domain,
+                selector: &selector,
+                algorithm,
+                private_key_pem: &generated.private_key_pem,
+                public_key: &generated.public_key,
+                active: true,
+            })
+            .await
+            .map_err(status)?;
+        tracing::info!(domain = %key.domain, selector = %key.selector, algorithm = key.algorithm.as_str(), "DKIM key generated");
+        Ok(Response::new(dkim_reply(&key)))
+    }
+
+    async fn list_dkim_keys(
+        &self,
+        req: Request<ListDkimKeysRequest>,
+    ) -> Result<Response<ListDkimKeysResponse>, Status> {
+        self.auth(&req)?;
+        let keys = self
+            .store
+            .list_dkim_keys(opt(&req.get_ref().domain))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListDkimKeysResponse {
+            keys: keys.iter().map(dkim_reply).collect(),
         }))
     }
 }
