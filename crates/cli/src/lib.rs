@@ -4,5 +4,6 @@
 
 pub mod admin;
 pub mod bench;
+pub mod dkim_cmd;
 pub mod mua;
 pub mod up;

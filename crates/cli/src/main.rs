@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use tern::admin::{self, Target, explain};
 use tern::mua::{self, Compose, Security, Server};
 use tern::up::{self, Ports, State, UpOptions};
+
+mod login;
 use tern_rpc::v1;
 
 #[derive(Parser)]
@@ -42,12 +44,34 @@ enum Command {
     /// Inspect and act on the queue.
     #[command(subcommand)]
     Queue(QueueCmd),
+    /// DKIM signing keys: generate one and print the DNS record to publish.
+    #[command(subcommand)]
+    Dkim(tern::dkim_cmd::DkimCmd),
     /// Compose and submit a message (body from --body or standard input).
     Send(SendArgs),
     /// List a mailbox.
     Inbox(InboxArgs),
     /// Show one message.
     Read(ReadArgs),
+    /// Save the server and credentials the mail commands use (checked over IMAP first).
+    Login(LoginArgs),
+    /// Forget a saved login.
+    Logout {
+        /// Which saved account.
+        #[arg(long, default_value = login::DEFAULT_ACCOUNT)]
+        account: String,
+    },
+    /// List the folders with their message and unseen counts.
+    Folders {
+        #[command(flatten)]
+        server: MailServer,
+    },
+    /// Delete a message: into Trash when the server has one, else (or with --expunge) for good.
+    Delete(DeleteArgs),
+    /// Move a message into another folder.
+    Move(MoveArgs),
+    /// Answer a message (body from --body or standard input).
+    Reply(ReplyArgs),
     /// Load generators (measure, not test).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -269,17 +293,22 @@ enum QueueCmd {
     },
 }
 
-/// Which server and which account the mail commands use.
+/// Which server and which account the mail commands use. Unset flags fall back to TERN_USER,
+/// TERN_PASSWORD, TERN_HOST and TERN_CA, then to the saved login (`tern login`), then to the
+/// local system; `login::resolve` applies that order.
 #[derive(Args, Clone)]
 struct MailServer {
-    /// Account to log in as (default for send: --from).
-    #[arg(long, env = "TERN_USER")]
+    /// Saved login to use (see tern login).
+    #[arg(long, default_value = login::DEFAULT_ACCOUNT)]
+    account: String,
+    /// Account to log in as [env: TERN_USER] (default: the saved login, for send: --from).
+    #[arg(long)]
     user: Option<String>,
-    /// Password of the account.
-    #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
+    /// Password of the account [env: TERN_PASSWORD].
+    #[arg(long)]
     password: Option<String>,
-    /// Server host (default: the local system).
-    #[arg(long, env = "TERN_HOST")]
+    /// Server host [env: TERN_HOST] (default: the saved login, else the local system).
+    #[arg(long)]
     host: Option<String>,
     /// Port (default: the local system's submission or IMAP port, else 587 / 993).
     #[arg(long)]
@@ -287,15 +316,96 @@ struct MailServer {
     /// Use implicit TLS instead of STARTTLS.
     #[arg(long)]
     tls: bool,
-    /// Extra CA certificate to trust (default: the local system's certificate).
-    #[arg(long, env = "TERN_CA")]
+    /// Extra CA certificate to trust [env: TERN_CA] (default: the local system's certificate).
+    #[arg(long)]
     ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
-struct SendArgs {
+struct LoginArgs {
+    /// Name of this saved login; the mail commands use "default" unless given --account.
+    #[arg(long, default_value = login::DEFAULT_ACCOUNT)]
+    account: String,
+    /// The account's address (or TERN_USER).
     #[arg(long)]
-    from: String,
+    user: Option<String>,
+    /// Mail server (default: the local system started by tern up in --data).
+    #[arg(long)]
+    host: Option<String>,
+    /// Submission port (default 587, or 465 with --smtp-tls).
+    #[arg(long)]
+    smtp_port: Option<u16>,
+    /// Implicit TLS for submission instead of STARTTLS.
+    #[arg(long)]
+    smtp_tls: bool,
+    /// IMAP port (default 143, or 993 with --imap-tls).
+    #[arg(long)]
+    imap_port: Option<u16>,
+    /// Implicit TLS for IMAP instead of STARTTLS.
+    #[arg(long)]
+    imap_tls: bool,
+    /// Extra CA certificate (PEM) to trust for this server.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    #[command(flatten)]
+    pw: PasswordArgs,
+    /// Save without logging in first.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+#[derive(Args)]
+struct DeleteArgs {
+    /// Message number as shown by `tern inbox`.
+    n: u32,
+    #[arg(long, default_value = "INBOX")]
+    mailbox: String,
+    /// Delete for good instead of moving to Trash.
+    #[arg(long)]
+    expunge: bool,
+    #[command(flatten)]
+    server: MailServer,
+}
+
+#[derive(Args)]
+struct MoveArgs {
+    /// Message number as shown by `tern inbox`.
+    n: u32,
+    /// Target folder (see tern folders).
+    folder: String,
+    #[arg(long, default_value = "INBOX")]
+    mailbox: String,
+    #[command(flatten)]
+    server: MailServer,
+}
+
+#[derive(Args)]
+struct ReplyArgs {
+    /// Message number as shown by `tern inbox`.
+    n: u32,
+    #[arg(long, default_value = "INBOX")]
+    mailbox: String,
+    /// Also reply to the original To and Cc (without yourself).
+    #[arg(long)]
+    all: bool,
+    /// Text body (default: standard input).
+    #[arg(long)]
+    body: Option<String>,
+    /// Quote the original below your text.
+    #[arg(long)]
+    quote: bool,
+    /// Your address (default: the account).
+    #[arg(long)]
+    from: Option<String>,
+    #[command(flatten)]
+    server: MailServer,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// Sender (default: the account).
+    #[arg(long)]
+    from: Option<String>,
     #[arg(long, required = true)]
     to: Vec<String>,
     #[arg(long)]
@@ -362,9 +472,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Account(cmd) => account_cmd(&data, cmd).await,
         Command::Alias(cmd) => alias_cmd(&data, cmd).await,
         Command::Queue(cmd) => queue_cmd(&data, cmd).await,
+        Command::Dkim(cmd) => tern::dkim_cmd::run(&data, cmd).await,
         Command::Send(args) => send_cmd(&data, args).await,
         Command::Inbox(args) => inbox_cmd(&data, args).await,
         Command::Read(args) => read_cmd(&data, args).await,
+        Command::Login(args) => login_cmd(&data, args).await,
+        Command::Logout { account } => logout_cmd(&account),
+        Command::Folders { server } => folders_cmd(&data, server).await,
+        Command::Delete(args) => delete_cmd(&data, args).await,
+        Command::Move(args) => move_cmd(&data, args).await,
+        Command::Reply(args) => reply_cmd(&data, args).await,
         Command::Bench(BenchCmd::Smtp(args)) => bench_smtp(&data, args).await,
     }
 }
@@ -712,80 +829,232 @@ fn human_age(secs: u64) -> String {
     }
 }
 
-/// Fills in the server from the local system when not given.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn config_path() -> anyhow::Result<PathBuf> {
+    login::config_path(&env_var)
+}
+
+/// Flags, then TERN_* variables, then the saved login, then the local system.
 fn mail_server(
     data: &Path,
     s: MailServer,
     default_user: Option<&str>,
     submission: bool,
 ) -> anyhow::Result<Server> {
-    let user = s
-        .user
-        .or_else(|| default_user.map(str::to_string))
-        .context("give the account with --user or TERN_USER")?;
-    let password = s
-        .password
-        .context("give the password with --password or TERN_PASSWORD")?;
-    let security = if s.tls {
-        Security::Tls
+    // Without HOME or XDG_CONFIG_HOME there is no saved login, but flags still work.
+    let config = match config_path() {
+        Ok(path) => login::Config::load(&path)?,
+        Err(_) => login::Config::default(),
+    };
+    let saved = config.accounts.get(&s.account);
+    if saved.is_none() && s.account != login::DEFAULT_ACCOUNT {
+        bail!(
+            "no saved login named {:?}: see tern login --account",
+            s.account
+        );
+    }
+    let flags = login::Flags {
+        user: s.user,
+        password: s.password,
+        host: s.host,
+        port: s.port,
+        tls: s.tls,
+        ca: s.ca,
+    };
+    let purpose = if submission {
+        login::Purpose::Submission
     } else {
-        Security::Starttls
+        login::Purpose::Imap
     };
-    let (host, port, ca) = match s.host {
-        Some(host) => {
-            let port = s.port.unwrap_or(match (submission, s.tls) {
-                (true, false) => 587,
-                (true, true) => 465,
-                (false, false) => 143,
-                (false, true) => 993,
-            });
-            (host, port, s.ca)
-        }
-        None => {
-            let state = State::load(data)?;
-            let addr = match (submission, s.tls) {
-                (true, false) => state.submission,
-                (true, true) => state.submissions,
-                (false, false) => state.imap,
-                (false, true) => state.imaps,
-            };
-            (
-                addr.ip().to_string(),
-                s.port.unwrap_or(addr.port()),
-                s.ca.or(Some(state.cert)),
-            )
-        }
-    };
-    Ok(Server {
-        host,
-        port,
-        security,
-        user,
-        password,
-        ca_file: ca,
-    })
+    login::resolve(
+        &flags,
+        &login::Env::from_lookup(&env_var),
+        saved,
+        default_user,
+        purpose,
+        data,
+        &|d| State::load(d),
+    )
 }
 
-async fn send_cmd(data: &Path, args: SendArgs) -> anyhow::Result<()> {
-    let text = match args.body {
-        Some(b) => b,
+async fn login_cmd(data: &Path, args: LoginArgs) -> anyhow::Result<()> {
+    let env = login::Env::from_lookup(&env_var);
+    let user = args
+        .user
+        .or(env.user)
+        .context("give the account with --user (or TERN_USER)")?;
+    let password = if args.pw.password.is_some() || args.pw.password_stdin {
+        args.pw.get()?
+    } else {
+        env.password
+            .context("give the password with --password-stdin (or TERN_PASSWORD)")?
+    };
+    let sec = |tls: bool| {
+        if tls {
+            Security::Tls
+        } else {
+            Security::Starttls
+        }
+    };
+    let (smtp_security, imap_security) = (sec(args.smtp_tls), sec(args.imap_tls));
+    let account = login::Account {
+        user,
+        password,
+        data: match &args.host {
+            Some(_) => None,
+            // The data directory is saved absolute, so the login works from any directory.
+            None => Some(std::path::absolute(data).context("resolve the data directory")?),
+        },
+        host: args.host,
+        smtp_port: args.smtp_port.unwrap_or(login::default_port(
+            login::Purpose::Submission,
+            smtp_security,
+        )),
+        smtp_security,
+        imap_port: args
+            .imap_port
+            .unwrap_or(login::default_port(login::Purpose::Imap, imap_security)),
+        imap_security,
+        ca: match args.ca {
+            Some(ca) => Some(std::path::absolute(&ca).context("resolve the CA file path")?),
+            None => None,
+        },
+    };
+    if !args.no_verify {
+        let server = login::resolve(
+            &login::Flags::default(),
+            &login::Env::default(),
+            Some(&account),
+            None,
+            login::Purpose::Imap,
+            data,
+            &|d| State::load(d),
+        )?;
+        mua::verify_login(&server)
+            .await
+            .context("not saved: the login did not work (use --no-verify to save anyway)")?;
+    }
+    let path = config_path()?;
+    let mut config = login::Config::load(&path)?;
+    let text = login::describe(&args.account, &account);
+    config.accounts.insert(args.account, account);
+    config.save(&path)?;
+    println!("saved {text} in {}", path.display());
+    Ok(())
+}
+
+fn logout_cmd(account: &str) -> anyhow::Result<()> {
+    let path = config_path()?;
+    if login::Config::remove(&path, account)? {
+        println!("removed account {account} from {}", path.display());
+    } else {
+        println!("no saved account {account} in {}", path.display());
+    }
+    Ok(())
+}
+
+async fn folders_cmd(data: &Path, server: MailServer) -> anyhow::Result<()> {
+    let server = mail_server(data, server, None, false)?;
+    let folders = mua::folders(&server).await?;
+    let width = folders
+        .iter()
+        .map(|f| f.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let count = |n: Option<u32>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+    for f in &folders {
+        println!(
+            "{:<width$}  {:>6} messages  {:>6} unseen  {}",
+            f.name,
+            count(f.messages),
+            count(f.unseen),
+            f.special_use.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn delete_cmd(data: &Path, args: DeleteArgs) -> anyhow::Result<()> {
+    let server = mail_server(data, args.server, None, false)?;
+    match mua::delete(&server, &args.mailbox, args.n, args.expunge).await? {
+        mua::Deleted::MovedTo(trash) => {
+            println!("message {} moved from {} to {trash}", args.n, args.mailbox)
+        }
+        mua::Deleted::Expunged => println!("message {} deleted from {}", args.n, args.mailbox),
+    }
+    Ok(())
+}
+
+async fn move_cmd(data: &Path, args: MoveArgs) -> anyhow::Result<()> {
+    let server = mail_server(data, args.server, None, false)?;
+    mua::move_message(&server, &args.mailbox, args.n, &args.folder).await?;
+    println!(
+        "message {} moved from {} to {}",
+        args.n, args.mailbox, args.folder
+    );
+    Ok(())
+}
+
+fn read_body(body: Option<String>) -> anyhow::Result<String> {
+    match body {
+        Some(b) => Ok(b),
         None => {
             let mut s = String::new();
             std::io::stdin()
                 .read_to_string(&mut s)
                 .context("read message body from standard input")?;
-            s
+            Ok(s)
         }
-    };
+    }
+}
+
+/// "2.0.0 queued as X" without the RFC 3463 status code in front.
+fn reply_text(reply: &str) -> &str {
+    match reply.split_once(' ') {
+        Some((code, rest))
+            if code.split('.').count() == 3
+                && code.bytes().all(|b| b.is_ascii_digit() || b == b'.') =>
+        {
+            rest
+        }
+        _ => reply,
+    }
+}
+
+async fn reply_cmd(data: &Path, args: ReplyArgs) -> anyhow::Result<()> {
+    let imap = mail_server(data, args.server.clone(), None, false)?;
+    let original = mua::read(&imap, &args.mailbox, args.n).await?;
+    let text = read_body(args.body)?;
+    let me = args.from.unwrap_or_else(|| imap.user.clone());
+    let mail = mua::build_reply(
+        &original.raw,
+        &mua::ReplyOptions {
+            me: me.clone(),
+            all: args.all,
+            text,
+            quote: args.quote,
+        },
+    )?;
+    let submission = mail_server(data, args.server, Some(&me), true)?;
+    let reply = mua::send(&submission, &mail).await?;
+    println!("{}", reply_text(&reply));
+    Ok(())
+}
+
+async fn send_cmd(data: &Path, args: SendArgs) -> anyhow::Result<()> {
+    let text = read_body(args.body)?;
     let html = match &args.html {
         Some(p) => {
             Some(std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?)
         }
         None => None,
     };
-    let server = mail_server(data, args.server, Some(&args.from), true)?;
+    let server = mail_server(data, args.server, args.from.as_deref(), true)?;
     let mail = Compose {
-        from: args.from,
+        from: args.from.unwrap_or_else(|| server.user.clone()),
         to: args.to,
         cc: args.cc,
         bcc: args.bcc,
@@ -793,19 +1062,11 @@ async fn send_cmd(data: &Path, args: SendArgs) -> anyhow::Result<()> {
         text,
         html,
         attachments: args.attach,
+        in_reply_to: None,
+        references: Vec::new(),
     };
     let reply = mua::send(&server, &mail).await?;
-    // The server's words without the RFC 3463 status code in front ("2.0.0 queued as X").
-    let text = match reply.split_once(' ') {
-        Some((code, rest))
-            if code.split('.').count() == 3
-                && code.bytes().all(|b| b.is_ascii_digit() || b == b'.') =>
-        {
-            rest
-        }
-        _ => reply.as_str(),
-    };
-    println!("{text}");
+    println!("{}", reply_text(&reply));
     Ok(())
 }
 

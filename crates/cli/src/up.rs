@@ -80,6 +80,8 @@ pub struct UpOptions {
     pub outbound: tern_mta::OutboundConfig,
     /// Non-local domains the MTA accepts on its SMTP port for onward delivery.
     pub relay_domains: Vec<String>,
+    /// Submission policy: failed-login throttling and per-account limits.
+    pub msa: tern_msa::Policy,
 }
 
 impl UpOptions {
@@ -96,6 +98,7 @@ impl UpOptions {
             },
             outbound: tern_mta::OutboundConfig::default(),
             relay_domains: Vec::new(),
+            msa: tern_msa::Policy::default(),
         }
     }
 }
@@ -292,6 +295,7 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
             opts.hostname.clone(),
             cert.clone(),
             limits,
+            opts.msa.clone(),
             tern_msa::Listeners {
                 submission,
                 submissions,

@@ -101,6 +101,43 @@ def cmd_send_errors(a):
     return out
 
 
+def cmd_session(a):
+    """AUTH PLAIN, then each --step in order: "DATA <base64 message>" or a raw command line.
+    Reports every reply, so a test can read the whole transcript."""
+    s = smtp_connect(a)
+    s.user, s.password = a.user, a.password
+    out = {"auth": list(s.auth("PLAIN", s.auth_plain)), "steps": []}
+    out["auth"][1] = out["auth"][1].decode()
+    for step in a.step:
+        if step.startswith("DATA "):
+            try:
+                code, text = s.data(base64.b64decode(step[5:]))
+            except smtplib.SMTPDataError as e:
+                code, text = e.smtp_code, e.smtp_error
+        else:
+            code, text = s.docmd(step)
+        out["steps"].append([code, text.decode()])
+    s.quit()
+    return out
+
+
+def cmd_auth_attempts(a):
+    """One connection per --attempt password, AUTH PLAIN only (smtplib's login() would try
+    every mechanism and so fail twice): each reply with the seconds it took."""
+    out = []
+    for password in a.attempt:
+        s = smtp_connect(a)
+        s.user, s.password = a.user, password
+        start = time.monotonic()
+        try:
+            code, text = s.auth("PLAIN", s.auth_plain)
+        except smtplib.SMTPAuthenticationError as e:
+            code, text = e.smtp_code, e.smtp_error
+        out.append([code, text.decode(), time.monotonic() - start])
+        s.close()
+    return {"attempts": out}
+
+
 def cmd_mx(a):
     """Plain SMTP as another server would send it to port 25: every reply, one by one."""
     msg = base64.b64decode(a.message_b64)
@@ -217,10 +254,13 @@ def main():
     ap.add_argument("--authenticate", action="store_true")
     ap.add_argument("--mail-option", action="append", default=[])
     ap.add_argument("--rcpt-option", action="append", default=[])
+    ap.add_argument("--step", action="append", default=[])
+    ap.add_argument("--attempt", action="append", default=[])
     a = ap.parse_args()
     socket.setdefaulttimeout(30)
     fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch,
-          "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3, "mx": cmd_mx}[a.command]
+          "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3, "mx": cmd_mx,
+          "session": cmd_session, "auth-attempts": cmd_auth_attempts}[a.command]
     json.dump(fn(a), sys.stdout)
 
 

@@ -183,6 +183,24 @@ pub fn build_message(mail: &Compose) -> Result<Vec<u8>> {
     if let Some(cc) = header_list(&mail.cc, "Cc")? {
         builder = builder.cc(cc);
     }
+    // RFC 5322 §3.6.4: ids go out without angle brackets; mail-builder adds them.
+    let bare = |id: &str| {
+        id.trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string()
+    };
+    if let Some(id) = &mail.in_reply_to {
+        builder = builder.in_reply_to(bare(id));
+    }
+    if !mail.references.is_empty() {
+        builder = builder.references(
+            mail.references
+                .iter()
+                .map(|id| bare(id))
+                .collect::<Vec<_>>(),
+        );
+    }
     builder = builder.text_body(mail.text.clone());
     if let Some(html) = &mail.html {
         builder = builder.html_body(html.clone());
@@ -223,6 +241,8 @@ mod tests {
             text: "See you at noon.\n".into(),
             html: None,
             attachments: vec![],
+            in_reply_to: None,
+            references: vec![],
         }
     }
 

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::progress::Progress;
 use super::tls::{certificate_hint, client_config};
 use super::{Attachment, ReadMessage, Security, Server, Summary};
 
@@ -35,7 +36,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The byte stream under the IMAP client: clear text until TLS, or TLS. Both variants are
 /// `Unpin`, so forwarding the poll methods needs no pin projection.
 #[derive(Debug)]
-enum Transport {
+pub(super) enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -83,10 +84,10 @@ impl AsyncWrite for Transport {
 /// How long we wait for the server's first line (RFC 3501 §7.1.1 greeting).
 const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 
-type ImapSession = Session<Transport>;
+pub(super) type ImapSession = Session<Transport>;
 
 /// Runs one step under [`STEP_TIMEOUT`], naming the step if it runs out.
-async fn step<T>(
+pub(super) async fn step<T>(
     what: impl FnOnce() -> String,
     future: impl Future<Output = Result<T>>,
 ) -> Result<T> {
@@ -155,7 +156,7 @@ where
 }
 
 /// Connects, protects the connection as configured, and logs in.
-async fn connect(server: &Server) -> Result<ImapSession> {
+pub(super) async fn connect(server: &Server) -> Result<ImapSession> {
     let at = format!("{}:{}", server.host, server.port);
     let tcp = step(|| format!("connecting to {at}"), async {
         TcpStream::connect((server.host.as_str(), server.port))
@@ -221,11 +222,15 @@ async fn connect(server: &Server) -> Result<ImapSession> {
 
 /// Ends the session politely. The caller already has what it came for, so a failing LOGOUT is
 /// not worth reporting.
-async fn logout(mut session: ImapSession) {
+pub(super) async fn logout(mut session: ImapSession) {
     let _ = tokio::time::timeout(STEP_TIMEOUT, session.logout()).await;
 }
 
-fn mailbox_error(error: async_imap::error::Error, mailbox: &str, server: &Server) -> anyhow::Error {
+pub(super) fn mailbox_error(
+    error: async_imap::error::Error,
+    mailbox: &str,
+    server: &Server,
+) -> anyhow::Error {
     anyhow::Error::new(error).context(format!(
         "open mailbox {mailbox:?} on {}:{}: check its name (INBOX always exists)",
         server.host, server.port
@@ -275,10 +280,16 @@ pub async fn inbox(
             )
             .await
             .with_context(|| format!("list messages in {mailbox:?}"))?;
-        stream
+        // More than 100 headers take a noticeable while on a slow link: count them on stderr.
+        let wanted = u64::from(high - low + 1);
+        let mut progress = Progress::new(format!("listing {mailbox}"), wanted, wanted > 100);
+        let list: Vec<Fetch> = stream
+            .inspect_ok(|_| progress.inc(1))
             .try_collect()
             .await
-            .with_context(|| format!("read the message list of {mailbox:?}"))
+            .with_context(|| format!("read the message list of {mailbox:?}"))?;
+        progress.finish();
+        Ok(list)
     })
     .await?;
     logout(session).await;

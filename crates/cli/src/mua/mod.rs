@@ -8,23 +8,31 @@
 //!
 //! Deliberately left out: OAuth and SASL mechanisms other than PLAIN/LOGIN (SMTP) and LOGIN
 //! (IMAP), S/MIME and PGP, mailbox management (create, rename, delete), flag editing beyond the
-//! `\Seen` that reading a message implies, and a client-side message cache.
+//! `\Seen` that reading and `\Deleted` that deleting imply, and a client-side message cache.
 
 mod compose;
 mod imap;
+mod manage;
+mod progress;
 mod render;
+mod reply;
 mod smtp;
 mod tls;
 
 pub use compose::build_message;
 pub use imap::{inbox, read};
+pub use manage::{Deleted, Folder, delete, folders, move_message, verify_login};
+pub use progress::{Progress, while_running};
 pub use render::{render_message, render_summary_table, save_attachments};
+pub use reply::{ReplyOptions, build_reply};
 pub use smtp::send;
 
 use std::path::PathBuf;
 
-/// How the connection to a server is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the connection to a server is protected. Saved in the login file as "starttls", "tls"
+/// or "plain".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Security {
     /// Connect in clear text and upgrade with STARTTLS before authenticating (RFC 3207 for SMTP,
     /// RFC 3501 §6.2.1 for IMAP); the upgrade is required, never opportunistic.
@@ -61,6 +69,10 @@ pub struct Compose {
     pub text: String,
     pub html: Option<String>,
     pub attachments: Vec<PathBuf>,
+    /// Message-ID of the message answered (RFC 5322 §3.6.4), with or without angle brackets.
+    pub in_reply_to: Option<String>,
+    /// The thread so far, oldest first (RFC 5322 §3.6.4).
+    pub references: Vec<String>,
 }
 
 /// One line of a mailbox listing.

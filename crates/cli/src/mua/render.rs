@@ -215,6 +215,12 @@ pub fn save_attachments(msg: &ReadMessage, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("create directory {} for attachments", dir.display()))?;
     let mut written = Vec::with_capacity(msg.attachments.len());
+    let bytes: usize = msg.attachments.iter().map(|a| a.data.len()).sum();
+    let mut progress = super::Progress::new(
+        "saving attachments",
+        msg.attachments.len() as u64,
+        bytes > 1_000_000,
+    );
     for (i, attachment) in msg.attachments.iter().enumerate() {
         let name = sanitize_filename(&attachment.filename, i + 1);
         let path = unused_path(dir, &name, &written);
@@ -227,7 +233,9 @@ pub fn save_attachments(msg: &ReadMessage, dir: &Path) -> Result<Vec<PathBuf>> {
         std::io::Write::write_all(&mut file, &attachment.data)
             .with_context(|| format!("write {}", path.display()))?;
         written.push(path);
+        progress.inc(1);
     }
+    progress.finish();
     Ok(written)
 }
 

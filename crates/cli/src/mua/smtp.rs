@@ -125,10 +125,16 @@ pub async fn send(server: &Server, mail: &Compose) -> Result<String> {
             .authentication(vec![Mechanism::Plain, Mechanism::Login]);
     }
     let transport = builder.build();
-    let response = transport
-        .send_raw(&envelope, &raw)
-        .await
-        .map_err(|e| explain(e, server))?;
+    // lettre reports nothing until the server's final reply, so a large message gets a
+    // running clock on a terminal rather than a silent wait.
+    let label = format!("sending {:.1} MB", raw.len() as f64 / 1_000_000.0);
+    let response = super::while_running(
+        &label,
+        raw.len() > 1_000_000,
+        transport.send_raw(&envelope, &raw),
+    )
+    .await
+    .map_err(|e| explain(e, server))?;
     Ok(response.message().collect::<Vec<_>>().join("\n"))
 }
 

@@ -4,11 +4,13 @@
 //! four agent binaries as separate processes on Postgres.
 
 mod common;
+mod dkim;
 mod errors;
 mod grpc;
 mod inbound;
 mod outbound;
 mod path;
 mod processes;
+mod submission;
 mod takeover;
 mod tern_up;

@@ -12,12 +12,22 @@ use crate::common::*;
 
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
 
+/// Where the child processes keep `tern login`'s file: beside the data directory, never in the
+/// real home of whoever runs the tests.
+fn config_home(data: &Path) -> std::path::PathBuf {
+    data.parent().unwrap().join("config")
+}
+
 fn tern(data: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(TERN)
         .arg("--data")
         .arg(data)
         .args(args)
         .env_remove("TERN_DATA")
+        .env_remove("TERN_USER")
+        .env_remove("TERN_PASSWORD")
+        .env_remove("TERN_HOST")
+        .env("XDG_CONFIG_HOME", config_home(data))
         .output()
         .unwrap();
     (
@@ -150,6 +160,7 @@ async fn tern_up_on_sqlite_serves_the_whole_path() {
         ])
         .arg(&attachment)
         .env("TERN_PASSWORD", ALICE.1)
+        .env("XDG_CONFIG_HOME", config_home(&data))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -203,6 +214,84 @@ async fn tern_up_on_sqlite_serves_the_whole_path() {
         std::fs::read(save.join("report.pdf")).unwrap(),
         std::fs::read(&attachment).unwrap()
     );
+
+    // tern login saves Bob's account (verified over IMAP); then the mail commands need no
+    // credential flags at all.
+    let mut login = Command::new(TERN)
+        .arg("--data")
+        .arg(&data)
+        .args(["login", "--user", BOB.0, "--password-stdin"])
+        .env("XDG_CONFIG_HOME", config_home(&data))
+        .env_remove("TERN_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", BOB.1).as_bytes())
+        .unwrap();
+    let out = login.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tern login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains(BOB.0) && !said.contains(BOB.1), "{said}");
+    let config_file = config_home(&data).join("tern").join("config.toml");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the saved password is private");
+    }
+    let inbox = ok(&data, &["inbox"]);
+    assert!(inbox.contains("Quarterly report"), "{inbox}");
+    assert!(ok(&data, &["folders"]).contains("INBOX"));
+    let (success, _, stderr) = tern(
+        &data,
+        &[
+            "login",
+            "--account",
+            "bad",
+            "--user",
+            BOB.0,
+            "--password",
+            "nope-nope-nope",
+        ],
+    );
+    assert!(!success && stderr.contains("not saved"), "{stderr}");
+    assert!(
+        !std::fs::read_to_string(&config_file)
+            .unwrap()
+            .contains("[accounts.bad]")
+    );
+    // Tern's IMAP server has no COPY/MOVE yet: a clear error, not a hang.
+    let (success, _, stderr) = tern(&data, &["move", "1", "Archive"]);
+    assert!(
+        !success && stderr.contains("does not support COPY/MOVE"),
+        "{stderr}"
+    );
+    // Bob answers Alice's message through the saved login; Alice sees the threaded reply.
+    let replied = ok(&data, &["reply", "2", "--body", "Thanks, got it."]);
+    assert!(replied.contains("queued as"), "{replied}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, inbox, _) = tern(&data, &["inbox", "--user", ALICE.0, "--password", ALICE.1]);
+        if inbox.contains("Re: Quarterly report") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reply never listed: {inbox}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ok(&data, &["logout"]);
+    assert!(!config_file.exists(), "logout removes the saved login");
 
     // A wrong password is a clear error, not a hang.
     let (success, _, stderr) = tern(
