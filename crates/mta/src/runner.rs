@@ -448,6 +448,16 @@ fn rcpt_params(c: &Claim) -> tern_smtp::RcptParams {
     }
 }
 
+/// A DSN on its way to `to`: sent with the null sender, so it is never bounced itself.
+fn notification<'a>(to: &'a [String], content: &'a [u8]) -> NewMessage<'a> {
+    NewMessage {
+        sender: "",
+        recipients: to,
+        content,
+        ..Default::default()
+    }
+}
+
 /// Records outcomes and writes the DSNs they call for, each in one transaction with the
 /// outcome: a failed recipient and its bounce commit together or not at all.
 #[derive(Clone)]
@@ -547,12 +557,7 @@ impl Bouncer {
         tracing::info!(rcpt = %c.address, reply, "delivered");
         let notice = self.dsn(DsnKind::Delivered, c, reply, remote, content, None);
         let rcpt = [c.sender.clone()];
-        let msg = notice.as_ref().map(|m| NewMessage {
-            sender: "",
-            recipients: &rcpt,
-            content: m,
-            ..Default::default()
-        });
+        let msg = notice.as_deref().map(|m| notification(&rcpt, m));
         if let Err(e) = self
             .store
             .mark_delivered_with_notice(c.recipient_id, owner, reply, msg)
@@ -573,12 +578,7 @@ impl Bouncer {
         tracing::info!(rcpt = %c.address, reply, "failed permanently");
         let bounce = self.dsn(DsnKind::Failed, c, reply, remote, content, None);
         let rcpt = [c.sender.clone()];
-        let msg = bounce.as_ref().map(|m| NewMessage {
-            sender: "",
-            recipients: &rcpt,
-            content: m,
-            ..Default::default()
-        });
+        let msg = bounce.as_deref().map(|m| notification(&rcpt, m));
         match self
             .store
             .mark_failed_with_bounce(c.recipient_id, owner, reply, msg)
@@ -604,12 +604,7 @@ impl Bouncer {
         let warning = warn_until
             .and_then(|until| self.dsn(DsnKind::Delayed, c, reply, None, content, Some(until)));
         let rcpt = [c.sender.clone()];
-        let msg = warning.as_ref().map(|m| NewMessage {
-            sender: "",
-            recipients: &rcpt,
-            content: m,
-            ..Default::default()
-        });
+        let msg = warning.as_deref().map(|m| notification(&rcpt, m));
         if let Err(e) = self
             .store
             .mark_deferred_with_warning(c.recipient_id, owner, reply, at_ms, msg)
