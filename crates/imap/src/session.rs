@@ -541,6 +541,31 @@ impl<B: Backend> Session<B> {
         self.login(tag, &authcid, &passwd, out).await
     }
 
+    /// The mailbox a command names, or None after answering `NO [NONEXISTENT]` (or the backend's
+    /// error) to the client.
+    async fn existing_mailbox(
+        &mut self,
+        tag: &Tag<'_>,
+        mailbox: &Mailbox<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<MailboxEntry> {
+        let Some(name) = mailbox_name(mailbox) else {
+            out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
+            return None;
+        };
+        match self.backend.mailbox(&name).await {
+            Ok(Some(entry)) => Some(entry),
+            Ok(None) | Err(BackendError::NotFound) => {
+                out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
+                None
+            }
+            Err(err) => {
+                out.extend(backend_error(tag, &err));
+                None
+            }
+        }
+    }
+
     async fn select(
         &mut self,
         tag: &Tag<'_>,
@@ -556,20 +581,8 @@ impl<B: Backend> Session<B> {
                 "Previous mailbox closed",
             ));
         }
-        let Some(name) = mailbox_name(mailbox) else {
-            out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
+        let Some(entry) = self.existing_mailbox(tag, mailbox, out).await else {
             return;
-        };
-        let entry = match self.backend.mailbox(&name).await {
-            Ok(Some(entry)) => entry,
-            Ok(None) | Err(BackendError::NotFound) => {
-                out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
-                return;
-            }
-            Err(err) => {
-                out.extend(backend_error(tag, &err));
-                return;
-            }
         };
         let mut messages = match self.backend.messages(&entry.name).await {
             Ok(messages) => messages,
@@ -693,20 +706,8 @@ impl<B: Backend> Session<B> {
         items: &[StatusDataItemName],
         out: &mut Vec<u8>,
     ) {
-        let Some(name) = mailbox_name(mailbox) else {
-            out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
+        let Some(entry) = self.existing_mailbox(tag, mailbox, out).await else {
             return;
-        };
-        let entry = match self.backend.mailbox(&name).await {
-            Ok(Some(entry)) => entry,
-            Ok(None) | Err(BackendError::NotFound) => {
-                out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
-                return;
-            }
-            Err(err) => {
-                out.extend(backend_error(tag, &err));
-                return;
-            }
         };
         let mut messages: Option<Vec<MessageMeta>> = None;
         let mut parts: Vec<String> = Vec::new();
