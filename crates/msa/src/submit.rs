@@ -13,7 +13,7 @@ use std::sync::Arc;
 use mail_parser::{HeaderName, MessageParser};
 use serde::Deserialize;
 use tern_runtime::mailfmt::{Received, has_header, now_unix, rfc5322_date};
-use tern_smtp::{Envelope, Handler, Reply};
+use tern_smtp::{Envelope, Handler, Reply, ScramCredentials};
 use tern_store::{Account, NewMessage, RecipientDsn, Resolution, Store};
 
 use crate::throttle::{AuthLimits, Throttle};
@@ -52,6 +52,11 @@ pub struct Policy {
 fn store_trouble(e: &tern_store::Error) -> Reply {
     tracing::warn!(error = %e, "store error during submission");
     Reply::temporary_failure()
+}
+
+fn auth_store_trouble(e: &tern_store::Error) -> Reply {
+    tracing::warn!(error = %e, "store error during authentication");
+    Reply::new(454, (4, 7, 0), "temporary authentication failure")
 }
 
 /// Everything a submission needs; cheap to clone, one per listener.
@@ -115,45 +120,88 @@ impl Submitter {
         peer: Option<SocketAddr>,
     ) -> Result<Account, Reply> {
         let client = peer.map(|p| p.ip());
-        if self.throttle.blocked(client, user).is_some() {
-            return Err(Reply::new(
-                454,
-                (4, 7, 0),
-                "too many failed logins, try later",
-            ));
-        }
+        self.check_throttle(client, user)?;
         match self.store.authenticate(user, password).await {
             Ok(Some(account)) => {
                 self.throttle.success(client, user);
                 Ok(account)
             }
-            Ok(None) => {
-                let ip = client
-                    .map(|ip| ip.to_string())
-                    .unwrap_or_else(|| "-".into());
-                tracing::warn!(client.address = %ip, user = %user, "auth failed");
-                let failure = self.throttle.failure(client, user);
-                for key in &failure.blocked {
-                    tracing::warn!(client.address = %ip, user = %user, blocked = key.kind(), "auth blocked");
-                }
-                // The session waits too, which is the point: a guesser gets fewer tries per
-                // connection and per minute.
-                tokio::time::sleep(failure.delay).await;
-                Err(Reply::new(
-                    535,
-                    (5, 7, 8),
-                    "authentication credentials invalid",
-                ))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "store error during authentication");
-                Err(Reply::new(
-                    454,
-                    (4, 7, 0),
-                    "temporary authentication failure",
-                ))
-            }
+            Ok(None) => Err(self.failed_login(client, user).await),
+            Err(e) => Err(auth_store_trouble(&e)),
         }
+    }
+
+    /// SCRAM-SHA-256, first step: the account's stored keys, or `None` for an unknown user and
+    /// for an account whose password predates the keys (the exchange then fails at the proof,
+    /// counted like a wrong password). Throttled like [`Submitter::authenticate`].
+    pub async fn scram_credentials(
+        &self,
+        user: &str,
+        peer: Option<SocketAddr>,
+    ) -> Result<Option<ScramCredentials>, Reply> {
+        self.check_throttle(peer.map(|p| p.ip()), user)?;
+        let keys = self
+            .store
+            .scram_keys(user)
+            .await
+            .map_err(|e| auth_store_trouble(&e))?;
+        Ok(keys.map(|k| ScramCredentials {
+            iterations: k.iterations,
+            salt: k.salt,
+            stored_key: k.stored_key,
+            server_key: k.server_key,
+        }))
+    }
+
+    /// SCRAM-SHA-256, last step: the session checked the client's proof. A failed proof is a
+    /// failed login (logged, counted, delayed, 535); a verified one returns the account.
+    pub async fn scram_finished(
+        &self,
+        user: &str,
+        verified: bool,
+        peer: Option<SocketAddr>,
+    ) -> Result<Account, Reply> {
+        let client = peer.map(|p| p.ip());
+        if !verified {
+            return Err(self.failed_login(client, user).await);
+        }
+        match self.store.account(user).await {
+            Ok(Some(account)) => {
+                self.throttle.success(client, user);
+                Ok(account)
+            }
+            // Removed since its keys were read.
+            Ok(None) => Err(self.failed_login(client, user).await),
+            Err(e) => Err(auth_store_trouble(&e)),
+        }
+    }
+
+    /// `454 4.7.0` while the client address or the account is blocked.
+    fn check_throttle(&self, client: Option<std::net::IpAddr>, user: &str) -> Result<(), Reply> {
+        match self.throttle.blocked(client, user) {
+            Some(_) => Err(Reply::new(
+                454,
+                (4, 7, 0),
+                "too many failed logins, try later",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Logs and counts a failed login, waits the throttle's delay, and returns the 535.
+    async fn failed_login(&self, client: Option<std::net::IpAddr>, user: &str) -> Reply {
+        let ip = client
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "-".into());
+        tracing::warn!(client.address = %ip, user = %user, "auth failed");
+        let failure = self.throttle.failure(client, user);
+        for key in &failure.blocked {
+            tracing::warn!(client.address = %ip, user = %user, blocked = key.kind(), "auth blocked");
+        }
+        // The session waits too, which is the point: a guesser gets fewer tries per
+        // connection and per minute.
+        tokio::time::sleep(failure.delay).await;
+        Reply::new(535, (5, 7, 8), "authentication credentials invalid")
     }
 
     /// The addresses `account` may send as (its own and the exact aliases naming it).
@@ -434,6 +482,37 @@ impl Handler for SubmissionHandler {
             .submitter
             .authenticate(authcid, password, Some(self.peer))
             .await?;
+        self.account = Some(account);
+        Ok(())
+    }
+
+    async fn scram_credentials(
+        &mut self,
+        authcid: &str,
+    ) -> Result<Option<ScramCredentials>, Reply> {
+        self.submitter
+            .scram_credentials(authcid, Some(self.peer))
+            .await
+    }
+
+    async fn scram_finished(
+        &mut self,
+        authzid: &str,
+        authcid: &str,
+        verified: bool,
+    ) -> Result<(), Reply> {
+        let account = self
+            .submitter
+            .scram_finished(authcid, verified, Some(self.peer))
+            .await?;
+        // As for PLAIN: nobody may act for another account.
+        if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(authcid) {
+            return Err(Reply::new(
+                535,
+                (5, 7, 8),
+                "authentication credentials invalid",
+            ));
+        }
         self.account = Some(account);
         Ok(())
     }

@@ -2,8 +2,8 @@
 //! (draft-murchison-sasl-login), carried in base64 by SMTP AUTH (RFC 4954 §4).
 //!
 //! This module only turns client responses into credentials. It does not check them (the
-//! handler does), keep them, or log them, and it offers no mechanism that needs server state
-//! across round trips beyond LOGIN's username (no CRAM-MD5, no SCRAM).
+//! handler does), keep them, or log them. SCRAM-SHA-256, which keeps state across round trips
+//! and checks a proof itself, is `scram.rs`; CRAM-MD5 is not offered.
 
 use base64::Engine;
 use base64::alphabet;
@@ -11,7 +11,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 /// Standard base64 that accepts responses with or without padding: RFC 4954 requires padding,
 /// but refusing a client for leaving it out gains nothing.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );

@@ -4,6 +4,8 @@
 //! One session type serves both the MSA (submission, RFC 6409: `AuthPolicy::Required`, AUTH
 //! offered only inside TLS) and the MTA (port 25, RFC 5321: `AuthPolicy::Disabled`); which
 //! senders and recipients are acceptable is the [`Handler`]'s decision, not this module's.
+//! AUTH offers PLAIN, LOGIN and SCRAM-SHA-256; for SCRAM the session checks the proof itself
+//! (`scram.rs`) against keys the handler looks up, so the handler never sees a password.
 //!
 //! Deliberately absent: sockets, timers and TLS (the caller owns them and reports back through
 //! [`Session::tls_started`], [`Session::timeout_reply`] and [`Session::shutdown_reply`]);
@@ -23,18 +25,22 @@
 //! - the replies returned by one [`Session::feed`] grow with the number of commands in that
 //!   input, which the caller bounds by its read size.
 
-use std::future::Future;
+use std::future::{Future, ready};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use smtp_proto::{
-    AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME,
-    MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom, RCPT_NOTIFY_DELAY,
-    RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS, RcptTo, Request,
+    AUTH_LOGIN, AUTH_PLAIN, AUTH_SCRAM_SHA_256, Error as ParseError, MAIL_BODY_7BIT,
+    MAIL_BODY_8BITMIME, MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom,
+    RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS, RcptTo,
+    Request,
 };
 
 use crate::body::{Body, DataReceiver};
 use crate::dsn::{Notify, RcptParams, Ret};
 use crate::reply::Reply;
 use crate::sasl::{self, LOGIN_PASSWORD_CHALLENGE, LOGIN_USERNAME_CHALLENGE, SaslError};
+use crate::scram::{self, Exchange, Outcome, ScramCredentials, ScramError};
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 const MAX_COMMAND_LINE: usize = 512;
@@ -112,6 +118,38 @@ pub trait Handler: Send {
         password: &str,
     ) -> impl Future<Output = Result<(), Reply>> + Send;
 
+    /// SCRAM-SHA-256 (RFC 5802, RFC 7677), first step: the stored credentials of `authcid`,
+    /// or `Ok(None)` when there are none (an unknown user, or an account without SCRAM keys).
+    /// The session then goes on with made-up credentials and fails at the proof, so that the
+    /// server-first-message does not tell which users exist. `Err` ends the exchange with that
+    /// reply (e.g. `454 4.7.0` while the client is throttled). The default knows nobody.
+    fn scram_credentials(
+        &mut self,
+        authcid: &str,
+    ) -> impl Future<Output = Result<Option<ScramCredentials>, Reply>> + Send {
+        let _ = authcid;
+        ready(Ok(None))
+    }
+
+    /// SCRAM-SHA-256, last step: the session has checked the client's proof (`verified`) and
+    /// asks for the verdict. On `Ok` (which must only follow a verified proof) the session sends
+    /// the server signature and, once the client acknowledges it, 235 and records `authzid` if
+    /// it is non-empty, `authcid` otherwise. A failed proof should be answered like a wrong
+    /// password (e.g. [`Reply::auth_failed`]), counted wherever wrong passwords are counted.
+    fn scram_finished(
+        &mut self,
+        authzid: &str,
+        authcid: &str,
+        verified: bool,
+    ) -> impl Future<Output = Result<(), Reply>> + Send {
+        let _ = (authzid, authcid);
+        ready(if verified {
+            Ok(())
+        } else {
+            Err(Reply::auth_failed())
+        })
+    }
+
     /// Decides on the reverse-path (`""` for `<>`). `envelope` already carries the MAIL
     /// parameters; `envelope.mail_from` is set only once this returns `Ok`.
     fn mail_from(
@@ -174,6 +212,13 @@ enum State {
     SaslLoginUsername,
     /// AUTH LOGIN asked for the password.
     SaslLoginPassword { username: String },
+    /// AUTH SCRAM-SHA-256 sent an empty challenge and waits for the client-first-message.
+    SaslScramFirst,
+    /// The server-first-message was sent; waiting for the client-final-message.
+    SaslScramFinal(Box<Exchange>),
+    /// The server-final-message (the server's signature) was sent; the client's empty
+    /// response completes the authentication.
+    SaslScramDone { identity: String },
     /// STARTTLS was accepted; nothing more is read until the handshake is done.
     TlsPending,
 }
@@ -218,7 +263,12 @@ impl std::fmt::Debug for Session {
             State::Command => "command",
             State::Data(_) => "data",
             State::Bdat(_) => "bdat",
-            State::SaslPlain | State::SaslLoginUsername | State::SaslLoginPassword { .. } => "sasl",
+            State::SaslPlain
+            | State::SaslLoginUsername
+            | State::SaslLoginPassword { .. }
+            | State::SaslScramFirst
+            | State::SaslScramFinal(_)
+            | State::SaslScramDone { .. } => "sasl",
             State::TlsPending => "tls-pending",
         };
         f.debug_struct("Session")
@@ -410,7 +460,12 @@ impl Session {
     fn in_sasl(&self) -> bool {
         matches!(
             self.state,
-            State::SaslPlain | State::SaslLoginUsername | State::SaslLoginPassword { .. }
+            State::SaslPlain
+                | State::SaslLoginUsername
+                | State::SaslLoginPassword { .. }
+                | State::SaslScramFirst
+                | State::SaslScramFinal(_)
+                | State::SaslScramDone { .. }
         )
     }
 
@@ -486,10 +541,123 @@ impl Session {
                     }
                 }
             }
+            State::SaslScramFirst => {
+                if let Some(response) = self.sasl_response(&line, out) {
+                    match sasl::decode(response) {
+                        Ok(message) => self.scram_first(&message, handler, out).await,
+                        Err(error) => self.sasl_error(error, out),
+                    }
+                }
+            }
+            State::SaslScramFinal(exchange) => {
+                if let Some(response) = self.sasl_response(&line, out) {
+                    match sasl::decode(response) {
+                        Ok(message) => self.scram_final(&exchange, &message, handler, out).await,
+                        Err(error) => self.sasl_error(error, out),
+                    }
+                }
+            }
+            State::SaslScramDone { identity } => {
+                if let Some(response) = self.sasl_response(&line, out) {
+                    // RFC 4954 §4: the client answers the server's last data with an empty
+                    // response before the server says 235.
+                    match sasl::decode(response) {
+                        Ok(message) if message.is_empty() => {
+                            self.authenticated = Some(identity);
+                            self.emit(out, Reply::new(235, (2, 7, 0), "authentication successful"));
+                        }
+                        Ok(_) => self.sasl_error(SaslError::Malformed, out),
+                        Err(error) => self.sasl_error(error, out),
+                    }
+                }
+            }
             other => {
                 self.state = other;
                 self.command(&line, handler, out).await;
             }
+        }
+    }
+
+    /// The client-first-message: look the user up and answer with the server-first-message.
+    async fn scram_first<H: Handler>(
+        &mut self,
+        message: &[u8],
+        handler: &mut H,
+        out: &mut Vec<u8>,
+    ) {
+        let first = match scram::parse_client_first(message) {
+            Ok(first) => first,
+            Err(error) => {
+                self.scram_error(error, out);
+                return;
+            }
+        };
+        let credentials = match handler.scram_credentials(&first.username).await {
+            Ok(credentials) => credentials,
+            Err(reply) => {
+                self.emit(out, reply);
+                return;
+            }
+        };
+        let exchange = Exchange::start(first, credentials);
+        let challenge = STANDARD.encode(exchange.server_first());
+        self.emit(out, Reply::without_status(334, challenge));
+        self.state = State::SaslScramFinal(Box::new(exchange));
+    }
+
+    /// The client-final-message: check the proof, let the handler decide, and send the
+    /// server-final-message.
+    async fn scram_final<H: Handler>(
+        &mut self,
+        exchange: &Exchange,
+        message: &[u8],
+        handler: &mut H,
+        out: &mut Vec<u8>,
+    ) {
+        let outcome = match exchange.finish(message) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.scram_error(error, out);
+                return;
+            }
+        };
+        let (authzid, authcid) = (exchange.authzid(), exchange.username());
+        match outcome {
+            Outcome::Verified { server_final } => {
+                match handler.scram_finished(authzid, authcid, true).await {
+                    Ok(()) => {
+                        let identity = if authzid.is_empty() { authcid } else { authzid };
+                        self.emit(
+                            out,
+                            Reply::without_status(334, STANDARD.encode(server_final)),
+                        );
+                        self.state = State::SaslScramDone {
+                            identity: identity.to_owned(),
+                        };
+                    }
+                    Err(reply) => self.emit(out, reply),
+                }
+            }
+            Outcome::Failed => {
+                let reply = match handler.scram_finished(authzid, authcid, false).await {
+                    Err(reply) => reply,
+                    // A handler cannot accept a failed proof.
+                    Ok(()) => Reply::auth_failed(),
+                };
+                self.emit(out, reply);
+            }
+        }
+    }
+
+    fn scram_error(&mut self, error: ScramError, out: &mut Vec<u8>) {
+        match error {
+            ScramError::Malformed => self.sasl_error(SaslError::Malformed, out),
+            // RFC 5802 §6: a server without channel binding must fail an exchange that asks
+            // for it; SCRAM-SHA-256-PLUS, the mechanism that would bind, is not offered.
+            ScramError::ChannelBindingRequested => self.emit(
+                out,
+                Reply::new(504, (5, 5, 4), "channel binding not supported"),
+            ),
         }
     }
 
@@ -651,7 +819,7 @@ impl Session {
                 lines.push("REQUIRETLS".to_owned());
             }
             if self.auth_offered() {
-                lines.push("AUTH PLAIN LOGIN".to_owned());
+                lines.push("AUTH PLAIN LOGIN SCRAM-SHA-256".to_owned());
             }
             Reply::without_status(250, lines.join("\n"))
         } else {
@@ -978,7 +1146,7 @@ impl Session {
                 (5, 7, 0),
                 "must issue a STARTTLS command first",
             ))
-        } else if mechanism != AUTH_PLAIN && mechanism != AUTH_LOGIN {
+        } else if ![AUTH_PLAIN, AUTH_LOGIN, AUTH_SCRAM_SHA_256].contains(&mechanism) {
             Some(Reply::new(504, (5, 5, 4), "mechanism not supported"))
         } else {
             None
@@ -989,7 +1157,17 @@ impl Session {
         }
 
         let has_initial = !initial_response.is_empty();
-        if mechanism == AUTH_PLAIN {
+        if mechanism == AUTH_SCRAM_SHA_256 {
+            if !has_initial {
+                self.emit(out, Reply::without_status(334, ""));
+                self.state = State::SaslScramFirst;
+                return;
+            }
+            match sasl::decode(initial_response) {
+                Ok(message) => self.scram_first(&message, handler, out).await,
+                Err(error) => self.sasl_error(error, out),
+            }
+        } else if mechanism == AUTH_PLAIN {
             if !has_initial {
                 // RFC 4954 §4: without an initial response the server sends an empty challenge.
                 self.emit(out, Reply::without_status(334, ""));

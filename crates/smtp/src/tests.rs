@@ -13,7 +13,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::{
-    Action, AuthPolicy, Config, Envelope, Handler, Notify, RcptParams, Reply, Ret, Session,
+    Action, AuthPolicy, Config, Envelope, Handler, Notify, RcptParams, Reply, Ret,
+    ScramCredentials, Session,
 };
 
 /// Polls a future that never waits (the recording handler answers at once) to completion.
@@ -28,7 +29,8 @@ fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 /// A handler that records every call and applies a small, fixed policy:
-/// - the only credentials are alice / secret (authzid empty or "alice");
+/// - the only credentials are alice / secret (authzid empty or "alice"), for SCRAM too;
+/// - SCRAM for "blocked" is refused at once with 454, as a throttled client would be;
 /// - spammer@evil.test may not send;
 /// - recipients at tern.test and "postmaster" are local, except nobody@tern.test; other
 ///   domains are refused as relaying.
@@ -50,6 +52,33 @@ impl Handler for Recorder {
             && password == "secret"
             && (authzid.is_empty() || authzid == "alice");
         ready(if ok {
+            Ok(())
+        } else {
+            Err(Reply::auth_failed())
+        })
+    }
+
+    fn scram_credentials(
+        &mut self,
+        authcid: &str,
+    ) -> impl Future<Output = Result<Option<ScramCredentials>, Reply>> + Send {
+        self.events.push(format!("scram {authcid}"));
+        ready(match authcid {
+            "alice" => Ok(Some(alice_scram().clone())),
+            "blocked" => Err(Reply::new(454, (4, 7, 0), "too many failed logins")),
+            _ => Ok(None),
+        })
+    }
+
+    fn scram_finished(
+        &mut self,
+        authzid: &str,
+        authcid: &str,
+        verified: bool,
+    ) -> impl Future<Output = Result<(), Reply>> + Send {
+        self.events
+            .push(format!("scram-finished {authzid}/{authcid} {verified}"));
+        ready(if verified && (authzid.is_empty() || authzid == authcid) {
             Ok(())
         } else {
             Err(Reply::auth_failed())
@@ -99,6 +128,12 @@ impl Handler for Recorder {
             format!("queued as {queued}"),
         )))
     }
+}
+
+/// Alice's SCRAM-SHA-256 keys for the password "secret", derived once per test run.
+fn alice_scram() -> &'static ScramCredentials {
+    static KEYS: std::sync::OnceLock<ScramCredentials> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| ScramCredentials::derive("secret", b"alice's salt", 4096))
 }
 
 /// Port 25: no AUTH, STARTTLS available.
@@ -297,7 +332,7 @@ fn ehlo(host: &str, tls: bool, auth: bool) -> String {
         keywords.push("STARTTLS".to_owned());
     }
     if auth {
-        keywords.push("AUTH PLAIN LOGIN".to_owned());
+        keywords.push("AUTH PLAIN LOGIN SCRAM-SHA-256".to_owned());
     }
     let last = keywords.len() - 1;
     keywords
@@ -523,7 +558,7 @@ fn starttls_discards_pipelined_input_and_forgets_the_session() {
         S: 250-CHUNKING
         S: 250-DSN
         S: 250-REQUIRETLS
-        S: 250 AUTH PLAIN LOGIN
+        S: 250 AUTH PLAIN LOGIN SCRAM-SHA-256
         C: STARTTLS
         S: 503 5.5.1 already in TLS
         ",
@@ -624,7 +659,7 @@ fn auth_login_good_and_bad() {
         S: 250-CHUNKING
         S: 250-DSN
         S: 250-REQUIRETLS
-        S: 250 AUTH PLAIN LOGIN
+        S: 250 AUTH PLAIN LOGIN SCRAM-SHA-256
         C: AUTH LOGIN
         S: 334 VXNlcm5hbWU6
         C: YWxpY2U=
@@ -1103,6 +1138,9 @@ fn pseudo_random_garbage_never_panics_and_stays_bounded() {
         b"AUTH PLAIN\r\n",
         b"AUTH LOGIN\r\n",
         b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+        b"AUTH SCRAM-SHA-256 bixuPWFsaWNlLHI9YWJj\r\n",
+        b"AUTH SCRAM-SHA-256\r\n",
+        b"Yz1iaXdzLHI9YWJjLHA9QUFBQQ==\r\n",
         b"STARTTLS\r\n",
         b"RSET\r\n",
         b"\r\n.\r\n",
@@ -1294,4 +1332,392 @@ fn requiretls_is_offered_and_accepted_only_inside_tls() {
     let (envelope, _) = &handler.messages[0];
     assert!(envelope.requiretls);
     assert_eq!(envelope.ret, Some(Ret::Full));
+}
+
+/// A SCRAM client driving a session line by line; the answers depend on the server's random
+/// nonce, so these tests compute each client message from the previous reply instead of
+/// playing a fixed transcript.
+struct ScramClient {
+    session: Session,
+    handler: Recorder,
+    feeding: Feeding,
+}
+
+impl ScramClient {
+    /// An MSA session inside TLS, after EHLO.
+    fn new(feeding: Feeding) -> ScramClient {
+        let mut client = ScramClient {
+            session: Session::new(msa(), true),
+            handler: Recorder::default(),
+            feeding,
+        };
+        let ehlo = client.send("EHLO client.example");
+        assert!(
+            ehlo.ends_with("250 AUTH PLAIN LOGIN SCRAM-SHA-256\r\n"),
+            "{ehlo}"
+        );
+        client
+    }
+
+    /// Sends one line (CRLF appended) and returns everything the session answered.
+    fn send(&mut self, line: &str) -> String {
+        let input = format!("{line}\r\n");
+        let mut reply = Vec::new();
+        match self.feeding {
+            Feeding::Whole => {
+                let output = block_on(self.session.feed(input.as_bytes(), &mut self.handler));
+                assert_eq!(output.action, Action::Continue);
+                reply = output.reply;
+            }
+            Feeding::Bytewise => {
+                for octet in input.as_bytes() {
+                    let output = block_on(
+                        self.session
+                            .feed(std::slice::from_ref(octet), &mut self.handler),
+                    );
+                    assert_eq!(output.action, Action::Continue);
+                    reply.extend_from_slice(&output.reply);
+                }
+            }
+        }
+        String::from_utf8(reply).unwrap()
+    }
+
+    /// Sends a base64-encoded SASL message and returns the decoded `334` challenge, or the
+    /// whole reply as `Err` when it is not a challenge.
+    fn exchange(&mut self, line: &str) -> Result<String, String> {
+        let reply = self.send(line);
+        match reply
+            .strip_prefix("334 ")
+            .and_then(|r| r.strip_suffix("\r\n"))
+        {
+            Some(challenge) => Ok(String::from_utf8(STANDARD.decode(challenge).unwrap()).unwrap()),
+            None => Err(reply),
+        }
+    }
+
+    /// Runs a whole exchange up to the client-final-message and returns the reply to it and
+    /// the server signature the client expects.
+    fn login(
+        &mut self,
+        authzid: &str,
+        user: &str,
+        password: &str,
+        initial: bool,
+    ) -> (String, String) {
+        let gs2 = if authzid.is_empty() {
+            "n,,".to_owned()
+        } else {
+            format!("n,a={authzid},")
+        };
+        let bare = format!("n={user},r=fyko+d2lbbFgONRv9qkxdawL");
+        let first = STANDARD.encode(format!("{gs2}{bare}"));
+        let server_first = if initial {
+            self.exchange(&format!("AUTH SCRAM-SHA-256 {first}"))
+        } else {
+            assert_eq!(self.send("AUTH SCRAM-SHA-256"), "334 \r\n");
+            self.exchange(&first)
+        }
+        .unwrap();
+        let (client_final, v) =
+            crate::scram::tests::client_final(password, &bare, &server_first, &gs2);
+        (self.send(&STANDARD.encode(client_final)), v)
+    }
+}
+
+const FEEDINGS: [Feeding; 2] = [Feeding::Whole, Feeding::Bytewise];
+
+#[test]
+fn scram_sha_256_login_then_mail() {
+    for feeding in FEEDINGS {
+        for initial in [true, false] {
+            let mut client = ScramClient::new(feeding);
+            let (reply, v) = client.login("", "alice", "secret", initial);
+            assert_eq!(reply, format!("334 {}\r\n", STANDARD.encode(v)));
+            assert_eq!(
+                client.session.authenticated(),
+                None,
+                "not before the last step"
+            );
+            assert_eq!(client.send(""), "235 2.7.0 authentication successful\r\n");
+            assert_eq!(client.session.authenticated(), Some("alice"));
+            assert_eq!(
+                client.send("MAIL FROM:<alice@tern.test>"),
+                "250 2.1.0 sender OK\r\n"
+            );
+            assert_eq!(
+                client.send("AUTH SCRAM-SHA-256"),
+                "503 5.5.1 already authenticated\r\n"
+            );
+            assert_eq!(
+                client.handler.events,
+                [
+                    "scram alice",
+                    "scram-finished /alice true",
+                    "mail alice@tern.test"
+                ]
+            );
+        }
+    }
+}
+
+#[test]
+fn scram_server_first_message_has_a_fresh_nonce_salt_and_iterations() {
+    let mut client = ScramClient::new(Feeding::Whole);
+    let first = STANDARD.encode("n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL");
+    let server_first = client
+        .exchange(&format!("AUTH SCRAM-SHA-256 {first}"))
+        .unwrap();
+    let attributes: Vec<&str> = server_first.split(',').collect();
+    let server_nonce = attributes[0]
+        .strip_prefix("r=fyko+d2lbbFgONRv9qkxdawL")
+        .unwrap();
+    // 24 random octets in base64.
+    assert_eq!(STANDARD.decode(server_nonce).unwrap().len(), 24);
+    assert_eq!(
+        attributes[1..],
+        [
+            format!("s={}", STANDARD.encode(b"alice's salt")),
+            "i=4096".to_owned()
+        ]
+    );
+    assert_eq!(client.send("*"), "501 5.7.0 authentication cancelled\r\n");
+    let again = client
+        .exchange(&format!("AUTH SCRAM-SHA-256 {first}"))
+        .unwrap();
+    assert_ne!(again, server_first, "a new nonce for every exchange");
+}
+
+#[test]
+fn scram_wrong_password_and_authzid_fail_with_535() {
+    for feeding in FEEDINGS {
+        let mut client = ScramClient::new(feeding);
+        let (reply, _) = client.login("", "alice", "wrong", true);
+        assert_eq!(reply, "535 5.7.8 authentication credentials invalid\r\n");
+        // Acting for someone else is the handler's call, made after the proof.
+        let (reply, _) = client.login("bob", "alice", "secret", false);
+        assert_eq!(reply, "535 5.7.8 authentication credentials invalid\r\n");
+        assert_eq!(client.session.authenticated(), None);
+        assert_eq!(
+            client.send("MAIL FROM:<alice@tern.test>"),
+            "530 5.7.0 authentication required\r\n"
+        );
+        assert_eq!(
+            client.handler.events,
+            [
+                "scram alice",
+                "scram-finished /alice false",
+                "scram alice",
+                "scram-finished bob/alice true"
+            ]
+        );
+    }
+}
+
+#[test]
+fn scram_unknown_user_is_answered_like_a_known_one_then_fails() {
+    for feeding in FEEDINGS {
+        let mut client = ScramClient::new(feeding);
+        let first = STANDARD.encode("n,,n=ghost,r=fyko+d2lbbFgONRv9qkxdawL");
+        let server_first = client
+            .exchange(&format!("AUTH SCRAM-SHA-256 {first}"))
+            .unwrap();
+        let salt = server_first.split(',').nth(1).unwrap().to_owned();
+        assert_eq!(STANDARD.decode(&salt[2..]).unwrap().len(), 16);
+        assert!(server_first.ends_with(",i=4096"), "{server_first}");
+        assert_eq!(client.send("*"), "501 5.7.0 authentication cancelled\r\n");
+        // The same salt on the next attempt, as for a real account.
+        let (reply, _) = client.login("", "ghost", "secret", true);
+        assert_eq!(reply, "535 5.7.8 authentication credentials invalid\r\n");
+        let second = client
+            .exchange(&format!("AUTH SCRAM-SHA-256 {first}"))
+            .unwrap();
+        assert_eq!(second.split(',').nth(1), Some(salt.as_str()));
+        assert_eq!(
+            client.handler.events,
+            [
+                "scram ghost",
+                "scram ghost",
+                "scram-finished /ghost false",
+                "scram ghost"
+            ]
+        );
+    }
+}
+
+#[test]
+fn scram_channel_binding_is_refused() {
+    let script = format!(
+        r"{}
+        C: AUTH SCRAM-SHA-256 {}
+        S: 504 5.5.4 channel binding not supported
+        C: AUTH SCRAM-SHA-256-PLUS {}
+        S: 504 5.5.4 mechanism not supported
+        C: NOOP
+        S: 250 2.0.0 OK
+        ",
+        hello("submit.tern.test", true, true),
+        STANDARD.encode("p=tls-exporter,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL"),
+        STANDARD.encode("p=tls-exporter,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL"),
+    );
+    let handler = transcript(msa(), true, &script);
+    assert!(handler.events.is_empty(), "{:?}", handler.events);
+}
+
+#[test]
+fn scram_malformed_messages_get_501() {
+    let script = format!(
+        r"{}
+        C: AUTH SCRAM-SHA-256 !!!!
+        S: 501 5.5.2 invalid base64 in SASL response
+        C: AUTH SCRAM-SHA-256 =
+        S: 501 5.5.2 malformed SASL response
+        C: AUTH SCRAM-SHA-256 {}
+        S: 501 5.5.2 malformed SASL response
+        C: AUTH SCRAM-SHA-256 {}
+        S: 501 5.5.2 malformed SASL response
+        C: AUTH SCRAM-SHA-256
+        S: 334\x20
+        C: {}
+        S: 501 5.5.2 malformed SASL response
+        C: NOOP
+        S: 250 2.0.0 OK
+        ",
+        hello("submit.tern.test", true, true),
+        STANDARD.encode("n,,r=abc"),
+        STANDARD.encode("n,,m=ext,n=alice,r=abc"),
+        STANDARD.encode("n,,n=al=ice,r=abc"),
+    );
+    let handler = transcript(msa(), true, &script);
+    assert!(handler.events.is_empty(), "{:?}", handler.events);
+
+    for feeding in FEEDINGS {
+        let mut client = ScramClient::new(feeding);
+        let first = STANDARD.encode("n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL");
+        // A client-final-message without its proof, and one that is not base64.
+        let server_first = client
+            .exchange(&format!("AUTH SCRAM-SHA-256 {first}"))
+            .unwrap();
+        let nonce = server_first.split(',').next().unwrap();
+        assert_eq!(
+            client.send(&STANDARD.encode(format!("c=biws,{nonce}"))),
+            "501 5.5.2 malformed SASL response\r\n"
+        );
+        client
+            .exchange(&format!("AUTH SCRAM-SHA-256 {first}"))
+            .unwrap();
+        assert_eq!(
+            client.send("%%%"),
+            "501 5.5.2 invalid base64 in SASL response\r\n"
+        );
+        // Anything but an empty response after the server's signature.
+        let (reply, _) = client.login("", "alice", "secret", true);
+        assert!(reply.starts_with("334 "), "{reply}");
+        assert_eq!(client.send("Zm9v"), "501 5.5.2 malformed SASL response\r\n");
+        assert_eq!(client.session.authenticated(), None);
+        // Malformed messages are not failed logins.
+        assert_eq!(
+            client.handler.events,
+            [
+                "scram alice",
+                "scram alice",
+                "scram alice",
+                "scram-finished /alice true"
+            ]
+        );
+    }
+}
+
+#[test]
+fn scram_nonce_mismatch_fails_like_a_wrong_proof() {
+    for feeding in FEEDINGS {
+        let mut client = ScramClient::new(feeding);
+        let bare = "n=alice,r=fyko+d2lbbFgONRv9qkxdawL";
+        let server_first = client
+            .exchange(&format!(
+                "AUTH SCRAM-SHA-256 {}",
+                STANDARD.encode(format!("n,,{bare}"))
+            ))
+            .unwrap();
+        // The right password, but a proof over a nonce the server did not choose.
+        let forged = server_first.replacen(
+            "r=fyko+d2lbbFgONRv9qkxdawL",
+            "r=fyko+d2lbbFgONRv9qkxdawLX",
+            1,
+        );
+        let (client_final, _) = crate::scram::tests::client_final("secret", bare, &forged, "n,,");
+        assert_eq!(
+            client.send(&STANDARD.encode(client_final)),
+            "535 5.7.8 authentication credentials invalid\r\n"
+        );
+        assert_eq!(
+            client.handler.events,
+            ["scram alice", "scram-finished /alice false"]
+        );
+    }
+}
+
+#[test]
+fn scram_cancelled_at_every_step() {
+    for feeding in FEEDINGS {
+        let mut client = ScramClient::new(feeding);
+        assert_eq!(client.send("AUTH SCRAM-SHA-256"), "334 \r\n");
+        assert_eq!(client.send("*"), "501 5.7.0 authentication cancelled\r\n");
+        let first = STANDARD.encode("n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL");
+        client
+            .exchange(&format!("AUTH SCRAM-SHA-256 {first}"))
+            .unwrap();
+        assert_eq!(client.send("*"), "501 5.7.0 authentication cancelled\r\n");
+        let (reply, _) = client.login("", "alice", "secret", true);
+        assert!(reply.starts_with("334 "), "{reply}");
+        assert_eq!(client.send("*"), "501 5.7.0 authentication cancelled\r\n");
+        assert_eq!(client.session.authenticated(), None);
+        assert_eq!(client.send("NOOP"), "250 2.0.0 OK\r\n");
+    }
+}
+
+#[test]
+fn scram_refused_by_the_handler_before_the_challenge() {
+    let script = format!(
+        r"{}
+        C: AUTH SCRAM-SHA-256 {}
+        S: 454 4.7.0 too many failed logins
+        ",
+        hello("submit.tern.test", true, true),
+        STANDARD.encode("n,,n=blocked,r=abc"),
+    );
+    let handler = transcript(msa(), true, &script);
+    assert_eq!(handler.events, ["scram blocked"]);
+}
+
+#[test]
+fn scram_is_neither_offered_nor_accepted_outside_tls_or_on_port_25() {
+    transcript(
+        msa(),
+        false,
+        r"
+        S: 220 submit.tern.test ESMTP Tern
+        C: EHLO client.example
+        S: 250-submit.tern.test
+        S: 250-PIPELINING
+        S: 250-SIZE 10000
+        S: 250-8BITMIME
+        S: 250-SMTPUTF8
+        S: 250-ENHANCEDSTATUSCODES
+        S: 250-CHUNKING
+        S: 250-DSN
+        S: 250 STARTTLS
+        C: AUTH SCRAM-SHA-256 bixuPWFsaWNlLHI9YWJj
+        S: 530 5.7.0 must issue a STARTTLS command first
+        ",
+    );
+    let script = format!(
+        r"{}
+        C: AUTH SCRAM-SHA-256 bixuPWFsaWNlLHI9YWJj
+        S: 502 5.5.1 AUTH not available
+        ",
+        hello("mx.tern.test", true, false)
+    );
+    let handler = transcript(mta(), true, &script);
+    assert!(handler.events.is_empty(), "{:?}", handler.events);
 }

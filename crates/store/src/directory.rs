@@ -2,7 +2,8 @@
 //! a recipient address into local accounts and remote forwards.
 //!
 //! Passwords are hashed with Argon2id (the argon2 crate's default parameters) on the blocking
-//! thread pool, never on an async worker. This module deliberately holds no policy: whether an
+//! thread pool, never on an async worker. Setting a password also stores its SCRAM-SHA-256
+//! keys (`scram.rs`), derived on the same blocking task. This module deliberately holds no policy: whether an
 //! unknown user is answered 550, or who may relay, is the agents' business.
 
 use std::collections::HashSet;
@@ -14,6 +15,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use sqlx::Row;
 
 use crate::mailbox::create_mailbox_in;
+use crate::scram::ScramKeys;
 use crate::{Error, Result, Store, now_ms, validate, with_pool, write_tx};
 
 /// Locks the domain row for the rest of the transaction `$tx`, or returns `NotFound` from the
@@ -117,6 +119,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("blocking task: {e}")))
+}
+
+/// The Argon2id hash and the stored SCRAM keys of a new password, computed off the async workers.
+async fn password_secrets(password: &str) -> Result<(String, String)> {
+    let password = password.to_string();
+    blocking(move || {
+        let hash = hash_password(&password)?;
+        Ok((hash, ScramKeys::for_password(&password).encode()))
+    })
+    .await?
 }
 
 fn check_password(password: &str) -> Result<()> {
@@ -228,8 +240,7 @@ impl Store {
         let (local, domain) = validate::address(address)?;
         check_password(password)?;
         let address = format!("{local}@{domain}");
-        let password = password.to_string();
-        let hash = blocking(move || hash_password(&password)).await??;
+        let (hash, scram) = password_secrets(password).await?;
         let now = now_ms();
         let id = write_tx!(self, |tx, _backend| {
             lock_domain!(tx, &domain);
@@ -241,12 +252,13 @@ impl Store {
                 return Err(Error::Conflict(format!("{address} is an alias")));
             }
             let row = sqlx::query(
-                "INSERT INTO accounts (address, domain, password_hash, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
+                "INSERT INTO accounts (address, domain, password_hash, scram_sha256, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(&address)
             .bind(&domain)
             .bind(&hash)
+            .bind(&scram)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
@@ -287,15 +299,17 @@ impl Store {
     pub async fn set_password(&self, address: &str, password: &str) -> Result<()> {
         let address = address.to_ascii_lowercase();
         check_password(password)?;
-        let password = password.to_string();
-        let hash = blocking(move || hash_password(&password)).await??;
+        let (hash, scram) = password_secrets(password).await?;
         let updated = write_tx!(self, |tx, _backend| {
-            sqlx::query("UPDATE accounts SET password_hash = $1 WHERE address = $2")
-                .bind(&hash)
-                .bind(&address)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                "UPDATE accounts SET password_hash = $1, scram_sha256 = $2 WHERE address = $3",
+            )
+            .bind(&hash)
+            .bind(&scram)
+            .bind(&address)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
         });
         if updated == 0 {
             return Err(Error::NotFound(format!("account {address}")));
@@ -376,6 +390,24 @@ impl Store {
                 Ok(None)
             }
         }
+    }
+
+    /// The SCRAM-SHA-256 keys of an account, for SMTP AUTH SCRAM-SHA-256. `None` for an
+    /// unknown address and for an account whose password was last set before the keys were
+    /// stored (migration 0005): such an account can use SCRAM once its password is set again.
+    pub async fn scram_keys(&self, address: &str) -> Result<Option<ScramKeys>> {
+        let address = address.to_ascii_lowercase();
+        let stored: Option<String> = with_pool!(self, |pool| {
+            let row = sqlx::query("SELECT scram_sha256 FROM accounts WHERE address = $1")
+                .bind(&address)
+                .fetch_optional(pool)
+                .await?;
+            match row {
+                Some(row) => row.try_get("scram_sha256")?,
+                None => None,
+            }
+        });
+        stored.as_deref().map(ScramKeys::decode).transpose()
     }
 
     /// Adds an alias (or, with source `@domain`, a catch-all). The source's domain must be
