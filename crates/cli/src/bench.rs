@@ -3,9 +3,14 @@
 //! `per_connection` messages), and reports throughput and latency percentiles, where latency is
 //! the time from MAIL FROM to the final 250 after DATA of one message.
 //!
+//! `tern bench submit` ([`run_submit`]) is the same run against a submission port, made twice:
+//! with sessions reused for many messages, and with a new session per message, whose cost
+//! (TCP, the STARTTLS handshake, EHLO twice and AUTH) is then inside every message's latency.
+//!
 //! The SMTP client here is deliberately minimal and hand-written so that the benchmark measures
-//! the server, not a client library: plain TCP or STARTTLS (RFC 3207) trusting one CA file,
-//! AUTH PLAIN (RFC 4616), and PIPELINING (RFC 2920) of MAIL/RCPT/DATA where the server offers it.
+//! the server, not a client library: plain TCP or STARTTLS (RFC 3207) trusting one CA file (or,
+//! on request, any certificate), AUTH PLAIN (RFC 4616), and PIPELINING (RFC 2920) of
+//! MAIL/RCPT/DATA where the server offers it.
 //! It does not do BDAT, SMTPUTF8, DSN, MX lookups or implicit TLS, and it is not a delivery
 //! agent: a refused message is counted, never retried.
 
@@ -37,12 +42,22 @@ pub struct SmtpBench {
     pub from: String,
     /// Messages per connection before reconnecting; 1 means a new connection per message.
     pub per_connection: usize,
-    /// STARTTLS trusting this CA file (PEM); `None` for plain SMTP.
-    pub starttls: Option<PathBuf>,
+    /// STARTTLS, trusting as said; `None` for plain SMTP.
+    pub starttls: Option<Trust>,
     /// AUTH PLAIN user name and password.
     pub auth: Option<(String, String)>,
     /// No new message is started after this; the run stops early.
     pub duration_limit: Duration,
+}
+
+/// Which server certificates the benchmark's STARTTLS accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Only certificates issued by the CA in this PEM file (for `tern up`, its own certificate).
+    Ca(PathBuf),
+    /// Any certificate (the handshake signatures are still checked): for measuring a server
+    /// with a self-signed certificate whose file is not at hand. Never for sending real mail.
+    Insecure,
 }
 
 /// What happened.
@@ -108,9 +123,12 @@ pub async fn run_smtp(b: &SmtpBench) -> anyhow::Result<Report> {
         }
     }
     let tls = match &b.starttls {
-        Some(ca) => Some(
+        Some(Trust::Ca(ca)) => Some(
             tern_runtime::tls::connector_trusting(ca)
                 .with_context(|| format!("load CA file {}", ca.display()))?,
+        ),
+        Some(Trust::Insecure) => Some(
+            tern_mta::outbound::opportunistic_connector().context("TLS client configuration")?,
         ),
         None => None,
     };
@@ -142,6 +160,97 @@ pub async fn run_smtp(b: &SmtpBench) -> anyhow::Result<Report> {
     }
     let elapsed = start.elapsed();
     Ok(total.report(elapsed))
+}
+
+/// `tern bench submit`: `bench` run twice against a submission server, first with each
+/// session sending `reuse` messages, then with a new session (TLS handshake and AUTH included)
+/// per message. `bench.per_connection` is ignored; everything else applies to both runs.
+#[derive(Debug, Clone)]
+pub struct SubmitBench {
+    pub bench: SmtpBench,
+    /// Messages per session in the first run.
+    pub reuse: usize,
+    /// Which runs to make.
+    pub runs: SubmitRuns,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitRuns {
+    Both,
+    ReuseOnly,
+    NewOnly,
+}
+
+/// The two runs of [`run_submit`]; a run not asked for is `None`.
+#[derive(Debug, Clone)]
+pub struct SubmitReport {
+    pub reuse: Option<(usize, Report)>,
+    pub new_connection: Option<Report>,
+}
+
+impl std::fmt::Display for SubmitReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut rows: Vec<(String, &Report)> = Vec::new();
+        if let Some((n, r)) = &self.reuse {
+            rows.push((format!("reuse ({n}/session)"), r));
+        }
+        if let Some(r) = &self.new_connection {
+            rows.push(("new session per msg".to_string(), r));
+        }
+        writeln!(
+            f,
+            "{:<22} {:>7} {:>6} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            "run", "sent", "failed", "msg/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        )?;
+        for (name, r) in &rows {
+            writeln!(
+                f,
+                "{:<22} {:>7} {:>6} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                name,
+                r.sent,
+                r.failed,
+                r.per_second,
+                ms(r.latency_p50),
+                ms(r.latency_p90),
+                ms(r.latency_p99),
+                ms(r.latency_max)
+            )?;
+        }
+        for (name, r) in &rows {
+            if let Some(e) = &r.first_error {
+                writeln!(f, "first error ({name}): {e}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs [`SubmitBench`]: the reuse run, then the new-session run, one after the other so they
+/// do not compete. Fails only on a bad configuration, like [`run_smtp`].
+pub async fn run_submit(b: &SubmitBench) -> anyhow::Result<SubmitReport> {
+    if b.reuse == 0 {
+        bail!("messages per session must be at least 1");
+    }
+    let mut report = SubmitReport {
+        reuse: None,
+        new_connection: None,
+    };
+    if b.runs != SubmitRuns::NewOnly {
+        let bench = SmtpBench {
+            per_connection: b.reuse,
+            ..b.bench.clone()
+        };
+        report.reuse = Some((b.reuse, run_smtp(&bench).await?));
+    }
+    if b.runs != SubmitRuns::ReuseOnly {
+        let bench = SmtpBench {
+            per_connection: 1,
+            ..b.bench.clone()
+        };
+        report.new_connection = Some(run_smtp(&bench).await?);
+    }
+    Ok(report)
 }
 
 struct Ctx {
@@ -629,7 +738,7 @@ mod tests {
         config.size = Some(1_000_000);
         let p = peer(config).await;
         let mut b = bench(p.addr, 10, 1);
-        b.starttls = p.ca_cert();
+        b.starttls = p.ca_cert().map(Trust::Ca);
         let report = run_smtp(&b).await.unwrap();
         assert_eq!((report.sent, report.failed), (10, 0), "{report}");
         assert_eq!(p.connections(), 10);
@@ -768,6 +877,49 @@ mod tests {
         let report = run_smtp(&b).await.unwrap();
         server.await.unwrap();
         assert_eq!((report.sent, report.failed), (1, 0), "{report}");
+    }
+
+    /// Both runs of `tern bench submit` over STARTTLS accepting a certificate nobody was told
+    /// to trust: the reuse run opens few sessions, the other one per message.
+    #[tokio::test]
+    async fn submit_bench_runs_reuse_then_new_sessions_over_insecure_starttls() {
+        let mut config = PeerConfig::new(Behaviour::Accept);
+        config.starttls = true;
+        let p = peer(config).await;
+        let mut base = bench(p.addr, 12, 1);
+        base.connections = 2;
+        base.starttls = Some(Trust::Insecure);
+        let b = SubmitBench {
+            bench: base,
+            reuse: 6,
+            runs: SubmitRuns::Both,
+        };
+        let report = run_submit(&b).await.unwrap();
+        let (n, reuse) = report.reuse.clone().unwrap();
+        let fresh = report.new_connection.clone().unwrap();
+        assert_eq!(n, 6);
+        assert_eq!((reuse.sent, reuse.failed), (12, 0), "{report}");
+        assert_eq!((fresh.sent, fresh.failed), (12, 0), "{report}");
+        assert_eq!(
+            p.connections(),
+            2 + 12,
+            "two reused sessions, then one per message"
+        );
+        assert!(p.received().iter().all(|m| m.tls));
+        let text = report.to_string();
+        assert!(
+            text.contains("reuse (6/session)") && text.contains("new session per msg"),
+            "{text}"
+        );
+
+        let only = SubmitBench {
+            runs: SubmitRuns::NewOnly,
+            ..b.clone()
+        };
+        let report = run_submit(&only).await.unwrap();
+        assert!(report.reuse.is_none() && report.new_connection.is_some());
+        let zero = SubmitBench { reuse: 0, ..b };
+        assert!(run_submit(&zero).await.is_err());
     }
 
     #[test]

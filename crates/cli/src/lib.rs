@@ -6,4 +6,5 @@ pub mod admin;
 pub mod bench;
 pub mod dkim_cmd;
 pub mod mua;
+pub mod token_cmd;
 pub mod up;

@@ -47,6 +47,9 @@ enum Command {
     /// DKIM signing keys: generate one and print the DNS record to publish.
     #[command(subcommand)]
     Dkim(tern::dkim_cmd::DkimCmd),
+    /// API tokens for programs using the gRPC Submission service.
+    #[command(subcommand)]
+    Token(tern::token_cmd::TokenCmd),
     /// Compose and submit a message (body from --body or standard input).
     Send(SendArgs),
     /// List a mailbox.
@@ -81,6 +84,48 @@ enum Command {
 enum BenchCmd {
     /// Send many messages over SMTP and report messages per second and latency percentiles.
     Smtp(SmtpBenchArgs),
+    /// Submissions per second over STARTTLS + AUTH, reusing sessions and with a new session
+    /// per message (default: the local system's submission port and certificate).
+    Submit(SubmitBenchArgs),
+}
+
+#[derive(Args)]
+struct SubmitBenchArgs {
+    /// Submission server (default: the local system's STARTTLS submission port).
+    #[arg(long)]
+    target: Option<std::net::SocketAddr>,
+    /// Account to submit as; also the sender.
+    #[arg(long, env = "TERN_USER")]
+    user: String,
+    #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
+    password: String,
+    /// Recipient (repeatable; default: the account itself).
+    #[arg(long)]
+    to: Vec<String>,
+    /// Concurrent sessions.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Messages in each run.
+    #[arg(long, default_value_t = 1000)]
+    messages: usize,
+    /// Bytes per message.
+    #[arg(long, default_value_t = 2048)]
+    size: usize,
+    /// Messages per session in the reuse run.
+    #[arg(long, default_value_t = 100)]
+    per_connection: usize,
+    /// Which runs: both, reuse or new.
+    #[arg(long, default_value = "both", value_parser = ["both", "reuse", "new"])]
+    runs: String,
+    /// Trust this CA file (default: the local system's certificate).
+    #[arg(long, conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Accept any server certificate (self-signed servers; measuring only).
+    #[arg(long)]
+    insecure: bool,
+    /// Stop each run after this many seconds even if messages remain.
+    #[arg(long, default_value_t = 300)]
+    max_seconds: u64,
 }
 
 #[derive(Args)]
@@ -129,6 +174,9 @@ struct UpArgs {
     /// Host name used in greetings and Received headers.
     #[arg(long, default_value = "localhost")]
     hostname: String,
+    /// Messages one account may submit per hour (default: the MSA's default, 500).
+    #[arg(long, env = "TERN_MESSAGES_PER_HOUR")]
+    messages_per_hour: Option<u64>,
 }
 
 #[derive(Args, Clone)]
@@ -473,6 +521,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alias(cmd) => alias_cmd(&data, cmd).await,
         Command::Queue(cmd) => queue_cmd(&data, cmd).await,
         Command::Dkim(cmd) => tern::dkim_cmd::run(&data, cmd).await,
+        Command::Token(cmd) => tern::token_cmd::run(&data, cmd).await,
         Command::Send(args) => send_cmd(&data, args).await,
         Command::Inbox(args) => inbox_cmd(&data, args).await,
         Command::Read(args) => read_cmd(&data, args).await,
@@ -483,6 +532,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Move(args) => move_cmd(&data, args).await,
         Command::Reply(args) => reply_cmd(&data, args).await,
         Command::Bench(BenchCmd::Smtp(args)) => bench_smtp(&data, args).await,
+        Command::Bench(BenchCmd::Submit(args)) => bench_submit(&data, args).await,
     }
 }
 
@@ -491,6 +541,9 @@ async fn up_cmd(data: &Path, args: UpArgs) -> anyhow::Result<()> {
     let mut opts = UpOptions::new(data.to_path_buf());
     opts.database_url = args.database_url;
     opts.hostname = args.hostname;
+    if let Some(n) = args.messages_per_hour {
+        opts.msa.limits.messages_per_hour = n;
+    }
     if args.ephemeral_ports {
         opts.ports = Ports::EPHEMERAL;
     }
@@ -793,12 +846,54 @@ async fn bench_smtp(data: &Path, a: SmtpBenchArgs) -> anyhow::Result<()> {
         recipients: a.to,
         from: a.from,
         per_connection: a.per_connection.max(1),
-        starttls: a.starttls,
+        starttls: a.starttls.map(tern::bench::Trust::Ca),
         auth,
         duration_limit: std::time::Duration::from_secs(a.max_seconds),
     };
     let report = tern::bench::run_smtp(&bench).await?;
     println!("{report}");
+    Ok(())
+}
+
+async fn bench_submit(data: &Path, a: SubmitBenchArgs) -> anyhow::Result<()> {
+    let local = || State::load(data);
+    let target = match a.target {
+        Some(t) => t,
+        None => local()?.submission,
+    };
+    let trust = match (a.ca, a.insecure) {
+        (_, true) => tern::bench::Trust::Insecure,
+        (Some(ca), false) => tern::bench::Trust::Ca(ca),
+        (None, false) => tern::bench::Trust::Ca(local()?.cert),
+    };
+    let to = if a.to.is_empty() {
+        vec![a.user.clone()]
+    } else {
+        a.to
+    };
+    let runs = match a.runs.as_str() {
+        "reuse" => tern::bench::SubmitRuns::ReuseOnly,
+        "new" => tern::bench::SubmitRuns::NewOnly,
+        _ => tern::bench::SubmitRuns::Both,
+    };
+    let bench = tern::bench::SubmitBench {
+        bench: tern::bench::SmtpBench {
+            target,
+            connections: a.connections.max(1),
+            messages: a.messages,
+            size: a.size,
+            recipients: to,
+            from: a.user.clone(),
+            per_connection: 1,
+            starttls: Some(trust),
+            auth: Some((a.user, a.password)),
+            duration_limit: std::time::Duration::from_secs(a.max_seconds),
+        },
+        reuse: a.per_connection.max(1),
+        runs,
+    };
+    let report = tern::bench::run_submit(&bench).await?;
+    print!("{report}");
     Ok(())
 }
 

@@ -1,11 +1,15 @@
-//! The Admin gRPC service: domains, accounts, aliases and DKIM keys, behind the admin bearer
-//! token.
+//! The Admin gRPC service: domains, accounts, aliases, DKIM keys and API tokens, behind the
+//! admin bearer token.
 
 use tern_rpc::v1::admin_server::Admin;
 use tern_rpc::v1::{
     Account, AccountRequest, AddAccountRequest, AddAliasRequest, Alias, AliasRequest, Domain,
     DomainRequest, Empty, ListAccountsRequest, ListAccountsResponse, ListAliasesRequest,
     ListAliasesResponse, ListDomainsResponse, SetPasswordRequest,
+};
+use tern_rpc::v1::{
+    ApiToken, CreateTokenRequest, CreatedToken, ListTokensRequest, ListTokensResponse,
+    RevokeTokenRequest,
 };
 use tern_rpc::v1::{DkimKey, GenerateDkimKeyRequest, ListDkimKeysRequest, ListDkimKeysResponse};
 use tern_runtime::grpc::check_bearer;
@@ -60,6 +64,23 @@ fn dkim_reply(key: &tern_store::dkim::DkimKey) -> DkimKey {
         dns_value,
     }
 }
+
+/// The reply for a stored API token (never its secret); absent times are 0.
+fn token_reply(t: tern_store::tokens::ApiToken) -> ApiToken {
+    ApiToken {
+        id: t.id,
+        address: t.account,
+        name: t.name,
+        prefix: t.prefix,
+        created_at_ms: t.created_at_ms,
+        last_used_ms: t.last_used_ms.unwrap_or(0),
+        expires_at_ms: t.expires_at_ms.unwrap_or(0),
+    }
+}
+
+/// Longest token lifetime that can be asked for: ten years, far beyond any sane rotation, and
+/// well inside the range of a millisecond timestamp.
+const MAX_TOKEN_DAYS: u32 = 3650;
 
 fn check_password(pw: &str) -> Result<(), Status> {
     if pw.chars().count() < 8 {
@@ -290,5 +311,60 @@ impl Admin for AdminService {
         Ok(Response::new(ListDkimKeysResponse {
             keys: keys.iter().map(dkim_reply).collect(),
         }))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreatedToken>, Status> {
+        self.auth(&req)?;
+        let r = req.into_inner();
+        if r.expires_in_days > MAX_TOKEN_DAYS {
+            return Err(Status::invalid_argument(format!(
+                "a token may live at most {MAX_TOKEN_DAYS} days"
+            )));
+        }
+        let expires = (r.expires_in_days > 0)
+            .then(|| tern_store::now_ms() + i64::from(r.expires_in_days) * 86_400_000);
+        let created = self
+            .store
+            .create_token(&r.address, &r.name, expires)
+            .await
+            .map_err(status)?;
+        // The id and prefix identify the token in logs; the secret is never logged.
+        tracing::info!(token.id = created.token.id, user = %created.token.account, token.prefix = %created.token.prefix, "API token created");
+        Ok(Response::new(CreatedToken {
+            token: Some(token_reply(created.token)),
+            secret: created.secret,
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        self.auth(&req)?;
+        let tokens = self
+            .store
+            .list_tokens(&req.get_ref().address)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListTokensResponse {
+            tokens: tokens.into_iter().map(token_reply).collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<RevokeTokenRequest>,
+    ) -> Result<Response<ApiToken>, Status> {
+        self.auth(&req)?;
+        let revoked = self
+            .store
+            .revoke_token(req.get_ref().id)
+            .await
+            .map_err(status)?;
+        tracing::info!(token.id = revoked.id, user = %revoked.account, "API token revoked");
+        Ok(Response::new(token_reply(revoked)))
     }
 }

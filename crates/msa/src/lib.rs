@@ -7,6 +7,7 @@
 
 pub mod dkim;
 mod grpc;
+pub mod structured;
 mod submit;
 pub mod throttle;
 
@@ -102,6 +103,9 @@ pub async fn run(
         grpc.address = %listeners.grpc.local_addr()?,
         "msa serving"
     );
+    // gRPC carries whole messages: tonic's 4 MiB default would refuse what SMTP accepts. The
+    // limit leaves room for the request's other fields around the largest allowed message.
+    let grpc_max_request = policy.limits.max_message_size.saturating_add(1024 * 1024);
     let submitter = Submitter::with_policy(store, hostname, policy);
     let busy = b"421 4.7.0 too many connections, try again later\r\n".to_vec();
     let conn_limits = ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
@@ -134,9 +138,12 @@ pub async fn run(
     let token = shutdown.token.clone();
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(120))
-        .add_service(tern_rpc::v1::submission_server::SubmissionServer::new(
-            SubmissionService::new(submitter),
-        ))
+        .add_service(
+            tern_rpc::v1::submission_server::SubmissionServer::new(SubmissionService::new(
+                submitter,
+            ))
+            .max_decoding_message_size(grpc_max_request),
+        )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listeners.grpc),
             token.cancelled_owned(),

@@ -15,7 +15,9 @@ mod directory;
 pub mod dkim;
 mod mailbox;
 mod queue;
+mod scram;
 pub mod submission;
+pub mod tokens;
 mod validate;
 
 use std::str::FromStr;
@@ -28,6 +30,7 @@ use sqlx::sqlite::{
 };
 
 pub use directory::{Account, Alias, Domain, Resolution};
+pub use scram::ScramKeys;
 pub use mailbox::{Delivered, FlagOp, MailboxInfo, MessageMeta};
 pub use queue::{
     Claim, NewMessage, Notify, QueueFilter, QueueStats, QueuedMessage, QueuedRecipient,

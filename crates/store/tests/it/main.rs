@@ -9,6 +9,7 @@ mod dkim;
 mod mailbox;
 mod queue;
 mod submission;
+mod tokens;
 
 use std::future::Future;
 
