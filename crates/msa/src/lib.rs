@@ -134,9 +134,13 @@ pub async fn run(
     let token = shutdown.token.clone();
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(120))
-        .add_service(tern_rpc::v1::submission_server::SubmissionServer::new(
-            SubmissionService::new(submitter),
-        ))
+        .add_service(
+            tern_rpc::v1::submission_server::SubmissionServer::new(SubmissionService::new(
+                submitter,
+            ))
+            .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listeners.grpc),
             token.cancelled_owned(),

@@ -28,10 +28,10 @@ use sqlx::sqlite::{
 };
 
 pub use directory::{Account, Alias, Domain, Resolution};
-pub use mailbox::{Delivered, FlagOp, MailboxInfo, MessageMeta};
+pub use mailbox::{Delivered, DeliveryItem, FlagOp, MailboxInfo, MessageMeta};
 pub use queue::{
-    Claim, NewMessage, Notify, QueueFilter, QueueStats, QueuedMessage, QueuedRecipient,
-    RecipientDsn, RecipientState, Ret,
+    Claim, NewMessage, Notify, OutcomeRecord, QueueFilter, QueueStats, QueuedMessage,
+    QueuedRecipient, RecipientDsn, RecipientState, Recorded, Ret,
 };
 
 /// Everything that can go wrong in the store.
