@@ -162,9 +162,11 @@ pub async fn run(
     let token = shutdown.token.clone();
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(60))
-        .add_service(tern_rpc::v1::mailbox_server::MailboxServer::new(
-            MailboxService::new(store),
-        ))
+        .add_service(
+            tern_rpc::v1::mailbox_server::MailboxServer::new(MailboxService::new(store))
+                .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listeners.grpc),
             token.cancelled_owned(),

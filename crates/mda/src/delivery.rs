@@ -5,14 +5,39 @@
 //! transaction as the message itself. A retried call after a lost reply therefore stores
 //! nothing twice and answers "delivered" again.
 
+use std::collections::HashMap;
+
 use tern_rpc::v1::delivery_server::Delivery;
 use tern_rpc::v1::recipient_outcome::Status as OutcomeStatus;
-use tern_rpc::v1::{DeliverRequest, DeliverResponse, RecipientOutcome};
-use tern_store::{NewMessage, Resolution, Store};
+use tern_rpc::v1::{
+    DeliverBatchRequest, DeliverBatchResponse, DeliverRequest, DeliverResponse, RecipientOutcome,
+};
+use tern_store::{Account, Delivered, DeliveryItem, NewMessage, Resolution, Store};
 use tonic::{Request, Response, Status};
+
+/// Messages accepted in one DeliverBatch call.
+pub const MAX_BATCH_MESSAGES: usize = 1000;
 
 pub struct DeliveryService {
     store: Store,
+}
+
+/// What one recipient of one message comes to before anything is stored.
+enum Plan {
+    /// Decided already (no such user, store trouble while resolving).
+    Done(OutcomeStatus, String),
+    /// Copies for these accounts (indexes into the batch's copies) and these remote targets.
+    Store {
+        copies: Vec<usize>,
+        remote: Vec<String>,
+    },
+}
+
+/// One mailbox copy to store: the account, the key and the content with delivery headers.
+struct Copy {
+    account: Account,
+    key: String,
+    content: Vec<u8>,
 }
 
 impl DeliveryService {
@@ -20,42 +45,141 @@ impl DeliveryService {
         Self { store }
     }
 
-    async fn deliver_one(
+    /// Delivers every recipient of every message. Resolution happens first, then all copies
+    /// are stored in one transaction; if that transaction fails (one bad copy spoils it), each
+    /// copy is stored on its own so that one failure stays that recipient's. Remote alias
+    /// targets are queued per recipient afterwards.
+    async fn deliver_messages(&self, messages: &[DeliverRequest]) -> Vec<DeliverResponse> {
+        let mut resolved: HashMap<String, Result<Resolution, String>> = HashMap::new();
+        let mut copies: Vec<Copy> = Vec::new();
+        let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(messages.len());
+        for req in messages {
+            let mut message_plans = Vec::with_capacity(req.recipients.len());
+            for rcpt in &req.recipients {
+                let address = rcpt.address.as_str();
+                let key = address.to_ascii_lowercase();
+                if !resolved.contains_key(&key) {
+                    let r = self.store.resolve(address).await.map_err(|e| {
+                        tracing::warn!(error = %e, "recipient resolution failed");
+                        e.to_string()
+                    });
+                    resolved.insert(key.clone(), r);
+                }
+                let plan = match &resolved[&key] {
+                    Err(_) => Plan::Done(OutcomeStatus::TemporaryFailure, unavailable()),
+                    Ok(Resolution::NotLocalDomain) => Plan::Done(
+                        OutcomeStatus::PermanentFailure,
+                        format!("550 5.1.2 {address}: not a local domain"),
+                    ),
+                    Ok(Resolution::NoSuchUser) => Plan::Done(
+                        OutcomeStatus::PermanentFailure,
+                        format!("550 5.1.1 {address}: no such user here"),
+                    ),
+                    Ok(Resolution::Local { accounts, remote }) => {
+                        let mut idx = Vec::with_capacity(accounts.len());
+                        for account in accounts {
+                            idx.push(copies.len());
+                            copies.push(Copy {
+                                account: account.clone(),
+                                key: rcpt.delivery_key.clone(),
+                                content: with_delivery_headers(
+                                    &req.return_path,
+                                    &account.address,
+                                    &req.content,
+                                ),
+                            });
+                        }
+                        Plan::Store {
+                            copies: idx,
+                            remote: remote.clone(),
+                        }
+                    }
+                };
+                message_plans.push(plan);
+            }
+            plans.push(message_plans);
+        }
+
+        let stored = self.store_copies(&copies).await;
+
+        let mut out = Vec::with_capacity(messages.len());
+        for (req, message_plans) in messages.iter().zip(plans) {
+            let mut outcomes = Vec::with_capacity(req.recipients.len());
+            for (rcpt, plan) in req.recipients.iter().zip(message_plans) {
+                let (status, reply) = match plan {
+                    Plan::Done(status, reply) => (status, reply),
+                    Plan::Store {
+                        copies: idx,
+                        remote,
+                    } => {
+                        self.finish_recipient(req, &rcpt.address, &idx, &copies, &stored, &remote)
+                            .await
+                    }
+                };
+                tracing::info!(rcpt = %rcpt.address, reply = %reply, "delivery outcome");
+                outcomes.push(RecipientOutcome {
+                    address: rcpt.address.clone(),
+                    status: status as i32,
+                    reply,
+                });
+            }
+            out.push(DeliverResponse { outcomes });
+        }
+        out
+    }
+
+    /// Stores every copy: in one transaction when that works, else one by one.
+    async fn store_copies(&self, copies: &[Copy]) -> Vec<Result<Delivered, String>> {
+        if copies.is_empty() {
+            return Vec::new();
+        }
+        let items: Vec<DeliveryItem<'_>> = copies
+            .iter()
+            .map(|c| DeliveryItem {
+                account_id: c.account.id,
+                mailbox: "INBOX",
+                delivery_key: &c.key,
+                content: &c.content,
+            })
+            .collect();
+        if items.len() > 1 {
+            match self.store.deliver_many(&items).await {
+                Ok(done) => return done.into_iter().map(Ok).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, copies = items.len(), "batch delivery failed; storing copies one by one");
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for item in &items {
+            out.push(self.store.deliver_many(std::slice::from_ref(item)).await.map(|mut d| d.remove(0)).map_err(|e| {
+                tracing::warn!(error = %e, account = item.account_id, "delivery failed temporarily");
+                e.to_string()
+            }));
+        }
+        out
+    }
+
+    /// The outcome of one recipient whose copies have been stored (or not).
+    async fn finish_recipient(
         &self,
         req: &DeliverRequest,
         address: &str,
-        key: &str,
+        idx: &[usize],
+        copies: &[Copy],
+        stored: &[Result<Delivered, String>],
+        remote: &[String],
     ) -> (OutcomeStatus, String) {
-        let resolution = match self.store.resolve(address).await {
-            Ok(r) => r,
-            Err(e) => return temporary(&e),
-        };
-        let (accounts, remote) = match resolution {
-            Resolution::NotLocalDomain => {
-                return (
-                    OutcomeStatus::PermanentFailure,
-                    format!("550 5.1.2 {address}: not a local domain"),
-                );
-            }
-            Resolution::NoSuchUser => {
-                return (
-                    OutcomeStatus::PermanentFailure,
-                    format!("550 5.1.1 {address}: no such user here"),
-                );
-            }
-            Resolution::Local { accounts, remote } => (accounts, remote),
-        };
-        let mut stored = Vec::new();
-        for account in &accounts {
-            let content = with_delivery_headers(&req.return_path, &account.address, &req.content);
-            match self.store.deliver(account.id, "INBOX", key, &content).await {
-                Ok(d) => stored.push(format!(
+        let mut done = Vec::with_capacity(idx.len() + 1);
+        for &i in idx {
+            match &stored[i] {
+                Ok(d) => done.push(format!(
                     "{} uid {}{}",
-                    account.address,
+                    copies[i].account.address,
                     d.uid,
                     if d.duplicate { " (already stored)" } else { "" }
                 )),
-                Err(e) => return temporary(&e),
+                Err(_) => return (OutcomeStatus::TemporaryFailure, unavailable()),
             }
         }
         if !remote.is_empty() {
@@ -64,31 +188,30 @@ impl DeliveryService {
             // work; until then a retried call could queue the forward twice, which is logged.
             let msg = NewMessage {
                 sender: &req.return_path,
-                recipients: &remote,
+                recipients: remote,
                 content: &req.content,
                 ..Default::default()
             };
             match self.store.enqueue(msg).await {
                 Ok(id) => {
                     tracing::info!(queue.id = %id, forwarded = remote.len(), "alias targets outside local domains queued");
-                    stored.push(format!("forwarded as {id}"));
+                    done.push(format!("forwarded as {id}"));
                 }
-                Err(e) => return temporary(&e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "forwarding to alias targets failed");
+                    return (OutcomeStatus::TemporaryFailure, unavailable());
+                }
             }
         }
         (
             OutcomeStatus::Delivered,
-            format!("250 2.0.0 {address} delivered: {}", stored.join(", ")),
+            format!("250 2.0.0 {address} delivered: {}", done.join(", ")),
         )
     }
 }
 
-fn temporary(e: &tern_store::Error) -> (OutcomeStatus, String) {
-    tracing::warn!(error = %e, "delivery failed temporarily");
-    (
-        OutcomeStatus::TemporaryFailure,
-        "451 4.3.0 mailbox store unavailable, try again later".to_string(),
-    )
+fn unavailable() -> String {
+    "451 4.3.0 mailbox store unavailable, try again later".to_string()
 }
 
 /// RFC 5321 §4.4: the final delivery adds Return-Path; Delivered-To (as Postfix and Dovecot
@@ -102,6 +225,18 @@ pub fn with_delivery_headers(return_path: &str, delivered_to: &str, content: &[u
     out
 }
 
+fn check_request(req: &DeliverRequest) -> Result<(), Status> {
+    if req.recipients.is_empty() {
+        return Err(Status::invalid_argument("no recipients"));
+    }
+    if req.recipients.iter().any(|r| r.delivery_key.is_empty()) {
+        return Err(Status::invalid_argument(
+            "every recipient needs a delivery_key",
+        ));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Delivery for DeliveryService {
     #[tracing::instrument(name = "mda.deliver", skip_all, fields(queue.id = %request.get_ref().queue_id, rcpts = request.get_ref().recipients.len()))]
@@ -110,27 +245,32 @@ impl Delivery for DeliveryService {
         request: Request<DeliverRequest>,
     ) -> Result<Response<DeliverResponse>, Status> {
         let req = request.into_inner();
-        if req.recipients.is_empty() {
-            return Err(Status::invalid_argument("no recipients"));
+        check_request(&req)?;
+        let mut out = self.deliver_messages(std::slice::from_ref(&req)).await;
+        out.pop()
+            .map(Response::new)
+            .ok_or_else(|| Status::internal("no outcome"))
+    }
+
+    #[tracing::instrument(name = "mda.deliver_batch", skip_all, fields(messages = request.get_ref().messages.len()))]
+    async fn deliver_batch(
+        &self,
+        request: Request<DeliverBatchRequest>,
+    ) -> Result<Response<DeliverBatchResponse>, Status> {
+        let req = request.into_inner();
+        if req.messages.is_empty() {
+            return Err(Status::invalid_argument("no messages"));
         }
-        let mut outcomes = Vec::with_capacity(req.recipients.len());
-        for rcpt in &req.recipients {
-            if rcpt.delivery_key.is_empty() {
-                return Err(Status::invalid_argument(
-                    "every recipient needs a delivery_key",
-                ));
-            }
-            let (status, reply) = self
-                .deliver_one(&req, &rcpt.address, &rcpt.delivery_key)
-                .await;
-            tracing::info!(rcpt = %rcpt.address, reply = %reply, "delivery outcome");
-            outcomes.push(RecipientOutcome {
-                address: rcpt.address.clone(),
-                status: status as i32,
-                reply,
-            });
+        if req.messages.len() > MAX_BATCH_MESSAGES {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_BATCH_MESSAGES} messages per batch"
+            )));
         }
-        Ok(Response::new(DeliverResponse { outcomes }))
+        for m in &req.messages {
+            check_request(m)?;
+        }
+        let results = self.deliver_messages(&req.messages).await;
+        Ok(Response::new(DeliverBatchResponse { results }))
     }
 }
 

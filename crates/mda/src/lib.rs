@@ -51,7 +51,11 @@ pub async fn run(
     let token = shutdown.token.clone();
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(120))
-        .add_service(DeliveryServer::new(DeliveryService::new(store.clone())))
+        .add_service(
+            DeliveryServer::new(DeliveryService::new(store.clone()))
+                .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES),
+        )
         .add_service(AdminServer::new(AdminService::new(store, admin_token)))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc),

@@ -142,7 +142,8 @@ pub async fn run(
             tern_rpc::v1::submission_server::SubmissionServer::new(SubmissionService::new(
                 submitter,
             ))
-            .max_decoding_message_size(grpc_max_request),
+            .max_decoding_message_size(grpc_max_request)
+            .max_encoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listeners.grpc),

@@ -9,7 +9,7 @@
 //! Outcomes are written only while this runner still holds the lease, each in one transaction
 //! with the DSN it calls for; the null sender never gets one (no bounce loops).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +17,8 @@ use rand::Rng;
 use serde::Deserialize;
 use tern_rpc::v1::delivery_client::DeliveryClient as GrpcDeliveryClient;
 use tern_rpc::v1::recipient_outcome::Status as OutcomeStatus;
-use tern_rpc::v1::{DeliverRecipient, DeliverRequest};
-use tern_store::{Claim, NewMessage, Store, now_ms};
+use tern_rpc::v1::{DeliverBatchRequest, DeliverRecipient, DeliverRequest};
+use tern_store::{Claim, NewMessage, OutcomeRecord, RecipientState, Recorded, Store, now_ms};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,29 @@ use tracing::Instrument;
 use crate::dsn::{self, DsnInput, DsnKind, DsnRecipient};
 use crate::outbound::{Envelope as OutEnvelope, RcptOutcome, TransferError};
 use crate::remote::{NoRoute, Remote};
+
+/// Messages per DeliverBatch call.
+const LOCAL_BATCH_MESSAGES: usize = 200;
+/// Content bytes per DeliverBatch call (a single bigger message still goes, alone), well under
+/// the gRPC message limit.
+const LOCAL_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// The domain of an address, lower-cased (empty when there is no `@`).
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Claims grouped by message.
+fn by_message(claims: Vec<Claim>) -> BTreeMap<String, Vec<Claim>> {
+    let mut out: BTreeMap<String, Vec<Claim>> = BTreeMap::new();
+    for c in claims {
+        out.entry(c.queue_id.clone()).or_default().push(c);
+    }
+    out
+}
 
 /// Queue runner settings; defaults close to Postfix's.
 #[derive(Debug, Clone, Deserialize)]
@@ -120,7 +143,9 @@ impl DeliveryClient {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120));
         Ok(Self {
-            inner: GrpcDeliveryClient::new(endpoint.connect_lazy()),
+            inner: GrpcDeliveryClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES),
         })
     }
 }
@@ -195,17 +220,26 @@ impl Runner {
                 }
                 continue;
             }
-            let mut by_message: BTreeMap<String, Vec<Claim>> = BTreeMap::new();
-            for c in claims {
-                by_message.entry(c.queue_id.clone()).or_default().push(c);
+            let (local, remote) = this.split_local(claims).await;
+            if !local.is_empty() {
+                let permit = permits.clone().acquire_owned().await?;
+                let this = this.clone();
+                let span = tracing::info_span!("queue.local", rcpts = local.len());
+                tasks.spawn(
+                    async move {
+                        this.deliver_local(local).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
-            for (queue_id, claims) in by_message {
+            for (queue_id, claims) in by_message(remote) {
                 let permit = permits.clone().acquire_owned().await?;
                 let this = this.clone();
                 let span = tracing::info_span!("queue.attempt", queue.id = %queue_id, rcpts = claims.len());
                 tasks.spawn(
                     async move {
-                        this.attempt(&queue_id, claims).await;
+                        this.attempt_remote(&queue_id, claims).await;
                         drop(permit);
                     }
                     .instrument(span),
@@ -223,8 +257,159 @@ impl Runner {
         Ok(())
     }
 
-    /// One attempt for the claimed recipients of one message.
-    async fn attempt(&self, queue_id: &str, claims: Vec<Claim>) {
+    /// Splits a round's claims into local recipients (for the MDA) and remote ones, asking the
+    /// directory once per distinct domain. A recipient whose domain cannot be looked up goes
+    /// with the local ones, which defers it with the directory's trouble as the reason.
+    async fn split_local(&self, claims: Vec<Claim>) -> (Vec<(Claim, bool)>, Vec<Claim>) {
+        let mut known: HashMap<String, Option<bool>> = HashMap::new();
+        let mut local = Vec::new();
+        let mut remote = Vec::new();
+        for c in claims {
+            let domain = domain_of(&c.address);
+            let is_local = match known.get(&domain) {
+                Some(v) => *v,
+                None => {
+                    let v = match self.store.is_local_domain(&domain).await {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "domain lookup failed");
+                            None
+                        }
+                    };
+                    known.insert(domain, v);
+                    v
+                }
+            };
+            match is_local {
+                Some(true) => local.push((c, true)),
+                Some(false) => remote.push(c),
+                None => local.push((c, false)),
+            }
+        }
+        (local, remote)
+    }
+
+    /// One attempt for a round's local recipients, of any number of messages: their contents
+    /// in one query, the messages to the MDA in as few DeliverBatch calls as the size bound
+    /// allows, and all outcomes recorded in one transaction per call.
+    async fn deliver_local(&self, claims: Vec<(Claim, bool)>) {
+        let mut planned = Vec::new();
+        let mut ready = Vec::new();
+        for (c, domain_known) in claims {
+            if domain_known {
+                ready.push(c);
+            } else {
+                planned.push(self.plan_defer(&c, "451 4.3.0 directory unavailable", &[]));
+            }
+        }
+        let messages = by_message(ready);
+        let ids: Vec<&str> = messages.keys().map(String::as_str).collect();
+        let contents: HashMap<String, Vec<u8>> = match self.store.message_contents(&ids).await {
+            Ok(rows) => rows.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "queue content unreadable");
+                HashMap::new()
+            }
+        };
+        let mut batch: Vec<(String, Vec<Claim>)> = Vec::new();
+        let mut batch_bytes = 0usize;
+        for (queue_id, claims) in messages {
+            let Some(content) = contents.get(&queue_id) else {
+                for c in &claims {
+                    planned.push(self.plan_defer(c, "451 4.3.0 queue storage unavailable", &[]));
+                }
+                continue;
+            };
+            if !batch.is_empty()
+                && (batch_bytes + content.len() > LOCAL_BATCH_BYTES
+                    || batch.len() >= LOCAL_BATCH_MESSAGES)
+            {
+                let full = std::mem::take(&mut batch);
+                planned.extend(self.deliver_local_batch(full, &contents).await);
+                self.outcomes.record(&self.owner, &planned).await;
+                planned.clear();
+                batch_bytes = 0;
+            }
+            batch_bytes += content.len();
+            batch.push((queue_id, claims));
+        }
+        if !batch.is_empty() {
+            planned.extend(self.deliver_local_batch(batch, &contents).await);
+        }
+        self.outcomes.record(&self.owner, &planned).await;
+    }
+
+    /// One DeliverBatch call; the outcomes it calls for, not yet recorded.
+    async fn deliver_local_batch(
+        &self,
+        batch: Vec<(String, Vec<Claim>)>,
+        contents: &HashMap<String, Vec<u8>>,
+    ) -> Vec<Planned> {
+        let content_of = |id: &str| contents.get(id).map(Vec::as_slice).unwrap_or_default();
+        let request = DeliverBatchRequest {
+            messages: batch
+                .iter()
+                .map(|(queue_id, claims)| DeliverRequest {
+                    return_path: claims[0].sender.clone(),
+                    recipients: claims
+                        .iter()
+                        .map(|c| DeliverRecipient {
+                            address: c.address.clone(),
+                            delivery_key: format!("q:{}", c.recipient_id),
+                        })
+                        .collect(),
+                    content: content_of(queue_id).to_vec(),
+                    queue_id: queue_id.clone(),
+                })
+                .collect(),
+        };
+        let mut planned = Vec::new();
+        let mut client = self.delivery.inner.clone();
+        match client.deliver_batch(request).await {
+            Ok(resp) => {
+                let results = resp.into_inner().results;
+                for (i, (queue_id, claims)) in batch.iter().enumerate() {
+                    let content = content_of(queue_id);
+                    let outcomes = results
+                        .get(i)
+                        .map(|r| r.outcomes.as_slice())
+                        .unwrap_or_default();
+                    for c in claims {
+                        planned.push(match outcomes.iter().find(|o| o.address == c.address) {
+                            Some(o) if o.status == OutcomeStatus::Delivered as i32 => {
+                                self.outcomes.plan_delivered(c, &o.reply, None, content)
+                            }
+                            Some(o) if o.status == OutcomeStatus::PermanentFailure as i32 => {
+                                self.outcomes.plan_failed(c, &o.reply, None, content)
+                            }
+                            Some(o) => self.plan_defer(c, &o.reply, content),
+                            None => self.plan_defer(
+                                c,
+                                "451 4.3.0 delivery agent gave no outcome",
+                                content,
+                            ),
+                        });
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "delivery agent call failed");
+                for (queue_id, claims) in &batch {
+                    for c in claims {
+                        planned.push(self.plan_defer(
+                            c,
+                            "451 4.4.1 delivery agent unreachable",
+                            content_of(queue_id),
+                        ));
+                    }
+                }
+            }
+        }
+        planned
+    }
+
+    /// One attempt for the claimed remote recipients of one message.
+    async fn attempt_remote(&self, queue_id: &str, claims: Vec<Claim>) {
         let content = match self.store.message_content(queue_id).await {
             Ok(c) => c,
             Err(e) => {
@@ -236,79 +421,15 @@ impl Runner {
                 return;
             }
         };
-        let mut local = Vec::new();
-        let mut remote: BTreeMap<String, Vec<Claim>> = BTreeMap::new();
+        let mut by_domain: BTreeMap<String, Vec<Claim>> = BTreeMap::new();
         for c in claims {
-            let domain = c
-                .address
-                .rsplit_once('@')
-                .map(|(_, d)| d.to_ascii_lowercase())
-                .unwrap_or_default();
-            match self.store.is_local_domain(&domain).await {
-                Ok(true) => local.push(c),
-                Ok(false) => remote.entry(domain).or_default().push(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "domain lookup failed");
-                    self.defer(&c, "451 4.3.0 directory unavailable", &content)
-                        .await;
-                }
-            }
+            by_domain.entry(domain_of(&c.address)).or_default().push(c);
         }
-        if !local.is_empty() {
-            self.deliver_local(queue_id, &local, &content).await;
-        }
-        for (domain, claims) in remote {
+        for (domain, claims) in by_domain {
             let span = tracing::info_span!("queue.remote", rcpt.domain = %domain);
             self.deliver_remote(&domain, &claims, &content)
                 .instrument(span)
                 .await;
-        }
-    }
-
-    async fn deliver_local(&self, queue_id: &str, local: &[Claim], content: &[u8]) {
-        let request = DeliverRequest {
-            return_path: local[0].sender.clone(),
-            recipients: local
-                .iter()
-                .map(|c| DeliverRecipient {
-                    address: c.address.clone(),
-                    delivery_key: format!("q:{}", c.recipient_id),
-                })
-                .collect(),
-            content: content.to_vec(),
-            queue_id: queue_id.to_string(),
-        };
-        let mut client = self.delivery.inner.clone();
-        match client.deliver(request).await {
-            Ok(resp) => {
-                let outcomes = resp.into_inner().outcomes;
-                for c in local {
-                    match outcomes.iter().find(|o| o.address == c.address) {
-                        Some(o) if o.status == OutcomeStatus::Delivered as i32 => {
-                            self.outcomes
-                                .delivered(c, &self.owner, &o.reply, None, content)
-                                .await
-                        }
-                        Some(o) if o.status == OutcomeStatus::PermanentFailure as i32 => {
-                            self.outcomes
-                                .failed(c, &self.owner, &o.reply, None, content)
-                                .await
-                        }
-                        Some(o) => self.defer(c, &o.reply, content).await,
-                        None => {
-                            self.defer(c, "451 4.3.0 delivery agent gave no outcome", content)
-                                .await
-                        }
-                    }
-                }
-            }
-            Err(status) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "delivery agent call failed");
-                for c in local {
-                    self.defer(c, "451 4.4.1 delivery agent unreachable", content)
-                        .await;
-                }
-            }
         }
     }
 
@@ -414,22 +535,24 @@ impl Runner {
         }
     }
 
-    async fn defer(&self, c: &Claim, reply: &str, content: &[u8]) {
+    /// The outcome of a temporary failure: retry later, or fail when the lifetime is over.
+    fn plan_defer(&self, c: &Claim, reply: &str, content: &[u8]) -> Planned {
         let delay = backoff(&self.cfg, c.attempts, &mut rand::rng());
         match decide(&self.cfg, now_ms(), c, delay) {
             Deferral::Expire => {
                 let text = format!("4.4.7 delivery time expired; last reply: {reply}");
-                self.outcomes
-                    .failed(c, &self.owner, &text, None, content)
-                    .await
+                self.outcomes.plan_failed(c, &text, None, content)
             }
             Deferral::Retry { at_ms, warn } => {
                 let until = warn.then(|| c.created_at_ms / 1000 + self.cfg.max_age_secs as i64);
-                self.outcomes
-                    .deferred(c, &self.owner, reply, at_ms, until, content)
-                    .await
+                self.outcomes.plan_deferred(c, reply, at_ms, until, content)
             }
         }
+    }
+
+    async fn defer(&self, c: &Claim, reply: &str, content: &[u8]) {
+        let p = self.plan_defer(c, reply, content);
+        self.outcomes.record(&self.owner, &[p]).await
     }
 }
 
@@ -460,6 +583,18 @@ fn notification<'a>(to: &'a [String], content: &'a [u8]) -> NewMessage<'a> {
 
 /// Records outcomes and writes the DSNs they call for, each in one transaction with the
 /// outcome: a failed recipient and its bounce commit together or not at all.
+/// An outcome decided but not yet recorded (see [`Bouncer::record`]).
+pub struct Planned {
+    recipient_id: i64,
+    address: String,
+    sender: String,
+    state: RecipientState,
+    reply: String,
+    next_attempt_at_ms: Option<i64>,
+    /// The DSN to queue with it, if any.
+    notice: Option<Vec<u8>>,
+}
+
 #[derive(Clone)]
 pub struct Bouncer {
     store: Store,
@@ -546,6 +681,107 @@ impl Bouncer {
         Some(dsn::build(&input))
     }
 
+    /// The outcome "delivered", with the "delivered" DSN a NOTIFY=SUCCESS recipient asked for.
+    pub fn plan_delivered(
+        &self,
+        c: &Claim,
+        reply: &str,
+        remote: Option<&str>,
+        content: &[u8],
+    ) -> Planned {
+        tracing::info!(rcpt = %c.address, reply, "delivered");
+        Planned {
+            recipient_id: c.recipient_id,
+            address: c.address.clone(),
+            sender: c.sender.clone(),
+            state: RecipientState::Delivered,
+            reply: reply.to_string(),
+            next_attempt_at_ms: None,
+            notice: self.dsn(DsnKind::Delivered, c, reply, remote, content, None),
+        }
+    }
+
+    /// The outcome "failed", with its bounce.
+    pub fn plan_failed(
+        &self,
+        c: &Claim,
+        reply: &str,
+        remote: Option<&str>,
+        content: &[u8],
+    ) -> Planned {
+        tracing::info!(rcpt = %c.address, reply, "failed permanently");
+        Planned {
+            recipient_id: c.recipient_id,
+            address: c.address.clone(),
+            sender: c.sender.clone(),
+            state: RecipientState::Failed,
+            reply: reply.to_string(),
+            next_attempt_at_ms: None,
+            notice: self.dsn(DsnKind::Failed, c, reply, remote, content, None),
+        }
+    }
+
+    /// The outcome "try again at `at_ms`"; `warn_until` asks for the "delayed" DSN, giving
+    /// the time retries end (Unix seconds).
+    pub fn plan_deferred(
+        &self,
+        c: &Claim,
+        reply: &str,
+        at_ms: i64,
+        warn_until: Option<i64>,
+        content: &[u8],
+    ) -> Planned {
+        tracing::info!(rcpt = %c.address, reply, retry_in_s = (at_ms - now_ms()) / 1000, "deferred");
+        Planned {
+            recipient_id: c.recipient_id,
+            address: c.address.clone(),
+            sender: c.sender.clone(),
+            state: RecipientState::Queued,
+            reply: reply.to_string(),
+            next_attempt_at_ms: Some(at_ms),
+            notice: warn_until
+                .and_then(|until| self.dsn(DsnKind::Delayed, c, reply, None, content, Some(until))),
+        }
+    }
+
+    /// Records outcomes, each with its DSN, all in one transaction: a failed recipient and its
+    /// bounce commit together or not at all. Outcomes whose lease was lost are dropped.
+    pub async fn record(&self, owner: &str, planned: &[Planned]) {
+        if planned.is_empty() {
+            return;
+        }
+        let senders: Vec<[String; 1]> = planned.iter().map(|p| [p.sender.clone()]).collect();
+        let records = planned
+            .iter()
+            .zip(&senders)
+            .map(|(p, to)| OutcomeRecord {
+                recipient_id: p.recipient_id,
+                state: p.state,
+                reply: &p.reply,
+                next_attempt_at_ms: p.next_attempt_at_ms,
+                notification: p.notice.as_deref().map(|m| notification(to, m)),
+            })
+            .collect();
+        match self.store.record_outcomes(owner, records).await {
+            Ok(done) => {
+                for (p, r) in planned.iter().zip(done) {
+                    match r {
+                        Recorded::Done(Some(id)) => {
+                            tracing::info!(rcpt = %p.address, notice.id = %id, "delivery status notification queued")
+                        }
+                        Recorded::Done(None) => {}
+                        Recorded::LeaseLost => {
+                            tracing::info!(rcpt = %p.address, "lease lost; outcome dropped")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, outcomes = planned.len(), "could not record outcomes; the leases expire and the recipients are tried again")
+            }
+        }
+    }
+
     pub async fn delivered(
         &self,
         c: &Claim,
@@ -554,17 +790,8 @@ impl Bouncer {
         remote: Option<&str>,
         content: &[u8],
     ) {
-        tracing::info!(rcpt = %c.address, reply, "delivered");
-        let notice = self.dsn(DsnKind::Delivered, c, reply, remote, content, None);
-        let rcpt = [c.sender.clone()];
-        let msg = notice.as_deref().map(|m| notification(&rcpt, m));
-        if let Err(e) = self
-            .store
-            .mark_delivered_with_notice(c.recipient_id, owner, reply, msg)
-            .await
-        {
-            tracing::warn!(error = %e, rcpt = %c.address, "could not record delivery");
-        }
+        let p = self.plan_delivered(c, reply, remote, content);
+        self.record(owner, &[p]).await
     }
 
     pub async fn failed(
@@ -575,22 +802,10 @@ impl Bouncer {
         remote: Option<&str>,
         content: &[u8],
     ) {
-        tracing::info!(rcpt = %c.address, reply, "failed permanently");
-        let bounce = self.dsn(DsnKind::Failed, c, reply, remote, content, None);
-        let rcpt = [c.sender.clone()];
-        let msg = bounce.as_deref().map(|m| notification(&rcpt, m));
-        match self
-            .store
-            .mark_failed_with_bounce(c.recipient_id, owner, reply, msg)
-            .await
-        {
-            Ok(Some(id)) => tracing::info!(rcpt = %c.address, bounce.id = %id, "bounce queued"),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, rcpt = %c.address, "could not record failure"),
-        }
+        let p = self.plan_failed(c, reply, remote, content);
+        self.record(owner, &[p]).await
     }
 
-    /// `warn_until` asks for the "delayed" DSN, giving the time retries end (Unix seconds).
     pub async fn deferred(
         &self,
         c: &Claim,
@@ -600,18 +815,8 @@ impl Bouncer {
         warn_until: Option<i64>,
         content: &[u8],
     ) {
-        tracing::info!(rcpt = %c.address, reply, retry_in_s = (at_ms - now_ms()) / 1000, "deferred");
-        let warning = warn_until
-            .and_then(|until| self.dsn(DsnKind::Delayed, c, reply, None, content, Some(until)));
-        let rcpt = [c.sender.clone()];
-        let msg = warning.as_deref().map(|m| notification(&rcpt, m));
-        if let Err(e) = self
-            .store
-            .mark_deferred_with_warning(c.recipient_id, owner, reply, at_ms, msg)
-            .await
-        {
-            tracing::warn!(error = %e, rcpt = %c.address, "could not record deferral");
-        }
+        let p = self.plan_deferred(c, reply, at_ms, warn_until, content);
+        self.record(owner, &[p]).await
     }
 
     /// The administrator's "bounce now": fails every still-queued recipient with a bounce.

@@ -7,3 +7,8 @@
 pub mod v1 {
     tonic::include_proto!("tern.v1");
 }
+
+/// The largest gRPC message any Tern service sends or accepts: a whole mail message (up to the
+/// configured SMTP limit, 25 MiB by default) travels in one call, so tonic's 4 MiB default
+/// would refuse big mail. A DeliverBatch call is kept under this by its sender.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

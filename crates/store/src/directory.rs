@@ -510,8 +510,18 @@ impl Store {
     /// is `NoSuchUser`.
     pub async fn resolve(&self, address: &str) -> Result<Resolution> {
         let (local, domain) = validate::address(address)?;
-        if !self.is_local_domain(&domain).await? {
+        // The common case in one query: is the domain ours, and is there an account?
+        let (is_local, direct) = self
+            .domain_and_account(&domain, &format!("{local}@{domain}"))
+            .await?;
+        if !is_local {
             return Ok(Resolution::NotLocalDomain);
+        }
+        if let Some(account) = direct {
+            return Ok(Resolution::Local {
+                accounts: vec![account],
+                remote: Vec::new(),
+            });
         }
         let mut accounts: Vec<Account> = Vec::new();
         let mut remote: Vec<String> = Vec::new();
@@ -565,6 +575,32 @@ impl Store {
             return Ok(Resolution::NoSuchUser);
         }
         Ok(Resolution::Local { accounts, remote })
+    }
+
+    /// Whether `domain` is local and the account with exactly `address`, in one round trip.
+    async fn domain_and_account(
+        &self,
+        domain: &str,
+        address: &str,
+    ) -> Result<(bool, Option<Account>)> {
+        with_pool!(self, |pool| {
+            let row = sqlx::query(
+                "SELECT (SELECT 1 FROM domains WHERE name = $1) AS local, \
+                        a.id, a.address, a.domain, a.created_at \
+                 FROM (SELECT 1 AS one) AS q LEFT JOIN accounts a ON a.address = $2",
+            )
+            .bind(domain.to_ascii_lowercase())
+            .bind(address.to_ascii_lowercase())
+            .fetch_one(pool)
+            .await?;
+            let local: Option<i32> = row.try_get("local")?;
+            let id: Option<i64> = row.try_get("id")?;
+            let account = match id {
+                Some(_) => Some(account_from_row!(row)),
+                None => None,
+            };
+            Ok((local.is_some(), account))
+        })
     }
 
     async fn alias_targets(&self, source: &str) -> Result<Option<Vec<String>>> {

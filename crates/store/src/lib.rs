@@ -30,12 +30,12 @@ use sqlx::sqlite::{
 };
 
 pub use directory::{Account, Alias, Domain, Resolution};
-pub use scram::ScramKeys;
-pub use mailbox::{Delivered, FlagOp, MailboxInfo, MessageMeta};
+pub use mailbox::{Delivered, DeliveryItem, FlagOp, MailboxInfo, MessageMeta};
 pub use queue::{
-    Claim, NewMessage, Notify, QueueFilter, QueueStats, QueuedMessage, QueuedRecipient,
-    RecipientDsn, RecipientState, Ret,
+    Claim, NewMessage, Notify, OutcomeRecord, QueueFilter, QueueStats, QueuedMessage,
+    QueuedRecipient, RecipientDsn, RecipientState, Recorded, Ret,
 };
+pub use scram::ScramKeys;
 
 /// Everything that can go wrong in the store.
 ///

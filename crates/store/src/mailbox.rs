@@ -11,6 +11,7 @@
 //! Deliberately absent: message parsing (no envelope or body-structure cache), `\Recent`
 //! (per-session state that IMAP4rev2 dropped), quotas.
 
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use sqlx::Row;
@@ -19,6 +20,21 @@ use crate::{
     Error, Result, Store, is_foreign_key_violation, now_ms, to_u32, to_u64, validate, with_pool,
     write_tx,
 };
+
+/// Keys looked up per query by [`Store::deliver_many`] (two bound parameters each, far below
+/// either backend's limit).
+const SEEN_QUERY_ITEMS: usize = 500;
+
+/// One copy for [`Store::deliver_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryItem<'a> {
+    pub account_id: i64,
+    /// Wanted mailbox; INBOX when it does not exist.
+    pub mailbox: &'a str,
+    /// Unique per copy (the queue recipient): the exactly-once key.
+    pub delivery_key: &'a str,
+    pub content: &'a [u8],
+}
 
 /// Where a message landed. `duplicate` is true when the delivery key had been seen before and
 /// nothing was stored this time; `uid` and `mailbox_id` then name the first copy.
@@ -186,29 +202,39 @@ macro_rules! find_mailbox {
     }};
 }
 
-/// Stores a message in mailbox `$mailbox_id` (already known to exist) and evaluates to its UID.
-/// Taking the UID and the mod-sequence is one UPDATE of the mailbox row, which also locks it.
-macro_rules! insert_message {
-    ($tx:ident, $mailbox_id:expr, $content:expr, $flags:expr, $internal_date:expr) => {{
+/// Takes `$count` consecutive UIDs and mod-sequences of mailbox `$mailbox_id` (already known
+/// to exist) and evaluates to the first `(uid, modseq)`. It is one UPDATE of the mailbox row,
+/// which also locks it until the transaction ends, so UIDs are handed out in commit order.
+macro_rules! take_uids {
+    ($tx:ident, $mailbox_id:expr, $count:expr) => {{
         let mailbox_id: i64 = $mailbox_id;
-        let content: &[u8] = $content;
-        let flags: &[String] = $flags;
+        let count = i64::try_from($count).unwrap_or(i64::MAX);
         let row = sqlx::query(
-            "UPDATE mailboxes SET uid_next = uid_next + 1, highest_modseq = highest_modseq + 1 \
-             WHERE id = $1 RETURNING uid_next - 1 AS uid, highest_modseq",
+            "UPDATE mailboxes SET uid_next = uid_next + $2, highest_modseq = highest_modseq + $2 \
+             WHERE id = $1 RETURNING uid_next - $2 AS uid, highest_modseq - $2 + 1 AS modseq",
         )
         .bind(mailbox_id)
+        .bind(count)
         .fetch_one(&mut *$tx)
         .await?;
         let uid: i64 = row.try_get("uid")?;
-        let modseq: i64 = row.try_get("highest_modseq")?;
+        let modseq: i64 = row.try_get("modseq")?;
         // RFC 9051 §2.3.1.1: UIDs are 32-bit; a mailbox that used them all up must be
         // re-created (new UIDVALIDITY) before it can take more mail.
-        let Ok(uid32) = u32::try_from(uid) else {
+        let (Ok(uid32), Ok(_)) = (u32::try_from(uid), u32::try_from(uid + count - 1)) else {
             return Err(Error::Internal(format!(
                 "mailbox {mailbox_id} has no UIDs left"
             )));
         };
+        (uid32, modseq)
+    }};
+}
+
+/// Writes the message row for a UID taken with `take_uids!`.
+macro_rules! store_message {
+    ($tx:ident, $mailbox_id:expr, $uid:expr, $modseq:expr, $content:expr, $flags:expr, $internal_date:expr) => {{
+        let content: &[u8] = $content;
+        let flags: &[String] = $flags;
         let size =
             i64::try_from(content.len()).map_err(|_| Error::Invalid("message too large".into()))?;
         sqlx::query(
@@ -216,9 +242,9 @@ macro_rules! insert_message {
                (mailbox_id, uid, modseq, flags, seen, deleted, size, internal_date, content) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
-        .bind(mailbox_id)
-        .bind(uid)
-        .bind(modseq)
+        .bind($mailbox_id)
+        .bind(i64::from($uid))
+        .bind($modseq)
         .bind(flags.join(" "))
         .bind(i16::from(validate::has_flag(flags, validate::SEEN)))
         .bind(i16::from(validate::has_flag(flags, validate::DELETED)))
@@ -227,7 +253,24 @@ macro_rules! insert_message {
         .bind(content)
         .execute(&mut *$tx)
         .await?;
-        uid32
+    }};
+}
+
+/// Stores a message in mailbox `$mailbox_id` (already known to exist) and evaluates to its UID.
+macro_rules! insert_message {
+    ($tx:ident, $mailbox_id:expr, $content:expr, $flags:expr, $internal_date:expr) => {{
+        let mailbox_id: i64 = $mailbox_id;
+        let (uid, modseq) = take_uids!($tx, mailbox_id, 1);
+        store_message!(
+            $tx,
+            mailbox_id,
+            uid,
+            modseq,
+            $content,
+            $flags,
+            $internal_date
+        );
+        uid
     }};
 }
 
@@ -297,71 +340,155 @@ impl Store {
         delivery_key: &str,
         content: &[u8],
     ) -> Result<Delivered> {
-        if delivery_key.is_empty() {
+        let item = DeliveryItem {
+            account_id,
+            mailbox,
+            delivery_key,
+            content,
+        };
+        let mut out = self.deliver_many(std::slice::from_ref(&item)).await?;
+        out.pop()
+            .ok_or_else(|| Error::Internal("deliver_many returned nothing".into()))
+    }
+
+    /// [`Store::deliver`] for many copies in one transaction (one commit for all of them), the
+    /// results in the order of `items`. All or nothing: on an error nothing is stored, and a
+    /// caller that wants the other copies stored anyway delivers them one by one.
+    ///
+    /// One query finds the keys already delivered; one UPDATE per mailbox takes the UIDs and
+    /// mod-sequences of all its new copies (and locks its row); then each copy is two
+    /// statements, the delivery key (`ON CONFLICT DO NOTHING`) and the message. Only when a
+    /// concurrent transaction stores the same key first does a copy leave its UID unused, a gap
+    /// IMAP allows (UIDs only have to ascend). Mailbox rows are locked in id order, so two
+    /// batches sharing mailboxes cannot deadlock.
+    pub async fn deliver_many(&self, items: &[DeliveryItem<'_>]) -> Result<Vec<Delivered>> {
+        if items.iter().any(|i| i.delivery_key.is_empty()) {
             return Err(Error::Invalid("empty delivery key".into()));
         }
-        let wanted = canonical_mailbox_name(mailbox);
-        let now = now_ms();
-        let out = write_tx!(self, |tx, _backend| {
-            let claimed = sqlx::query(
-                "INSERT INTO deliveries (account_id, delivery_key, mailbox_id, uid, created_at) \
-                 VALUES ($1, $2, 0, 0, $3) ON CONFLICT DO NOTHING",
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| {
+            (
+                items[i].account_id,
+                canonical_mailbox_name(items[i].mailbox),
             )
-            .bind(account_id)
-            .bind(delivery_key)
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            let claimed = match claimed {
-                Ok(done) => done.rows_affected(),
-                Err(err) if is_foreign_key_violation(&err) => {
-                    return Err(Error::NotFound(format!("account {account_id}")));
+        });
+        let now = now_ms();
+        let mut out: Vec<Option<Delivered>> = vec![None; items.len()];
+        write_tx!(self, |tx, _backend| {
+            // Keys delivered before (a retry after a lost reply) in one query, so that they
+            // touch no mailbox and leave no gap in its UIDs.
+            let mut seen: HashMap<(i64, String), Delivered> = HashMap::new();
+            for chunk in items.chunks(SEEN_QUERY_ITEMS) {
+                // Only numbered placeholders are spliced in; the values are bound.
+                let pairs: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                    .collect();
+                let sql = format!(
+                    "SELECT account_id, delivery_key, mailbox_id, uid FROM deliveries \
+                     WHERE (account_id, delivery_key) IN (VALUES {})",
+                    pairs.join(", ")
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+                for item in chunk {
+                    query = query.bind(item.account_id).bind(item.delivery_key);
                 }
-                Err(err) => return Err(err.into()),
-            };
-            if claimed == 0 {
-                let row = sqlx::query(
-                    "SELECT mailbox_id, uid FROM deliveries \
-                     WHERE account_id = $1 AND delivery_key = $2",
-                )
-                .bind(account_id)
-                .bind(delivery_key)
-                .fetch_one(&mut *tx)
-                .await?;
-                Delivered {
-                    uid: to_u32(row.try_get("uid")?, "uid")?,
-                    mailbox_id: row.try_get("mailbox_id")?,
-                    duplicate: true,
+                for row in query.fetch_all(&mut *tx).await? {
+                    seen.insert(
+                        (row.try_get("account_id")?, row.try_get("delivery_key")?),
+                        Delivered {
+                            uid: to_u32(row.try_get("uid")?, "uid")?,
+                            mailbox_id: row.try_get("mailbox_id")?,
+                            duplicate: true,
+                        },
+                    );
                 }
-            } else {
-                let mailbox_id = match find_mailbox!(&mut *tx, account_id, wanted) {
-                    Some(id) => id,
-                    None => match find_mailbox!(&mut *tx, account_id, "INBOX") {
-                        Some(id) => id,
-                        None => {
-                            return Err(Error::NotFound(format!("INBOX of account {account_id}")));
-                        }
-                    },
+            }
+            // Which mailbox each new copy goes to, then the copies grouped per mailbox.
+            let mut mailboxes: HashMap<(i64, String), i64> = HashMap::new();
+            let mut groups: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+            for &i in &order {
+                let item = &items[i];
+                if let Some(d) = seen.get(&(item.account_id, item.delivery_key.to_string())) {
+                    out[i] = Some(*d);
+                    continue;
+                }
+                let wanted = canonical_mailbox_name(item.mailbox);
+                let cache_key = (item.account_id, wanted.to_string());
+                let mailbox_id = match mailboxes.get(&cache_key) {
+                    Some(id) => *id,
+                    None => {
+                        let id = match find_mailbox!(&mut *tx, item.account_id, wanted) {
+                            Some(id) => id,
+                            None => match find_mailbox!(&mut *tx, item.account_id, "INBOX") {
+                                Some(id) => id,
+                                None => {
+                                    return Err(Error::NotFound(format!(
+                                        "INBOX of account {}",
+                                        item.account_id
+                                    )));
+                                }
+                            },
+                        };
+                        mailboxes.insert(cache_key, id);
+                        id
+                    }
                 };
-                let uid = insert_message!(tx, mailbox_id, content, &[], now);
-                sqlx::query(
-                    "UPDATE deliveries SET mailbox_id = $1, uid = $2 \
-                     WHERE account_id = $3 AND delivery_key = $4",
-                )
-                .bind(mailbox_id)
-                .bind(i64::from(uid))
-                .bind(account_id)
-                .bind(delivery_key)
-                .execute(&mut *tx)
-                .await?;
-                Delivered {
-                    uid,
-                    mailbox_id,
-                    duplicate: false,
+                groups.entry(mailbox_id).or_default().push(i);
+            }
+            // Mailbox rows are locked in id order, one UPDATE per mailbox for all its copies.
+            for (mailbox_id, group) in groups {
+                let (first_uid, first_modseq) = take_uids!(tx, mailbox_id, group.len());
+                for (n, &i) in group.iter().enumerate() {
+                    let item = &items[i];
+                    let uid = first_uid + n as u32;
+                    let modseq = first_modseq + n as i64;
+                    let claimed = sqlx::query(
+                        "INSERT INTO deliveries \
+                           (account_id, delivery_key, mailbox_id, uid, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(item.account_id)
+                    .bind(item.delivery_key)
+                    .bind(mailbox_id)
+                    .bind(i64::from(uid))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                    let claimed = match claimed {
+                        Ok(done) => done.rows_affected(),
+                        Err(err) if is_foreign_key_violation(&err) => {
+                            return Err(Error::NotFound(format!("account {}", item.account_id)));
+                        }
+                        Err(err) => return Err(err.into()),
+                    };
+                    out[i] = Some(if claimed == 0 {
+                        let row = sqlx::query(
+                            "SELECT mailbox_id, uid FROM deliveries \
+                             WHERE account_id = $1 AND delivery_key = $2",
+                        )
+                        .bind(item.account_id)
+                        .bind(item.delivery_key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        Delivered {
+                            uid: to_u32(row.try_get("uid")?, "uid")?,
+                            mailbox_id: row.try_get("mailbox_id")?,
+                            duplicate: true,
+                        }
+                    } else {
+                        store_message!(tx, mailbox_id, uid, modseq, item.content, &[], now);
+                        Delivered {
+                            uid,
+                            mailbox_id,
+                            duplicate: false,
+                        }
+                    });
                 }
             }
         });
-        Ok(out)
+        out.into_iter()
+            .map(|d| d.ok_or_else(|| Error::Internal("delivery without result".into())))
+            .collect()
     }
 
     /// IMAP APPEND (RFC 9051 §6.3.12): stores a message with the given flags and internal date

@@ -264,6 +264,27 @@ pub struct QueuedRecipient {
 }
 
 /// What an attempt came to, as `finish` records it.
+/// One attempt's outcome for [`Store::record_outcomes`].
+pub struct OutcomeRecord<'a> {
+    pub recipient_id: i64,
+    pub state: RecipientState,
+    /// The reply recorded as the recipient's last reply.
+    pub reply: &'a str,
+    /// For a deferral: when to try again.
+    pub next_attempt_at_ms: Option<i64>,
+    /// A DSN enqueued in the same transaction (for a deferral, the "delayed" warning).
+    pub notification: Option<NewMessage<'a>>,
+}
+
+/// What [`Store::record_outcomes`] did with one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written; the notification's queue id when there was one.
+    Done(Option<String>),
+    /// Another runner (or an admin) has the recipient now: nothing was written.
+    LeaseLost,
+}
+
 struct Outcome<'a> {
     state: RecipientState,
     reply: &'a str,
@@ -517,8 +538,39 @@ impl Store {
     /// recipients are due at once. Addresses are stored as given: remote local parts may be
     /// case-sensitive (RFC 5321 §2.4). A recipient named twice is stored once, with the DSN
     /// parameters of its first occurrence.
+    ///
+    /// On PostgreSQL this is one statement (a data-modifying CTE) in its own implicit
+    /// transaction: one round trip and one commit, the path every accepted message takes.
     pub async fn enqueue(&self, msg: NewMessage<'_>) -> Result<String> {
         let prepared = Prepared::new(msg)?;
+        if let crate::Pool::Pg(pool) = self.pool() {
+            let p = &prepared;
+            let addresses: Vec<&str> = p.recipients.iter().map(|r| r.0).collect();
+            let notify: Vec<Option<&str>> = p.recipients.iter().map(|r| r.1.as_deref()).collect();
+            let orcpt: Vec<Option<&str>> = p.recipients.iter().map(|r| r.2).collect();
+            sqlx::query(
+                "WITH m AS (INSERT INTO queue_messages \
+                   (id, sender, content, size, created_at, envid, ret, requiretls) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)) \
+                 INSERT INTO queue_recipients (message_id, address, next_attempt_at, notify, orcpt) \
+                 SELECT $1, r.address, $5, r.notify, r.orcpt \
+                 FROM UNNEST($9::text[], $10::text[], $11::text[]) AS r (address, notify, orcpt)",
+            )
+            .bind(&p.id)
+            .bind(p.msg.sender)
+            .bind(p.msg.content)
+            .bind(p.size)
+            .bind(p.now)
+            .bind(p.msg.envid)
+            .bind(p.msg.ret.map(Ret::as_str))
+            .bind(p.msg.requiretls)
+            .bind(&addresses)
+            .bind(&notify)
+            .bind(&orcpt)
+            .execute(pool)
+            .await?;
+            return Ok(prepared.id);
+        }
         write_tx!(self, |tx, _backend| {
             insert_prepared!(tx, &prepared);
         });
@@ -571,6 +623,31 @@ impl Store {
                 Some(row) => Ok(row.try_get::<Vec<u8>, _>("content")?),
                 None => Err(Error::NotFound(format!("queue message {queue_id}"))),
             }
+        })
+    }
+
+    /// The contents of several queued messages in one query, as `(queue id, content)`; ids
+    /// that are gone are left out.
+    pub async fn message_contents(&self, queue_ids: &[&str]) -> Result<Vec<(String, Vec<u8>)>> {
+        if queue_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=queue_ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, content FROM queue_messages WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        with_pool!(self, |pool| {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for id in queue_ids {
+                query = query.bind(*id);
+            }
+            let rows = query.fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                out.push((row.try_get("id")?, row.try_get("content")?));
+            }
+            Ok(out)
         })
     }
 
@@ -668,41 +745,75 @@ impl Store {
         outcome: Outcome<'_>,
         notification: Option<NewMessage<'_>>,
     ) -> Result<Option<String>> {
+        let record = OutcomeRecord {
+            recipient_id,
+            state: outcome.state,
+            reply: outcome.reply,
+            next_attempt_at_ms: outcome.next_attempt_at_ms,
+            notification,
+        };
+        match self.record_outcomes(owner, vec![record]).await?.pop() {
+            Some(Recorded::Done(id)) => Ok(id),
+            Some(Recorded::LeaseLost) => Err(Error::LeaseLost),
+            None => Err(Error::Internal("record_outcomes returned nothing".into())),
+        }
+    }
+
+    /// The outcomes of many attempts in one transaction (one commit for all), each with the
+    /// rules of [`Store::mark_delivered_with_notice`] and its siblings: written only while
+    /// `owner` holds the lease, with its notification or not at all. A recipient whose lease
+    /// was lost is reported as [`Recorded::LeaseLost`] and leaves the others untouched. Results
+    /// are in the order of `records`. On an error nothing is written.
+    pub async fn record_outcomes(
+        &self,
+        owner: &str,
+        records: Vec<OutcomeRecord<'_>>,
+    ) -> Result<Vec<Recorded>> {
         // Validate before touching anything, so that a malformed notification cannot leave
-        // the outcome recorded without it.
-        let prepared = notification.map(Prepared::new).transpose()?;
-        let warned = prepared.is_some() && outcome.state == RecipientState::Queued;
+        // an outcome recorded without it.
+        let mut prepared = Vec::with_capacity(records.len());
+        for r in records {
+            let warned = r.notification.is_some() && r.state == RecipientState::Queued;
+            let note = r.notification.map(Prepared::new).transpose()?;
+            prepared.push((
+                r.recipient_id,
+                r.state,
+                r.reply,
+                r.next_attempt_at_ms,
+                warned,
+                note,
+            ));
+        }
+        let mut out = Vec::with_capacity(prepared.len());
         write_tx!(self, |tx, _backend| {
-            let updated = sqlx::query(
-                "UPDATE queue_recipients SET state = $1, last_reply = $2, \
-                   next_attempt_at = COALESCE($3, next_attempt_at), \
-                   lease_owner = NULL, lease_expires = NULL \
-                 WHERE id = $4 AND lease_owner = $5 AND state = 'queued'",
-            )
-            .bind(outcome.state.as_str())
-            .bind(outcome.reply)
-            .bind(outcome.next_attempt_at_ms)
-            .bind(recipient_id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                // Returning drops the transaction, which rolls back: nothing was written.
-                return Err(Error::LeaseLost);
-            }
-            if warned {
-                sqlx::query("UPDATE queue_recipients SET delay_warned = $1 WHERE id = $2")
-                    .bind(true)
-                    .bind(recipient_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(prepared) = &prepared {
-                insert_prepared!(tx, prepared);
+            for (recipient_id, state, reply, next_at, warned, note) in &prepared {
+                let updated = sqlx::query(
+                    "UPDATE queue_recipients SET state = $1, last_reply = $2, \
+                       next_attempt_at = COALESCE($3, next_attempt_at), \
+                       delay_warned = (delay_warned OR $6), \
+                       lease_owner = NULL, lease_expires = NULL \
+                     WHERE id = $4 AND lease_owner = $5 AND state = 'queued'",
+                )
+                .bind(state.as_str())
+                .bind(*reply)
+                .bind(*next_at)
+                .bind(*recipient_id)
+                .bind(owner)
+                .bind(*warned)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    out.push(Recorded::LeaseLost);
+                    continue;
+                }
+                if let Some(note) = note {
+                    insert_prepared!(tx, note);
+                }
+                out.push(Recorded::Done(note.as_ref().map(|p| p.id.clone())));
             }
         });
-        Ok(prepared.map(|p| p.id))
+        Ok(out)
     }
 
     /// Gives up every lease `owner` holds (a runner shutting down), making those recipients

@@ -1,6 +1,6 @@
 //! Mailboxes: delivery idempotency, UID/MODSEQ progression, flags, expunge.
 
-use tern_store::{Account, Error, FlagOp, Store};
+use tern_store::{Account, DeliveryItem, Error, FlagOp, Store};
 
 use crate::both;
 
@@ -327,3 +327,100 @@ both!(create_and_delete_mailboxes, |store| async move {
     assert!(again.uid_validity > made.uid_validity);
     assert_ne!(again.id, made.id);
 });
+
+both!(
+    deliver_many_stores_in_order_once_per_key,
+    |store| async move {
+        let a = alice(&store).await;
+        let b = store.add_account("bob@example.org", "pw").await.unwrap();
+        let item =
+            |account_id: i64, mailbox: &'static str, key: &'static str, content: &'static [u8]| {
+                DeliveryItem {
+                    account_id,
+                    mailbox,
+                    delivery_key: key,
+                    content,
+                }
+            };
+        // Retried key from an earlier single delivery: reported, not stored again.
+        let earlier = store.deliver(a.id, "INBOX", "k0", b"zero").await.unwrap();
+        let items = [
+            item(b.id, "INBOX", "k1", b"one"),
+            item(a.id, "INBOX", "k2", b"two"),
+            item(a.id, "INBOX", "k0", b"zero"),
+            item(a.id, "Junk", "k3", b"three"),
+            item(a.id, "INBOX", "k4", b"four"),
+        ];
+        let done = store.deliver_many(&items).await.unwrap();
+        assert_eq!(done.len(), 5);
+        let inbox_a = store.mailbox(a.id, "INBOX").await.unwrap().unwrap();
+        let junk_a = store.mailbox(a.id, "Junk").await.unwrap().unwrap();
+        let inbox_b = store.mailbox(b.id, "INBOX").await.unwrap().unwrap();
+        assert_eq!(
+            (done[0].mailbox_id, done[0].uid, done[0].duplicate),
+            (inbox_b.id, 1, false)
+        );
+        assert_eq!((done[1].mailbox_id, done[1].uid), (inbox_a.id, 2));
+        assert_eq!(
+            done[2],
+            tern_store::Delivered {
+                duplicate: true,
+                ..earlier
+            }
+        );
+        assert_eq!((done[3].mailbox_id, done[3].uid), (junk_a.id, 1));
+        assert_eq!((done[4].mailbox_id, done[4].uid), (inbox_a.id, 3));
+        // No UID was spent on the duplicate.
+        assert_eq!((inbox_a.messages, inbox_a.uid_next), (3, 4));
+        assert_eq!(
+            store.message_body(inbox_a.id, 3).await.unwrap().as_deref(),
+            Some(&b"four"[..])
+        );
+
+        // The whole batch again: every copy a duplicate, nothing new stored.
+        let again = store.deliver_many(&items).await.unwrap();
+        assert!(again.iter().all(|d| d.duplicate));
+        assert_eq!(
+            again
+                .iter()
+                .map(|d| (d.mailbox_id, d.uid))
+                .collect::<Vec<_>>(),
+            done.iter()
+                .map(|d| (d.mailbox_id, d.uid))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            store
+                .mailbox(a.id, "INBOX")
+                .await
+                .unwrap()
+                .unwrap()
+                .messages,
+            3
+        );
+
+        // One unknown account spoils the batch: nothing of it is stored.
+        let bad = [
+            item(a.id, "INBOX", "k5", b"five"),
+            item(999_999, "INBOX", "k6", b"six"),
+        ];
+        assert!(matches!(
+            store.deliver_many(&bad).await,
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(
+            store
+                .mailbox(a.id, "INBOX")
+                .await
+                .unwrap()
+                .unwrap()
+                .messages,
+            3
+        );
+        assert!(matches!(
+            store.deliver_many(&[item(a.id, "INBOX", "", b"x")]).await,
+            Err(Error::Invalid(_))
+        ));
+        assert!(store.deliver_many(&[]).await.unwrap().is_empty());
+    }
+);

@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 
 use tern_store::{
-    Error, NewMessage, Notify, QueueFilter, RecipientDsn, RecipientState, Ret, Store, now_ms,
+    Error, NewMessage, Notify, OutcomeRecord, QueueFilter, RecipientDsn, RecipientState, Recorded,
+    Ret, Store, now_ms,
 };
 
 use crate::both;
@@ -910,3 +911,132 @@ both!(
         ));
     }
 );
+
+both!(
+    outcomes_are_recorded_together_and_a_lost_lease_spoils_only_its_own,
+    |store| async move {
+        let one = enqueue(&store, &["a@r.test", "b@r.test"]).await;
+        let two = enqueue(&store, &["c@r.test"]).await;
+        let claims = store.claim("r1", 10, 60_000).await.unwrap();
+        let id = |a: &str| claims.iter().find(|c| c.address == a).unwrap().recipient_id;
+        // b@ is taken over by another runner before r1 reports.
+        store.release_leases("r1").await.unwrap();
+        let retaken = store.claim("r2", 10, 60_000).await.unwrap();
+        assert_eq!(retaken.len(), 3);
+        store.release_leases("r2").await.unwrap();
+        let mine = store.claim("r1", 10, 60_000).await.unwrap();
+        assert_eq!(mine.len(), 3);
+        store
+            .mark_delivered(id("b@r.test"), "r1", "250 early")
+            .await
+            .unwrap();
+
+        let to = s(&["sender@example.org"]);
+        let later = now_ms() + 3_600_000;
+        let records = vec![
+            OutcomeRecord {
+                recipient_id: id("a@r.test"),
+                state: RecipientState::Failed,
+                reply: "550 5.1.1 gone",
+                next_attempt_at_ms: None,
+                notification: Some(bounce(&to)),
+            },
+            OutcomeRecord {
+                recipient_id: id("b@r.test"),
+                state: RecipientState::Delivered,
+                reply: "250 late",
+                next_attempt_at_ms: None,
+                notification: None,
+            },
+            OutcomeRecord {
+                recipient_id: id("c@r.test"),
+                state: RecipientState::Queued,
+                reply: "451 4.2.0 later",
+                next_attempt_at_ms: Some(later),
+                notification: Some(bounce(&to)),
+            },
+        ];
+        let done = store.record_outcomes("r1", records).await.unwrap();
+        assert_eq!(done.len(), 3);
+        let Recorded::Done(Some(bounce_id)) = &done[0] else {
+            panic!("{done:?}")
+        };
+        assert_eq!(done[1], Recorded::LeaseLost);
+        let Recorded::Done(Some(warning_id)) = &done[2] else {
+            panic!("{done:?}")
+        };
+        assert_ne!(bounce_id, warning_id);
+
+        let shown = store.queue_show(&one).await.unwrap().unwrap();
+        let a = shown
+            .recipients
+            .iter()
+            .find(|r| r.address == "a@r.test")
+            .unwrap();
+        let b = shown
+            .recipients
+            .iter()
+            .find(|r| r.address == "b@r.test")
+            .unwrap();
+        assert_eq!(
+            (a.state, a.last_reply.as_str()),
+            (RecipientState::Failed, "550 5.1.1 gone")
+        );
+        // The lost lease kept the first report.
+        assert_eq!(
+            (b.state, b.last_reply.as_str()),
+            (RecipientState::Delivered, "250 early")
+        );
+        let shown = store.queue_show(&two).await.unwrap().unwrap();
+        let c = &shown.recipients[0];
+        assert_eq!(
+            (c.state, c.next_attempt_at_ms),
+            (RecipientState::Queued, later)
+        );
+        assert!(c.lease_owner.is_none());
+        // The deferral's notification marked it warned: the next claim says so.
+        assert!(store.queue_show(bounce_id).await.unwrap().is_some());
+        assert!(store.queue_show(warning_id).await.unwrap().is_some());
+        assert_eq!(store.queue_retry(&two).await.unwrap(), 1);
+        let again = store.claim("r1", 10, 60_000).await.unwrap();
+        let c = again.iter().find(|x| x.address == "c@r.test").unwrap();
+        assert!(c.delay_warned);
+
+        // A record with a malformed notification writes nothing at all.
+        let bad = vec![OutcomeRecord {
+            recipient_id: c.recipient_id,
+            state: RecipientState::Failed,
+            reply: "550",
+            next_attempt_at_ms: None,
+            notification: Some(NewMessage {
+                sender: "",
+                recipients: &[],
+                content: b"x",
+                ..Default::default()
+            }),
+        }];
+        assert!(matches!(
+            store.record_outcomes("r1", bad).await,
+            Err(Error::Invalid(_))
+        ));
+        let shown = store.queue_show(&two).await.unwrap().unwrap();
+        assert_eq!(shown.recipients[0].state, RecipientState::Queued);
+    }
+);
+
+both!(message_contents_reads_many_at_once, |store| async move {
+    let one = enqueue(&store, &["a@r.test"]).await;
+    let two = enqueue(&store, &["b@r.test"]).await;
+    let mut got = store
+        .message_contents(&[&one, "missing", &two])
+        .await
+        .unwrap();
+    got.sort();
+    let mut want = vec![
+        (one.clone(), b"Subject: test\r\n\r\nbody\r\n".to_vec()),
+        (two.clone(), b"Subject: test\r\n\r\nbody\r\n".to_vec()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(store.message_contents(&[]).await.unwrap().is_empty());
+});
