@@ -8,9 +8,8 @@
 //! `framing.rs`) so that memory stays bounded and literal data is never read as a command.
 //!
 //! Deliberately absent: sockets, TLS, timers (the agent asks for [`Session::timeout_reply`] when
-//! its own timer fires), storage and SQL, logging of passwords or message bodies. Mailbox
-//! management (CREATE/DELETE/RENAME/SUBSCRIBE), APPEND, COPY/MOVE, IDLE, BODYSTRUCTURE and
-//! numbered MIME parts are answered with `NO [CANNOT]` for now.
+//! its own timer fires), storage and SQL, logging of passwords or message bodies. SUBSCRIBE,
+//! IDLE, BODYSTRUCTURE and numbered MIME parts are answered with `NO [CANNOT]` for now.
 
 use std::future::Future;
 
@@ -99,6 +98,12 @@ pub enum FlagOp {
 pub enum BackendError {
     #[error("not found")]
     NotFound,
+    /// A mailbox of that name exists already (`NO [ALREADYEXISTS]`).
+    #[error("already exists")]
+    Exists,
+    /// The request cannot be done as asked (`NO` with this text, which must be safe to show).
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("temporary failure: {0}")]
     Temporary(String),
 }
@@ -147,4 +152,39 @@ pub trait Backend: Send {
         name: &str,
         uids: Option<&[u32]>,
     ) -> impl Future<Output = Result<Vec<u32>, BackendError>> + Send;
+    /// Creates a mailbox (`Exists` when the name is taken).
+    fn create_mailbox(
+        &mut self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// Deletes a mailbox and its messages (`NotFound`; `Refused` for INBOX).
+    fn delete_mailbox(
+        &mut self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// Renames a mailbox and those below it; renaming INBOX moves its messages (RFC 9051
+    /// §6.3.6).
+    fn rename_mailbox(
+        &mut self,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// Stores a message (APPEND); returns the mailbox's UIDVALIDITY and the new UID.
+    /// `NotFound` when the mailbox does not exist (answered `[TRYCREATE]`).
+    fn append(
+        &mut self,
+        name: &str,
+        content: &[u8],
+        flags: &[String],
+        internal_date_ms: Option<i64>,
+    ) -> impl Future<Output = Result<(u32, u32), BackendError>> + Send;
+    /// Copies (or, with `remove`, moves) messages `uids` of mailbox `from` into `to`; returns
+    /// `to`'s UIDVALIDITY and (source UID, new UID) pairs. `NotFound` when `to` does not exist.
+    fn copy(
+        &mut self,
+        from: &str,
+        uids: &[u32],
+        to: &str,
+        remove: bool,
+    ) -> impl Future<Output = Result<(u32, Vec<(u32, u32)>), BackendError>> + Send;
 }

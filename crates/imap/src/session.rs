@@ -5,8 +5,8 @@
 //! and the next [`Action`] go out in an [`Output`]. It keeps its own snapshot of the selected
 //! mailbox (sequence number → UID) so that numbers only change when the client is told with an
 //! untagged EXPUNGE or EXISTS, never in the middle of FETCH, STORE or SEARCH (RFC 9051 §7.5.1).
-//! Not handled here: mailbox management, APPEND, COPY/MOVE, IDLE and BODYSTRUCTURE (answered
-//! `NO [CANNOT]`), and date-based SEARCH keys.
+//! Not handled here: SUBSCRIBE, IDLE and BODYSTRUCTURE (answered `NO [CANNOT]`), and
+//! date-based SEARCH keys.
 
 use std::borrow::Cow;
 
@@ -15,6 +15,7 @@ use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
 use imap_codec::imap_types::flag::{Flag, FlagPerm, StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
@@ -218,7 +219,16 @@ impl<B: Backend> Session<B> {
                 caps.push("AUTH=PLAIN");
             }
         }
-        caps.extend(["SASL-IR", "LITERAL+", "ID", "ENABLE", "UNSELECT"]);
+        caps.extend([
+            "SASL-IR",
+            "LITERAL+",
+            "ID",
+            "ENABLE",
+            "UNSELECT",
+            "UIDPLUS",
+            "MOVE",
+            "NAMESPACE",
+        ]);
         caps
     }
 
@@ -407,7 +417,57 @@ impl<B: Backend> Session<B> {
                 self.store(&tag, &sequence_set, op, &flags, silent, uid, out)
                     .await;
             }
+            CommandBody::Create { mailbox } if authenticated => {
+                self.create(&tag, &mailbox, out).await;
+            }
+            CommandBody::Delete { mailbox } if authenticated => {
+                self.delete(&tag, &mailbox, out).await;
+            }
+            CommandBody::Rename { from, to } if authenticated => {
+                self.rename(&tag, &from, &to, out).await;
+            }
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } if authenticated => {
+                let content: &[u8] = match &message {
+                    LiteralOrLiteral8::Literal(l) => l.as_ref(),
+                    LiteralOrLiteral8::Literal8(l) => l.data.as_ref(),
+                };
+                let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+                let date = date.map(|d| d.as_ref().timestamp_millis());
+                self.append(&tag, &mailbox, content, &flags, date, out)
+                    .await;
+            }
+            CommandBody::Namespace if authenticated => {
+                // RFC 2342: one personal namespace, no prefix, "/" as the delimiter.
+                out.extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+                out.extend(ok(&tag, None, "NAMESPACE completed"));
+            }
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } if selected => {
+                self.copy(&tag, &sequence_set, &mailbox, uid, false, out)
+                    .await;
+            }
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } if selected => {
+                self.copy(&tag, &sequence_set, &mailbox, uid, true, out)
+                    .await;
+            }
             body @ (CommandBody::Enable { .. }
+            | CommandBody::Create { .. }
+            | CommandBody::Delete { .. }
+            | CommandBody::Rename { .. }
+            | CommandBody::Append { .. }
+            | CommandBody::Namespace
             | CommandBody::Select { .. }
             | CommandBody::Examine { .. }
             | CommandBody::List { .. }
@@ -419,6 +479,8 @@ impl<B: Backend> Session<B> {
                 ));
             }
             body @ (CommandBody::Unselect
+            | CommandBody::Copy { .. }
+            | CommandBody::Move { .. }
             | CommandBody::Close
             | CommandBody::Expunge
             | CommandBody::ExpungeUid { .. }
@@ -1127,6 +1189,256 @@ impl<B: Backend> Session<B> {
     }
 }
 
+impl<B: Backend> Session<B> {
+    /// A mailbox name from the client for CREATE/DELETE/RENAME/APPEND/COPY, or None after a
+    /// BAD: not decodable, empty, or with control characters.
+    fn client_name(tag: &Tag<'_>, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) -> Option<String> {
+        match mailbox_name(mailbox) {
+            Some(name) if !name.is_empty() && !name.chars().any(char::is_control) => Some(name),
+            _ => {
+                out.extend(bad(Some(tag), "Invalid mailbox name"));
+                None
+            }
+        }
+    }
+
+    /// CREATE (RFC 9051 §6.3.4): a trailing delimiter only declares the intent to create
+    /// children; missing superiors are created too.
+    async fn create(&mut self, tag: &Tag<'_>, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
+        let Some(name) = Self::client_name(tag, mailbox, out) else {
+            return;
+        };
+        let name = name.trim_end_matches(DELIMITER).to_string();
+        if name.is_empty() || name.split(DELIMITER).any(str::is_empty) {
+            out.extend(bad(Some(tag), "Invalid mailbox name"));
+            return;
+        }
+        if name == "INBOX" {
+            out.extend(no(
+                tag,
+                Some(code_other("ALREADYEXISTS")),
+                "INBOX always exists",
+            ));
+            return;
+        }
+        let parts: Vec<&str> = name.split(DELIMITER).collect();
+        for depth in 1..parts.len() {
+            let superior = parts[..depth].join("/");
+            match self.backend.create_mailbox(&superior).await {
+                Ok(()) | Err(BackendError::Exists) => {}
+                Err(err) => {
+                    out.extend(backend_error(tag, &err));
+                    return;
+                }
+            }
+        }
+        match self.backend.create_mailbox(&name).await {
+            Ok(()) => out.extend(ok(tag, None, "CREATE completed")),
+            Err(err) => out.extend(backend_error(tag, &err)),
+        }
+    }
+
+    async fn delete(&mut self, tag: &Tag<'_>, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
+        let Some(name) = Self::client_name(tag, mailbox, out) else {
+            return;
+        };
+        if name == "INBOX" {
+            out.extend(no(
+                tag,
+                Some(code_other("CANNOT")),
+                "INBOX cannot be deleted",
+            ));
+            return;
+        }
+        match self.backend.delete_mailbox(&name).await {
+            Ok(()) => {
+                if matches!(&self.state, State::Selected(sel) if sel.name == name) {
+                    self.state = State::Authenticated;
+                }
+                out.extend(ok(tag, None, "DELETE completed"));
+            }
+            Err(err) => out.extend(backend_error(tag, &err)),
+        }
+    }
+
+    async fn rename(
+        &mut self,
+        tag: &Tag<'_>,
+        from: &Mailbox<'_>,
+        to: &Mailbox<'_>,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(from) = Self::client_name(tag, from, out) else {
+            return;
+        };
+        let Some(to) = Self::client_name(tag, to, out) else {
+            return;
+        };
+        let to = to.trim_end_matches(DELIMITER).to_string();
+        match self.backend.rename_mailbox(&from, &to).await {
+            Ok(()) => {
+                if let State::Selected(sel) = &mut self.state
+                    && from != "INBOX"
+                    && (sel.name == from || sel.name.starts_with(&format!("{from}/")))
+                {
+                    sel.name = format!("{to}{}", &sel.name[from.len()..]);
+                }
+                out.extend(ok(tag, None, "RENAME completed"));
+            }
+            Err(err) => out.extend(backend_error(tag, &err)),
+        }
+    }
+
+    /// APPEND (RFC 9051 §6.3.12) with UIDPLUS's APPENDUID (RFC 4315).
+    async fn append(
+        &mut self,
+        tag: &Tag<'_>,
+        mailbox: &Mailbox<'_>,
+        content: &[u8],
+        flags: &[String],
+        date: Option<i64>,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(name) = Self::client_name(tag, mailbox, out) else {
+            return;
+        };
+        if content.is_empty() {
+            out.extend(no(tag, None, "Cannot store an empty message"));
+            return;
+        }
+        if flags.iter().any(|f| f.eq_ignore_ascii_case("\\Recent")) {
+            out.extend(bad(Some(tag), "\\Recent cannot be set"));
+            return;
+        }
+        match self.backend.append(&name, content, flags, date).await {
+            Ok((validity, uid)) => {
+                let selected_here = matches!(&self.state, State::Selected(sel) if sel.name == name);
+                if selected_here && let Err(err) = self.refresh(true, true, out).await {
+                    out.extend(backend_error(tag, &err));
+                    return;
+                }
+                out.extend(
+                    format!(
+                        "{} OK [APPENDUID {validity} {uid}] APPEND completed\r\n",
+                        tag.as_ref()
+                    )
+                    .into_bytes(),
+                );
+            }
+            Err(BackendError::NotFound) => {
+                out.extend(no(tag, Some(Code::TryCreate), "No such mailbox"));
+            }
+            Err(err) => out.extend(backend_error(tag, &err)),
+        }
+    }
+
+    /// COPY (RFC 9051 §6.4.7) and MOVE (RFC 6851), with COPYUID (RFC 4315).
+    async fn copy(
+        &mut self,
+        tag: &Tag<'_>,
+        set: &SequenceSet,
+        mailbox: &Mailbox<'_>,
+        uid: bool,
+        remove: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(dest) = Self::client_name(tag, mailbox, out) else {
+            return;
+        };
+        let State::Selected(sel) = &self.state else {
+            return;
+        };
+        if remove && sel.read_only {
+            out.extend(no(tag, None, "Mailbox is read-only"));
+            return;
+        }
+        let targets = match resolve(sel, set, uid) {
+            Ok(targets) => targets,
+            Err(()) => {
+                out.extend(bad(Some(tag), "Invalid message sequence number"));
+                return;
+            }
+        };
+        let uids: Vec<u32> = targets
+            .iter()
+            .map(|&i| &sel.view[i])
+            .filter(|e| !e.gone)
+            .map(|e| e.meta.uid)
+            .collect();
+        let verb = if remove { "MOVE" } else { "COPY" };
+        if uids.is_empty() {
+            out.extend(ok(tag, None, &format!("{verb} completed, nothing to do")));
+            return;
+        }
+        let source = sel.name.clone();
+        let (validity, pairs) = match self.backend.copy(&source, &uids, &dest, remove).await {
+            Ok(done) => done,
+            Err(BackendError::NotFound) => {
+                out.extend(no(tag, Some(Code::TryCreate), "No such mailbox"));
+                return;
+            }
+            Err(err) => {
+                out.extend(backend_error(tag, &err));
+                return;
+            }
+        };
+        let code = if pairs.is_empty() {
+            String::new()
+        } else {
+            let src: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+            let dst: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+            format!("[COPYUID {validity} {} {}] ", uid_set(&src), uid_set(&dst))
+        };
+        if remove {
+            // RFC 6851 §4.3: COPYUID goes in an untagged OK before the EXPUNGEs.
+            if !code.is_empty() {
+                out.extend(format!("* OK {code}Moved\r\n").into_bytes());
+            }
+            if let Err(err) = self.refresh(true, false, out).await {
+                out.extend(backend_error(tag, &err));
+                return;
+            }
+            out.extend(ok(tag, None, "MOVE completed"));
+        } else {
+            if dest == source
+                && let Err(err) = self.refresh(false, false, out).await
+            {
+                out.extend(backend_error(tag, &err));
+                return;
+            }
+            out.extend(format!("{} OK {code}COPY completed\r\n", tag.as_ref()).into_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn uid_set_for_tests(uids: &[u32]) -> String {
+    uid_set(uids)
+}
+
+/// A UID set in IMAP syntax with runs compressed: 1,2,3,7 → "1:3,7". Input in ascending order
+/// gives the shortest form; any order gives a correct one, in the order given (as COPYUID
+/// needs, since its two sets correspond pairwise).
+fn uid_set(uids: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end.wrapping_add(1) {
+            end = uids[i + 1];
+            i += 1;
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}:{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
 /// Maps a backend failure to a tagged NO without revealing internal details.
 fn backend_error(tag: &Tag<'_>, err: &BackendError) -> Vec<u8> {
     match err {
@@ -1135,6 +1447,12 @@ fn backend_error(tag: &Tag<'_>, err: &BackendError) -> Vec<u8> {
             Some(code_other("NONEXISTENT")),
             "No such mailbox or message",
         ),
+        BackendError::Exists => no(
+            tag,
+            Some(code_other("ALREADYEXISTS")),
+            "Mailbox already exists",
+        ),
+        BackendError::Refused(text) => no(tag, Some(code_other("CANNOT")), text),
         BackendError::Temporary(_) => no(
             tag,
             Some(code_other("UNAVAILABLE")),

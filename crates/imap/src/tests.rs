@@ -220,6 +220,122 @@ impl Backend for MemBackend {
             .ok_or(BackendError::NotFound),
         )
     }
+
+    fn create_mailbox(
+        &mut self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let mut boxes = self.boxes.lock().unwrap();
+        let result = if boxes.iter().any(|b| b.entry.name == name) {
+            Err(BackendError::Exists)
+        } else {
+            boxes.push(MemBox {
+                entry: entry(name, None),
+                messages: Vec::new(),
+            });
+            Ok(())
+        };
+        ready(result)
+    }
+
+    fn delete_mailbox(
+        &mut self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let mut boxes = self.boxes.lock().unwrap();
+        let before = boxes.len();
+        boxes.retain(|b| b.entry.name != name);
+        ready(if boxes.len() == before {
+            Err(BackendError::NotFound)
+        } else {
+            Ok(())
+        })
+    }
+
+    fn rename_mailbox(
+        &mut self,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let mut boxes = self.boxes.lock().unwrap();
+        let result = if boxes.iter().any(|b| b.entry.name == to) {
+            Err(BackendError::Exists)
+        } else {
+            match boxes.iter_mut().find(|b| b.entry.name == from) {
+                Some(b) => {
+                    b.entry.name = to.to_string();
+                    Ok(())
+                }
+                None => Err(BackendError::NotFound),
+            }
+        };
+        ready(result)
+    }
+
+    fn append(
+        &mut self,
+        name: &str,
+        content: &[u8],
+        flags: &[String],
+        _internal_date_ms: Option<i64>,
+    ) -> impl Future<Output = Result<(u32, u32), BackendError>> + Send {
+        ready(
+            self.with_box(name, |b| {
+                let uid = described(b).uid_next;
+                let mut m = meta(uid, &[], content);
+                m.flags = flags.to_vec();
+                b.messages.push(MemMessage {
+                    meta: m,
+                    body: content.to_vec(),
+                });
+                (b.entry.uid_validity, uid)
+            })
+            .ok_or(BackendError::NotFound),
+        )
+    }
+
+    fn copy(
+        &mut self,
+        from: &str,
+        uids: &[u32],
+        to: &str,
+        remove: bool,
+    ) -> impl Future<Output = Result<(u32, Vec<(u32, u32)>), BackendError>> + Send {
+        let mut boxes = self.boxes.lock().unwrap();
+        let result = (|| {
+            let src = boxes
+                .iter()
+                .position(|b| b.entry.name == from)
+                .ok_or(BackendError::NotFound)?;
+            let dst = boxes
+                .iter()
+                .position(|b| b.entry.name == to)
+                .ok_or(BackendError::NotFound)?;
+            let mut picked: Vec<(u32, Vec<String>, Vec<u8>)> = boxes[src]
+                .messages
+                .iter()
+                .filter(|m| uids.contains(&m.meta.uid))
+                .map(|m| (m.meta.uid, m.meta.flags.clone(), m.body.clone()))
+                .collect();
+            picked.sort_by_key(|p| p.0);
+            let mut next = described(&boxes[dst]).uid_next;
+            let mut pairs = Vec::new();
+            for (old, flags, body) in picked {
+                let mut m = meta(next, &[], &body);
+                m.flags = flags;
+                boxes[dst].messages.push(MemMessage { meta: m, body });
+                pairs.push((old, next));
+                next += 1;
+            }
+            if remove {
+                boxes[src]
+                    .messages
+                    .retain(|m| !pairs.iter().any(|p| p.0 == m.meta.uid));
+            }
+            Ok((boxes[dst].entry.uid_validity, pairs))
+        })();
+        ready(result)
+    }
 }
 
 fn config() -> Config {
@@ -275,8 +391,7 @@ fn selected() -> (Session<MemBackend>, MemBackend) {
     (s, b)
 }
 
-const CAPS_PLAIN: &str =
-    "IMAP4rev2 IMAP4REV1 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT";
+const CAPS_PLAIN: &str = "IMAP4rev2 IMAP4REV1 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE";
 
 #[test]
 fn greeting_and_capability() {
@@ -304,7 +419,7 @@ fn login_disabled_until_starttls() {
     assert_eq!(
         String::from_utf8(s.greeting()).unwrap(),
         "* OK [CAPABILITY IMAP4rev2 IMAP4REV1 STARTTLS LOGINDISABLED SASL-IR LITERAL+ ID ENABLE \
-         UNSELECT] mail.example.org Tern IMAP ready\r\n"
+         UNSELECT UIDPLUS MOVE NAMESPACE] mail.example.org Tern IMAP ready\r\n"
     );
     transcript(
         &mut s,
@@ -329,13 +444,13 @@ fn login_disabled_until_starttls() {
         &[
             (
                 "e CAPABILITY\r\n",
-                "* CAPABILITY IMAP4rev2 IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT\r\n\
+                "* CAPABILITY IMAP4rev2 IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE\r\n\
                  e OK CAPABILITY completed\r\n",
             ),
             ("f STARTTLS\r\n", "f BAD TLS is already active\r\n"),
             (
                 "g LOGIN bob \"secret pw\"\r\n",
-                "g OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+                "g OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
             ),
         ],
     );
@@ -373,7 +488,7 @@ fn login_good_and_bad_then_too_many_failures() {
             ),
             (
                 "c LOGIN bob \"secret pw\"\r\n",
-                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
             ),
             (
                 "d LOGIN bob \"secret pw\"\r\n",
@@ -403,7 +518,7 @@ fn authenticate_plain_with_initial_response_and_continuation() {
         &mut s,
         &[(
             "a AUTHENTICATE PLAIN AGJvYgBzZWNyZXQgcHc=\r\n",
-            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
         )],
     );
 
@@ -421,7 +536,7 @@ fn authenticate_plain_with_initial_response_and_continuation() {
             ("c AUTHENTICATE PLAIN\r\n", "+ \r\n"),
             (
                 "Ym9iAGJvYgBzZWNyZXQgcHc=\r\n",
-                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
             ),
         ],
     );
@@ -453,7 +568,7 @@ fn literals_synchronizing_and_non_synchronizing() {
             ("bob {9}\r\n", "+ Ready for literal data\r\n"),
             (
                 "secret pw\r\n",
-                "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+                "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
             ),
         ],
     );
@@ -462,7 +577,7 @@ fn literals_synchronizing_and_non_synchronizing() {
         &mut s,
         &[(
             "a LOGIN {3+}\r\nbob {9+}\r\nsecret pw\r\n",
-            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT] Logged in\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
         )],
     );
     // Over max_literal (1024): refused before the data is sent, or skipped if already sent.
@@ -505,8 +620,8 @@ fn long_lines_and_garbage_get_bad_and_session_continues() {
             ),
             ("b NOOP\r\n", "b OK Completed\r\n"),
             (
-                "c CREATE foo\r\n",
-                "c NO [CANNOT] CREATE is not implemented\r\n",
+                "c SUBSCRIBE foo\r\n",
+                "c NO [CANNOT] SUBSCRIBE is not implemented\r\n",
             ),
             (
                 "d ID NIL\r\n",
@@ -1017,4 +1132,143 @@ fn session_futures_are_send() {
     let future = s.feed(b"a NOOP\r\n");
     assert_send(&future);
     drop(future);
+}
+
+#[test]
+fn create_delete_rename_and_namespace() {
+    let (mut s, backend) = logged_in();
+    transcript(
+        &mut s,
+        &[
+            ("a1 CREATE Projects/2026/\r\n", "a1 OK CREATE completed\r\n"),
+            (
+                "a2 CREATE Projects\r\n",
+                "a2 NO [ALREADYEXISTS] Mailbox already exists\r\n",
+            ),
+            (
+                "a3 CREATE inbox\r\n",
+                "a3 NO [ALREADYEXISTS] INBOX always exists\r\n",
+            ),
+            ("a4 CREATE \"a//b\"\r\n", "a4 BAD Invalid mailbox name\r\n"),
+            (
+                "a5 RENAME Projects/2026 Projects/Done\r\n",
+                "a5 OK RENAME completed\r\n",
+            ),
+            (
+                "a6 RENAME Nope Other\r\n",
+                "a6 NO [NONEXISTENT] No such mailbox or message\r\n",
+            ),
+            ("a7 DELETE Projects/Done\r\n", "a7 OK DELETE completed\r\n"),
+            (
+                "a8 DELETE INBOX\r\n",
+                "a8 NO [CANNOT] INBOX cannot be deleted\r\n",
+            ),
+            (
+                "a9 NAMESPACE\r\n",
+                "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\na9 OK NAMESPACE completed\r\n",
+            ),
+        ],
+    );
+    let names: Vec<String> = backend
+        .boxes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b.entry.name.clone())
+        .collect();
+    assert!(names.contains(&"Projects".to_string()), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("Projects/")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn append_answers_appenduid_and_trycreate() {
+    let (mut s, backend) = logged_in();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a1 APPEND Sent (\\Seen) {12+}\r\nSubject: x\r\n\r\n",
+                "a1 OK [APPENDUID 42 1] APPEND completed\r\n",
+            ),
+            (
+                "a2 APPEND Missing {3+}\r\nabc\r\n",
+                "a2 NO [TRYCREATE] No such mailbox\r\n",
+            ),
+            (
+                "a3 APPEND Sent (\\Recent) {3+}\r\nabc\r\n",
+                "a3 BAD \\Recent cannot be set\r\n",
+            ),
+        ],
+    );
+    let flags = backend
+        .with_box("Sent", |b| b.messages[0].meta.flags.clone())
+        .unwrap();
+    assert_eq!(flags, vec!["\\Seen".to_string()]);
+    // APPEND to the selected mailbox announces the new message.
+    let _ = feed(&mut s, "b1 SELECT INBOX\r\n");
+    let out = feed(&mut s, "b2 APPEND INBOX {3+}\r\nabc\r\n");
+    let text = String::from_utf8(out.bytes).unwrap();
+    assert!(text.contains("* 4 EXISTS\r\n"), "{text}");
+    assert!(
+        text.ends_with("b2 OK [APPENDUID 42 6] APPEND completed\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn copy_and_move_answer_copyuid_and_expunge() {
+    let (mut s, backend) = logged_in();
+    let _ = feed(&mut s, "a0 SELECT INBOX\r\n");
+    transcript(
+        &mut s,
+        &[
+            (
+                "a1 COPY 1:2 Sent\r\n",
+                "a1 OK [COPYUID 42 1:2 1:2] COPY completed\r\n",
+            ),
+            (
+                "a2 UID COPY 5 Nope\r\n",
+                "a2 NO [TRYCREATE] No such mailbox\r\n",
+            ),
+            (
+                "a3 UID MOVE 2:5 Sent\r\n",
+                "* OK [COPYUID 42 2,5 3:4] Moved\r\n* 3 EXPUNGE\r\n* 2 EXPUNGE\r\na3 OK MOVE completed\r\n",
+            ),
+            (
+                "a4 COPY 7 Sent\r\n",
+                "a4 BAD Invalid message sequence number\r\n",
+            ),
+            (
+                "a5 UID COPY 99 Sent\r\n",
+                "a5 OK COPY completed, nothing to do\r\n",
+            ),
+        ],
+    );
+    assert_eq!(backend.with_box("Sent", |b| b.messages.len()).unwrap(), 4);
+    assert_eq!(backend.with_box("INBOX", |b| b.messages.len()).unwrap(), 1);
+    // EXAMINE is read-only: COPY works, MOVE does not.
+    let _ = feed(&mut s, "b0 EXAMINE Sent\r\n");
+    transcript(
+        &mut s,
+        &[
+            ("b1 MOVE 1 INBOX\r\n", "b1 NO Mailbox is read-only\r\n"),
+            (
+                "b2 COPY 1 INBOX\r\n",
+                "b2 OK [COPYUID 42 1 2] COPY completed\r\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn uid_sets_compress_runs() {
+    assert_eq!(
+        crate::session::uid_set_for_tests(&[1, 2, 3, 7, 9, 10]),
+        "1:3,7,9:10"
+    );
+    assert_eq!(crate::session::uid_set_for_tests(&[5]), "5");
+    assert_eq!(crate::session::uid_set_for_tests(&[]), "");
 }

@@ -99,9 +99,90 @@ mod imap_impl {
         BackendError::Temporary(e)
     }
 
+    /// Store answers that are about the request become IMAP answers; the rest is trouble.
+    fn answer(e: tern_store::Error) -> BackendError {
+        match e {
+            tern_store::Error::NotFound(_) => BackendError::NotFound,
+            tern_store::Error::Conflict(_) => BackendError::Exists,
+            tern_store::Error::Invalid(text) => BackendError::Refused(text),
+            other => t(temporary(other)),
+        }
+    }
+
     impl Backend for StoreBackend {
         async fn login(&mut self, user: &str, password: &str) -> Result<bool, BackendError> {
             StoreBackend::login(self, user, password).await.map_err(t)
+        }
+
+        async fn create_mailbox(&mut self, name: &str) -> Result<(), BackendError> {
+            let account = self.account_id().map_err(t)?;
+            self.store
+                .create_mailbox(account, name)
+                .await
+                .map(drop)
+                .map_err(answer)
+        }
+
+        async fn delete_mailbox(&mut self, name: &str) -> Result<(), BackendError> {
+            let account = self.account_id().map_err(t)?;
+            self.ids.clear();
+            self.store
+                .delete_mailbox(account, name)
+                .await
+                .map_err(answer)
+        }
+
+        async fn rename_mailbox(&mut self, from: &str, to: &str) -> Result<(), BackendError> {
+            let account = self.account_id().map_err(t)?;
+            self.ids.clear();
+            self.store
+                .rename_mailbox(account, from, to)
+                .await
+                .map_err(answer)
+        }
+
+        async fn append(
+            &mut self,
+            name: &str,
+            content: &[u8],
+            flags: &[String],
+            internal_date_ms: Option<i64>,
+        ) -> Result<(u32, u32), BackendError> {
+            let account = self.account_id().map_err(t)?;
+            let done = self
+                .store
+                .append(account, name, content, flags, internal_date_ms)
+                .await
+                .map_err(answer)?;
+            let info = self
+                .store
+                .mailbox_by_id(done.mailbox_id)
+                .await
+                .map_err(answer)?
+                .ok_or(BackendError::NotFound)?;
+            Ok((info.uid_validity, done.uid))
+        }
+
+        async fn copy(
+            &mut self,
+            from: &str,
+            uids: &[u32],
+            to: &str,
+            remove: bool,
+        ) -> Result<(u32, Vec<(u32, u32)>), BackendError> {
+            let account = self.account_id().map_err(t)?;
+            let source = self
+                .mailbox_id(from)
+                .await
+                .map_err(t)?
+                .ok_or_else(|| BackendError::Refused("the selected mailbox is gone".into()))?;
+            let done = if remove {
+                self.store.move_messages(account, source, uids, to).await
+            } else {
+                self.store.copy_messages(account, source, uids, to).await
+            }
+            .map_err(answer)?;
+            Ok((done.uid_validity, done.uids))
         }
 
         async fn list_mailboxes(&mut self) -> Result<Vec<MailboxEntry>, BackendError> {

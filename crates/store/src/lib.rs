@@ -14,6 +14,7 @@
 mod directory;
 pub mod dkim;
 mod mailbox;
+mod mailbox_ops;
 mod queue;
 mod scram;
 pub mod submission;
@@ -31,6 +32,7 @@ use sqlx::sqlite::{
 
 pub use directory::{Account, Alias, Domain, Resolution};
 pub use mailbox::{Delivered, DeliveryItem, FlagOp, MailboxInfo, MessageMeta};
+pub use mailbox_ops::Copied;
 pub use queue::{
     Claim, NewMessage, Notify, OutcomeRecord, QueueFilter, QueueStats, QueuedMessage,
     QueuedRecipient, RecipientDsn, RecipientState, Recorded, Ret,

@@ -95,7 +95,7 @@ impl FromStr for FlagOp {
 const PER_UID_LOOKUP_MAX: usize = 32;
 
 /// RFC 9051 §5.1: INBOX is case-insensitive, every other name is taken as given.
-fn canonical_mailbox_name(name: &str) -> &str {
+pub(crate) fn canonical_mailbox_name(name: &str) -> &str {
     if name.eq_ignore_ascii_case("INBOX") {
         "INBOX"
     } else {
@@ -103,7 +103,7 @@ fn canonical_mailbox_name(name: &str) -> &str {
     }
 }
 
-fn check_mailbox_name(name: &str) -> Result<()> {
+pub(crate) fn check_mailbox_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 1024 || name.chars().any(char::is_control) {
         return Err(Error::Invalid(format!("mailbox name {name:?}")));
     }

@@ -274,6 +274,45 @@ def cmd_fetch(a):
             "flags_before": flags_before[0].decode(), "flags_after": flags_after[0].decode()}
 
 
+def cmd_folders(a):
+    """Mailbox management with imaplib: CREATE, APPEND, COPY, MOVE, RENAME, DELETE, and what
+    each answered, then the mailbox counts as STATUS reports them."""
+    m, _ = imap_connect(a)
+    m.login(a.user, a.password)
+    out = {"capabilities": list(m.capabilities)}
+
+    def answer(r):
+        typ, data = r
+        return [typ, [d.decode(errors="replace") if isinstance(d, bytes) else str(d) for d in data]]
+
+    out["create"] = answer(m.create("Projects/2026"))
+    out["create_again"] = answer(m.create("Projects/2026"))
+    msg = b"From: a@example.test\r\nSubject: appended\r\n\r\nbody\r\n"
+    out["append"] = answer(m.append("Projects/2026", "(\\Flagged)", None, msg))
+    out["append_missing"] = answer(m.append("Nope", None, None, msg))
+    typ, data = m.select("INBOX")
+    out["inbox_exists"] = int(data[0])
+    out["copy"] = answer(m.copy("1:*", "Projects/2026"))
+    out["move"] = answer(m.uid("MOVE", "1", "Projects/2026"))
+    out["move_untagged"] = [x.decode() for x in m.untagged_responses.get("OK", []) if isinstance(x, bytes)]
+    out["copy_missing"] = answer(m.copy("1:*", "Nope"))
+    typ, data = m.select("INBOX")
+    out["inbox_after_move"] = int(data[0])
+    m.close()
+    out["rename"] = answer(m.rename("Projects", "Work"))
+    typ, st = m.status("Work/2026", "(MESSAGES)")
+    out["status_renamed"] = st[0].decode()
+    typ, data = m.select("Work/2026")
+    typ, fetched = m.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    out["renamed_subjects"] = [p[1].decode().strip() for p in fetched if isinstance(p, tuple)]
+    m.close()
+    out["delete"] = answer(m.delete("Work/2026"))
+    typ, boxes = m.list()
+    out["mailboxes"] = [b.decode() for b in boxes]
+    m.logout()
+    return out
+
+
 def cmd_imap_wrong_password(a):
     m, _ = imap_connect(a)
     try:
@@ -324,7 +363,7 @@ def main():
     socket.setdefaulttimeout(30)
     fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch,
           "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3, "mx": cmd_mx,
-          "session": cmd_session, "auth-attempts": cmd_auth_attempts, "scram": cmd_scram}[a.command]
+          "session": cmd_session, "folders": cmd_folders, "auth-attempts": cmd_auth_attempts, "scram": cmd_scram}[a.command]
     json.dump(fn(a), sys.stdout)
 
 

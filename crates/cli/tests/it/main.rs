@@ -8,6 +8,7 @@ mod dkim;
 mod errors;
 mod grpc;
 mod grpc_submit;
+mod imap_folders;
 mod inbound;
 mod outbound;
 mod path;

@@ -7,6 +7,7 @@
 mod directory;
 mod dkim;
 mod mailbox;
+mod mailbox_ops;
 mod queue;
 mod submission;
 mod tokens;

@@ -1,0 +1,243 @@
+//! Mailbox operations that move mail between mailboxes: IMAP RENAME (RFC 9051 §6.3.6), COPY
+//! (§6.4.7) and MOVE (RFC 6851), each in one transaction.
+//!
+//! Copies keep flags and internal date and take new UIDs in the destination in source UID
+//! order, so the caller can answer UIDPLUS's COPYUID (RFC 4315). Mailbox rows are locked in id
+//! order, so a COPY from A to B and one from B to A cannot deadlock.
+
+use sqlx::Row;
+
+use crate::mailbox::{canonical_mailbox_name, check_mailbox_name};
+use crate::{Error, Result, Store, to_u32, write_tx};
+
+/// What a COPY or MOVE did: the destination's UIDVALIDITY and (source UID, new UID) pairs in
+/// source UID order. Source UIDs that no longer exist are left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub uid_validity: u32,
+    pub uids: Vec<(u32, u32)>,
+}
+
+/// At most this many UIDs per `IN (...)` list.
+const UID_CHUNK: usize = 500;
+
+impl Store {
+    /// Renames mailbox `from` to `to`, with everything below it (`from/…` becomes `to/…`).
+    /// Renaming INBOX moves its messages into a new mailbox `to` and leaves INBOX empty
+    /// (RFC 9051 §6.3.6). `NotFound` when `from` does not exist, `Conflict` when `to` (or a
+    /// renamed child) already exists, `Invalid` for a bad name or a rename into itself.
+    pub async fn rename_mailbox(&self, account_id: i64, from: &str, to: &str) -> Result<()> {
+        check_mailbox_name(to)?;
+        let from = canonical_mailbox_name(from).to_string();
+        let to = canonical_mailbox_name(to).to_string();
+        if to == "INBOX" {
+            return Err(Error::Conflict("INBOX already exists".into()));
+        }
+        if to == from || to.starts_with(&format!("{from}/")) {
+            return Err(Error::Invalid(format!("cannot rename {from} into itself")));
+        }
+        if from == "INBOX" {
+            let inbox = self
+                .mailbox(account_id, "INBOX")
+                .await?
+                .ok_or_else(|| Error::NotFound("INBOX".into()))?;
+            self.create_mailbox(account_id, &to).await?;
+            let uids: Vec<u32> = self
+                .messages(inbox.id)
+                .await?
+                .iter()
+                .map(|m| m.uid)
+                .collect();
+            if !uids.is_empty() {
+                self.move_messages(account_id, inbox.id, &uids, &to).await?;
+            }
+            return Ok(());
+        }
+        let prefix = format!("{from}/");
+        write_tx!(self, |tx, _backend| {
+            let rows = sqlx::query("SELECT id, name FROM mailboxes WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut names = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let id: i64 = row.try_get("id")?;
+                let name: String = row.try_get("name")?;
+                names.push((id, name));
+            }
+            let renamed: Vec<(i64, String)> = names
+                .iter()
+                .filter(|(_, n)| *n == from || n.starts_with(&prefix))
+                .map(|(id, n)| (*id, format!("{to}{}", &n[from.len()..])))
+                .collect();
+            if !renamed.iter().any(|(_, n)| *n == to) {
+                return Err(Error::NotFound(format!("mailbox {from}")));
+            }
+            for (_, new_name) in &renamed {
+                if names.iter().any(|(_, n)| n == new_name) {
+                    return Err(Error::Conflict(format!("mailbox {new_name} exists")));
+                }
+            }
+            for (id, new_name) in &renamed {
+                sqlx::query("UPDATE mailboxes SET name = $1 WHERE id = $2")
+                    .bind(new_name)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Copies messages `uids` of mailbox `source_id` into the account's mailbox `dest`
+    /// (`NotFound` when it does not exist: the IMAP answer is `[TRYCREATE]`).
+    pub async fn copy_messages(
+        &self,
+        account_id: i64,
+        source_id: i64,
+        uids: &[u32],
+        dest: &str,
+    ) -> Result<Copied> {
+        self.transfer(account_id, source_id, uids, dest, false)
+            .await
+    }
+
+    /// Moves messages: copies them as [`Store::copy_messages`] does and removes them from the
+    /// source in the same transaction, so no other session ever sees both or neither.
+    pub async fn move_messages(
+        &self,
+        account_id: i64,
+        source_id: i64,
+        uids: &[u32],
+        dest: &str,
+    ) -> Result<Copied> {
+        self.transfer(account_id, source_id, uids, dest, true).await
+    }
+
+    async fn transfer(
+        &self,
+        account_id: i64,
+        source_id: i64,
+        uids: &[u32],
+        dest: &str,
+        remove: bool,
+    ) -> Result<Copied> {
+        let dest = canonical_mailbox_name(dest).to_string();
+        let mut wanted = uids.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let out = write_tx!(self, |tx, _backend| {
+            let row = sqlx::query(
+                "SELECT id, uid_validity FROM mailboxes WHERE account_id = $1 AND name = $2",
+            )
+            .bind(account_id)
+            .bind(&dest)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Err(Error::NotFound(format!("mailbox {dest}")));
+            };
+            let dest_id: i64 = row.try_get("id")?;
+            let uid_validity = to_u32(row.try_get("uid_validity")?, "uid_validity")?;
+            let owned = sqlx::query("SELECT 1 FROM mailboxes WHERE id = $1 AND account_id = $2")
+                .bind(source_id)
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if owned.is_none() {
+                return Err(Error::NotFound(format!("mailbox {source_id}")));
+            }
+            // Lock both rows in id order (a no-op update), then read the source.
+            let mut ids = [source_id, dest_id];
+            ids.sort_unstable();
+            for id in ids {
+                sqlx::query("UPDATE mailboxes SET highest_modseq = highest_modseq WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let mut found = Vec::new();
+            for chunk in wanted.chunks(UID_CHUNK) {
+                // Only numbered placeholders are spliced in; the UIDs are bound.
+                let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                let sql = format!(
+                    "SELECT uid, flags, seen, deleted, size, internal_date, content \
+                     FROM messages WHERE mailbox_id = $1 AND uid IN ({}) ORDER BY uid",
+                    marks.join(", ")
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(source_id);
+                for uid in chunk {
+                    q = q.bind(i64::from(*uid));
+                }
+                for row in q.fetch_all(&mut *tx).await? {
+                    found.push(row);
+                }
+            }
+            let mut pairs = Vec::with_capacity(found.len());
+            if !found.is_empty() {
+                let count = found.len() as i64;
+                let row = sqlx::query(
+                    "UPDATE mailboxes SET uid_next = uid_next + $2, \
+                       highest_modseq = highest_modseq + $2 \
+                     WHERE id = $1 RETURNING uid_next - $2 AS uid, highest_modseq - $2 + 1 AS modseq",
+                )
+                .bind(dest_id)
+                .bind(count)
+                .fetch_one(&mut *tx)
+                .await?;
+                let first_uid: i64 = row.try_get("uid")?;
+                let first_modseq: i64 = row.try_get("modseq")?;
+                if u32::try_from(first_uid + count - 1).is_err() {
+                    return Err(Error::Internal(format!("mailbox {dest} has no UIDs left")));
+                }
+                for (n, src) in found.iter().enumerate() {
+                    let new_uid = first_uid + n as i64;
+                    let old_uid: i64 = src.try_get("uid")?;
+                    sqlx::query(
+                        "INSERT INTO messages \
+                           (mailbox_id, uid, modseq, flags, seen, deleted, size, internal_date, content) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(dest_id)
+                    .bind(new_uid)
+                    .bind(first_modseq + n as i64)
+                    .bind(src.try_get::<String, _>("flags")?)
+                    .bind(src.try_get::<i16, _>("seen")?)
+                    .bind(src.try_get::<i16, _>("deleted")?)
+                    .bind(src.try_get::<i64, _>("size")?)
+                    .bind(src.try_get::<i64, _>("internal_date")?)
+                    .bind(src.try_get::<Vec<u8>, _>("content")?)
+                    .execute(&mut *tx)
+                    .await?;
+                    pairs.push((to_u32(old_uid, "uid")?, to_u32(new_uid, "uid")?));
+                }
+                if remove {
+                    for chunk in pairs.chunks(UID_CHUNK) {
+                        let marks: Vec<String> =
+                            (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                        let sql = format!(
+                            "DELETE FROM messages WHERE mailbox_id = $1 AND uid IN ({})",
+                            marks.join(", ")
+                        );
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(source_id);
+                        for (old, _) in chunk {
+                            q = q.bind(i64::from(*old));
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                    sqlx::query(
+                        "UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE id = $1",
+                    )
+                    .bind(source_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            Copied {
+                uid_validity,
+                uids: pairs,
+            }
+        });
+        Ok(out)
+    }
+}
