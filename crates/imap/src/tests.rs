@@ -318,14 +318,13 @@ impl Backend for MemBackend {
                 .map(|m| (m.meta.uid, m.meta.flags.clone(), m.body.clone()))
                 .collect();
             picked.sort_by_key(|p| p.0);
-            let mut next = described(&boxes[dst]).uid_next;
+            let first = described(&boxes[dst]).uid_next;
             let mut pairs = Vec::new();
-            for (old, flags, body) in picked {
+            for (next, (old, flags, body)) in (first..).zip(picked) {
                 let mut m = meta(next, &[], &body);
                 m.flags = flags;
                 boxes[dst].messages.push(MemMessage { meta: m, body });
                 pairs.push((old, next));
-                next += 1;
             }
             if remove {
                 boxes[src]
