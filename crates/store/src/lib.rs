@@ -16,6 +16,7 @@ pub mod dkim;
 mod mailbox;
 mod queue;
 mod scram;
+pub mod sieve;
 pub mod submission;
 pub mod tokens;
 mod validate;

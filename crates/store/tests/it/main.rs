@@ -8,6 +8,7 @@ mod directory;
 mod dkim;
 mod mailbox;
 mod queue;
+mod sieve;
 mod submission;
 mod tokens;
 
