@@ -423,6 +423,91 @@ impl Delivery for DeliveryService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tern_rpc::v1::DeliverRecipient;
+
+    fn request(subject: &str, key: &str) -> DeliverRequest {
+        DeliverRequest {
+            return_path: "ann@example.net".into(),
+            recipients: vec![DeliverRecipient {
+                address: "bob@example.org".into(),
+                delivery_key: key.into(),
+            }],
+            content: format!(
+                "From: ann@example.net\r\nTo: bob@example.org\r\nSubject: {subject}\r\n\r\nhi\r\n"
+            )
+            .into_bytes(),
+            queue_id: "q".into(),
+        }
+    }
+
+    async fn count(store: &Store, account: i64, mailbox: &str) -> usize {
+        match store.mailbox(account, mailbox).await.unwrap() {
+            Some(mb) => store.messages(mb.id).await.unwrap().len(),
+            None => 0,
+        }
+    }
+
+    /// Sieve at the gRPC service: a copy filed into two new folders is stored once per folder,
+    /// a retry with the same delivery key stores nothing more, flags are set, and a reject is
+    /// the recipient's permanent failure.
+    #[tokio::test]
+    async fn sieve_decides_mailboxes_exactly_once_and_rejects() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        store.add_domain("example.org").await.unwrap();
+        let bob = store.add_account("bob@example.org", "pw").await.unwrap();
+        store
+            .put_sieve_script(
+                "bob@example.org",
+                "main",
+                "require [\"fileinto\", \"copy\", \"mailbox\", \"imap4flags\", \"reject\"];\n\
+                 if header :is \"subject\" \"no\" { reject \"Go away\"; stop; }\n\
+                 fileinto :copy :create \"A\";\n\
+                 fileinto :create :flags \"\\\\Flagged\" \"B\";\n",
+                true,
+            )
+            .await
+            .unwrap();
+        let service = DeliveryService::new(store.clone());
+        for attempt in 0..2 {
+            let out = service
+                .deliver_messages(&[request("yes", "q:1")])
+                .await
+                .remove(0);
+            let o = &out.outcomes[0];
+            assert_eq!(o.status, OutcomeStatus::Delivered as i32, "{o:?}");
+            assert!(
+                o.reply.contains("in A") && o.reply.contains("in B"),
+                "{o:?}"
+            );
+            assert_eq!(o.reply.contains("already stored"), attempt == 1, "{o:?}");
+        }
+        assert_eq!(count(&store, bob.id, "A").await, 1);
+        assert_eq!(count(&store, bob.id, "B").await, 1);
+        assert_eq!(count(&store, bob.id, "INBOX").await, 0);
+        let b = store.mailbox(bob.id, "B").await.unwrap().unwrap();
+        assert_eq!(store.messages(b.id).await.unwrap()[0].flags, ["\\Flagged"]);
+
+        let out = service
+            .deliver_messages(&[request("no", "q:2")])
+            .await
+            .remove(0);
+        let o = &out.outcomes[0];
+        assert_eq!(o.status, OutcomeStatus::PermanentFailure as i32, "{o:?}");
+        assert_eq!(o.reply, "550 5.7.1 Go away");
+        assert_eq!(count(&store, bob.id, "A").await, 1);
+
+        // Sieve off: INBOX as before.
+        store
+            .activate_sieve_script("bob@example.org", None)
+            .await
+            .unwrap();
+        let out = service
+            .deliver_messages(&[request("no", "q:3")])
+            .await
+            .remove(0);
+        assert_eq!(out.outcomes[0].status, OutcomeStatus::Delivered as i32);
+        assert_eq!(count(&store, bob.id, "INBOX").await, 1);
+    }
 
     #[test]
     fn delivery_headers_are_prepended_and_body_untouched() {
