@@ -6,5 +6,6 @@ pub mod admin;
 pub mod bench;
 pub mod dkim_cmd;
 pub mod mua;
+pub mod sieve_cmd;
 pub mod token_cmd;
 pub mod up;

@@ -50,6 +50,9 @@ enum Command {
     /// API tokens for programs using the gRPC Submission service.
     #[command(subcommand)]
     Token(tern::token_cmd::TokenCmd),
+    /// Sieve filters per account: upload (checked), list, show, activate, remove.
+    #[command(subcommand)]
+    Sieve(tern::sieve_cmd::SieveCmd),
     /// Compose and submit a message (body from --body or standard input).
     Send(SendArgs),
     /// List a mailbox.
@@ -522,6 +525,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue_cmd(&data, cmd).await,
         Command::Dkim(cmd) => tern::dkim_cmd::run(&data, cmd).await,
         Command::Token(cmd) => tern::token_cmd::run(&data, cmd).await,
+        Command::Sieve(cmd) => tern::sieve_cmd::run(&data, cmd).await,
         Command::Send(args) => send_cmd(&data, args).await,
         Command::Inbox(args) => inbox_cmd(&data, args).await,
         Command::Read(args) => read_cmd(&data, args).await,

@@ -1,5 +1,5 @@
-//! The Admin gRPC service: domains, accounts, aliases, DKIM keys and API tokens, behind the
-//! admin bearer token.
+//! The Admin gRPC service: domains, accounts, aliases, DKIM keys, API tokens and Sieve scripts,
+//! behind the admin bearer token.
 
 use tern_rpc::v1::admin_server::Admin;
 use tern_rpc::v1::{
@@ -12,6 +12,9 @@ use tern_rpc::v1::{
     RevokeTokenRequest,
 };
 use tern_rpc::v1::{DkimKey, GenerateDkimKeyRequest, ListDkimKeysRequest, ListDkimKeysResponse};
+use tern_rpc::v1::{
+    ListSieveScriptsResponse, PutSieveScriptRequest, SieveScript, SieveScriptRequest,
+};
 use tern_runtime::grpc::check_bearer;
 use tern_store::Store;
 use tern_store::dkim::{DkimAlgorithm, NewDkimKey};
@@ -75,6 +78,18 @@ fn token_reply(t: tern_store::tokens::ApiToken) -> ApiToken {
         created_at_ms: t.created_at_ms,
         last_used_ms: t.last_used_ms.unwrap_or(0),
         expires_at_ms: t.expires_at_ms.unwrap_or(0),
+    }
+}
+
+/// The reply for a stored Sieve script; listings leave the source out.
+fn sieve_reply(address: &str, s: tern_store::sieve::SieveScript, with_source: bool) -> SieveScript {
+    SieveScript {
+        address: address.to_ascii_lowercase(),
+        name: s.name,
+        source: if with_source { s.source } else { String::new() },
+        active: s.active,
+        created_at_ms: s.created_at_ms,
+        updated_at_ms: s.updated_at_ms,
     }
 }
 
@@ -366,5 +381,88 @@ impl Admin for AdminService {
             .map_err(status)?;
         tracing::info!(token.id = revoked.id, user = %revoked.account, "API token revoked");
         Ok(Response::new(token_reply(revoked)))
+    }
+
+    async fn put_sieve_script(
+        &self,
+        req: Request<PutSieveScriptRequest>,
+    ) -> Result<Response<SieveScript>, Status> {
+        self.auth(&req)?;
+        let r = req.get_ref();
+        tern_store::sieve::check_script_name(&r.name).map_err(status)?;
+        // RFC 5804 §2.6: a script is checked before it is stored; the error names the line.
+        crate::sieve::compile(&r.source)
+            .map_err(|e| Status::invalid_argument(format!("script {:?}: {e}", r.name)))?;
+        let stored = self
+            .store
+            .put_sieve_script(&r.address, &r.name, &r.source, r.activate)
+            .await
+            .map_err(status)?;
+        tracing::info!(user = %r.address, script = %r.name, active = stored.active, "sieve script stored");
+        Ok(Response::new(sieve_reply(&r.address, stored, false)))
+    }
+
+    async fn list_sieve_scripts(
+        &self,
+        req: Request<AccountRequest>,
+    ) -> Result<Response<ListSieveScriptsResponse>, Status> {
+        self.auth(&req)?;
+        let address = &req.get_ref().address;
+        let scripts = self
+            .store
+            .list_sieve_scripts(address)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListSieveScriptsResponse {
+            scripts: scripts
+                .into_iter()
+                .map(|s| sieve_reply(address, s, false))
+                .collect(),
+        }))
+    }
+
+    async fn get_sieve_script(
+        &self,
+        req: Request<SieveScriptRequest>,
+    ) -> Result<Response<SieveScript>, Status> {
+        self.auth(&req)?;
+        let r = req.get_ref();
+        let script = self
+            .store
+            .sieve_script(&r.address, &r.name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(sieve_reply(&r.address, script, true)))
+    }
+
+    async fn activate_sieve_script(
+        &self,
+        req: Request<SieveScriptRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.auth(&req)?;
+        let r = req.get_ref();
+        self.store
+            .activate_sieve_script(&r.address, opt(&r.name))
+            .await
+            .map_err(status)?;
+        tracing::info!(user = %r.address, script = %r.name, "sieve script activated");
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn delete_sieve_script(
+        &self,
+        req: Request<SieveScriptRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.auth(&req)?;
+        let r = req.get_ref();
+        self.store
+            .delete_sieve_script(&r.address, &r.name)
+            .await
+            .map_err(|e| match e {
+                tern_store::Error::Conflict(m) => Status::failed_precondition(m),
+                other => status(other),
+            })?;
+        tracing::info!(user = %r.address, script = %r.name, "sieve script deleted");
+        Ok(Response::new(Empty {}))
     }
 }

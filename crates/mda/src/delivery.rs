@@ -1,4 +1,5 @@
-//! The Delivery gRPC service: resolves each recipient and stores the message in its INBOX.
+//! The Delivery gRPC service: resolves each recipient, lets the account's Sieve script (if
+//! any, see `sieve`) decide where each copy goes, and stores it (INBOX without a script).
 //!
 //! Exactly once: every copy is stored under the caller's delivery key (one per queue
 //! recipient), and the store keeps at most one message per (account, key), in the same
@@ -13,6 +14,8 @@ use tern_rpc::v1::{
     DeliverBatchRequest, DeliverBatchResponse, DeliverRequest, DeliverResponse, RecipientOutcome,
 };
 use tern_store::{Account, Delivered, DeliveryItem, NewMessage, Resolution, Store};
+
+use crate::sieve::{CopyRef, Decision, Envelope, Filter};
 use tonic::{Request, Response, Status};
 
 /// Messages accepted in one DeliverBatch call.
@@ -20,6 +23,7 @@ pub const MAX_BATCH_MESSAGES: usize = 1000;
 
 pub struct DeliveryService {
     store: Store,
+    filter: Filter,
 }
 
 /// What one recipient of one message comes to before anything is stored.
@@ -33,16 +37,22 @@ enum Plan {
     },
 }
 
-/// One mailbox copy to store: the account, the key and the content with delivery headers.
+/// One account's copy: the account, the key, the content with delivery headers, and which
+/// message and recipient it came from (the Sieve envelope).
 struct Copy {
     account: Account,
     key: String,
     content: Vec<u8>,
+    message: usize,
+    rcpt: String,
 }
 
 impl DeliveryService {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            filter: Filter::new(store.clone()),
+            store,
+        }
     }
 
     /// Delivers every recipient of every message. Resolution happens first, then all copies
@@ -53,7 +63,7 @@ impl DeliveryService {
         let mut resolved: HashMap<String, Result<Resolution, String>> = HashMap::new();
         let mut copies: Vec<Copy> = Vec::new();
         let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(messages.len());
-        for req in messages {
+        for (message, req) in messages.iter().enumerate() {
             let mut message_plans = Vec::with_capacity(req.recipients.len());
             for rcpt in &req.recipients {
                 let address = rcpt.address.as_str();
@@ -87,6 +97,8 @@ impl DeliveryService {
                                     &account.address,
                                     &req.content,
                                 ),
+                                message,
+                                rcpt: rcpt.address.clone(),
                             });
                         }
                         Plan::Store {
@@ -100,7 +112,20 @@ impl DeliveryService {
             plans.push(message_plans);
         }
 
-        let stored = self.store_copies(&copies).await;
+        let refs: Vec<CopyRef<'_>> = copies
+            .iter()
+            .map(|c| CopyRef {
+                account_id: c.account.id,
+                envelope: Envelope {
+                    from: &messages[c.message].return_path,
+                    to: &c.rcpt,
+                    account: &c.account.address,
+                },
+                content: &c.content,
+            })
+            .collect();
+        let decisions = self.filter.decide(&refs).await;
+        let stored = self.store_copies(&copies, &decisions).await;
 
         let mut out = Vec::with_capacity(messages.len());
         for (req, message_plans) in messages.iter().zip(plans) {
@@ -112,8 +137,16 @@ impl DeliveryService {
                         copies: idx,
                         remote,
                     } => {
-                        self.finish_recipient(req, &rcpt.address, &idx, &copies, &stored, &remote)
-                            .await
+                        self.finish_recipient(
+                            req,
+                            &rcpt.address,
+                            &idx,
+                            &copies,
+                            &decisions,
+                            &stored,
+                            &remote,
+                        )
+                        .await
                     }
                 };
                 tracing::info!(rcpt = %rcpt.address, reply = %reply, "delivery outcome");
@@ -128,58 +161,171 @@ impl DeliveryService {
         out
     }
 
-    /// Stores every copy: in one transaction when that works, else one by one.
-    async fn store_copies(&self, copies: &[Copy]) -> Vec<Result<Delivered, String>> {
+    /// Stores every copy where its decision puts it (no copy for a discard or a reject): in
+    /// one transaction when that works, else one by one. A copy that Sieve files into several
+    /// mailboxes keeps the delivery key for its first mailbox and gets `key#2`, `key#3`, …
+    /// for the others, so a retry still stores each of them once.
+    async fn store_copies(
+        &self,
+        copies: &[Copy],
+        decisions: &[Decision],
+    ) -> Vec<Result<Vec<Delivered>, String>> {
         if copies.is_empty() {
             return Vec::new();
         }
-        let items: Vec<DeliveryItem<'_>> = copies
+        for (c, d) in copies.iter().zip(decisions) {
+            if d.reject.is_none() {
+                self.filter.create_mailboxes(c.account.id, d).await;
+            }
+        }
+        let mut keys: Vec<(usize, String, Vec<String>)> = Vec::new();
+        for (i, (c, d)) in copies.iter().zip(decisions).enumerate() {
+            if d.reject.is_some() {
+                continue;
+            }
+            for (n, t) in d.targets.iter().enumerate() {
+                let key = if n == 0 {
+                    c.key.clone()
+                } else {
+                    format!("{}#{}", c.key, n + 1)
+                };
+                let flags = t
+                    .flags
+                    .iter()
+                    .filter(|f| tern_store::sieve::flag_is_storable(f))
+                    .cloned()
+                    .collect();
+                keys.push((i, key, flags));
+            }
+        }
+        let mut target_of = vec![0usize; keys.len()];
+        let mut seen_per_copy = vec![0usize; copies.len()];
+        for (k, (i, _, _)) in keys.iter().enumerate() {
+            target_of[k] = seen_per_copy[*i];
+            seen_per_copy[*i] += 1;
+        }
+        let items: Vec<DeliveryItem<'_>> = keys
             .iter()
-            .map(|c| DeliveryItem {
-                account_id: c.account.id,
-                mailbox: "INBOX",
-                delivery_key: &c.key,
-                content: &c.content,
+            .zip(&target_of)
+            .map(|((i, key, flags), &n)| {
+                let target = &decisions[*i].targets[n];
+                DeliveryItem {
+                    account_id: copies[*i].account.id,
+                    mailbox: &target.mailbox,
+                    delivery_key: key,
+                    content: target.content.as_deref().unwrap_or(&copies[*i].content),
+                    flags,
+                }
             })
             .collect();
+        let mut results: Vec<Result<Delivered, String>> = Vec::with_capacity(items.len());
+        let mut batched = false;
         if items.len() > 1 {
             match self.store.deliver_many(&items).await {
-                Ok(done) => return done.into_iter().map(Ok).collect(),
+                Ok(done) => {
+                    results = done.into_iter().map(Ok).collect();
+                    batched = true;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, copies = items.len(), "batch delivery failed; storing copies one by one");
                 }
             }
         }
-        let mut out = Vec::with_capacity(items.len());
-        for item in &items {
-            out.push(self.store.deliver_many(std::slice::from_ref(item)).await.map(|mut d| d.remove(0)).map_err(|e| {
-                tracing::warn!(error = %e, account = item.account_id, "delivery failed temporarily");
-                e.to_string()
-            }));
+        if !batched {
+            for item in &items {
+                results.push(self.store.deliver_many(std::slice::from_ref(item)).await.map(|mut d| d.remove(0)).map_err(|e| {
+                    tracing::warn!(error = %e, account = item.account_id, "delivery failed temporarily");
+                    e.to_string()
+                }));
+            }
+        }
+        let mut out: Vec<Result<Vec<Delivered>, String>> = vec![Ok(Vec::new()); copies.len()];
+        for ((i, _, _), result) in keys.iter().zip(results) {
+            match (&mut out[*i], result) {
+                (Ok(done), Ok(d)) => done.push(d),
+                (slot @ Ok(_), Err(e)) => *slot = Err(e),
+                (Err(_), _) => {}
+            }
         }
         out
     }
 
-    /// The outcome of one recipient whose copies have been stored (or not).
+    /// The outcome of one recipient whose copies have been stored (or not): a Sieve reject
+    /// fails the recipient permanently when every account it reaches rejected (a reject by one
+    /// member of an alias list only drops that member's copy); otherwise the scripts' other
+    /// actions are carried out and the recipient is delivered.
+    #[allow(clippy::too_many_arguments)]
     async fn finish_recipient(
         &self,
         req: &DeliverRequest,
         address: &str,
         idx: &[usize],
         copies: &[Copy],
-        stored: &[Result<Delivered, String>],
+        decisions: &[Decision],
+        stored: &[Result<Vec<Delivered>, String>],
         remote: &[String],
     ) -> (OutcomeStatus, String) {
+        if remote.is_empty()
+            && let Some(reply) = idx
+                .iter()
+                .map(|&i| decisions[i].reject.as_ref())
+                .collect::<Option<Vec<_>>>()
+                .and_then(|r| r.first().map(|s| (*s).clone()))
+        {
+            return (OutcomeStatus::PermanentFailure, reply);
+        }
         let mut done = Vec::with_capacity(idx.len() + 1);
         for &i in idx {
+            let copy = &copies[i];
+            let decision = &decisions[i];
+            if decision.reject.is_some() {
+                tracing::info!(account = %copy.account.address, "sieve: rejected by one member of a list; copy dropped");
+                done.push(format!("{} rejected", copy.account.address));
+                continue;
+            }
             match &stored[i] {
-                Ok(d) => done.push(format!(
-                    "{} uid {}{}",
-                    copies[i].account.address,
-                    d.uid,
-                    if d.duplicate { " (already stored)" } else { "" }
-                )),
+                Ok(ds) if ds.is_empty() => {
+                    done.push(format!("{} discarded", copy.account.address));
+                }
+                Ok(ds) => {
+                    for (d, t) in ds.iter().zip(&decision.targets) {
+                        done.push(format!(
+                            "{} uid {}{}{}",
+                            copy.account.address,
+                            d.uid,
+                            if t.mailbox.eq_ignore_ascii_case("INBOX") {
+                                String::new()
+                            } else {
+                                format!(" in {}", t.mailbox)
+                            },
+                            if d.duplicate { " (already stored)" } else { "" }
+                        ));
+                    }
+                }
                 Err(_) => return (OutcomeStatus::TemporaryFailure, unavailable()),
+            }
+        }
+        for &i in idx {
+            let copy = &copies[i];
+            let decision = &decisions[i];
+            if decision.reject.is_some() {
+                continue;
+            }
+            let envelope = Envelope {
+                from: &req.return_path,
+                to: address,
+                account: &copy.account.address,
+            };
+            match self
+                .filter
+                .carry_out(copy.account.id, envelope, &req.content, decision)
+                .await
+            {
+                Ok(notes) => done.extend(notes),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sieve: queueing a redirect failed");
+                    return (OutcomeStatus::TemporaryFailure, unavailable());
+                }
             }
         }
         if !remote.is_empty() {
@@ -277,6 +423,91 @@ impl Delivery for DeliveryService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tern_rpc::v1::DeliverRecipient;
+
+    fn request(subject: &str, key: &str) -> DeliverRequest {
+        DeliverRequest {
+            return_path: "ann@example.net".into(),
+            recipients: vec![DeliverRecipient {
+                address: "bob@example.org".into(),
+                delivery_key: key.into(),
+            }],
+            content: format!(
+                "From: ann@example.net\r\nTo: bob@example.org\r\nSubject: {subject}\r\n\r\nhi\r\n"
+            )
+            .into_bytes(),
+            queue_id: "q".into(),
+        }
+    }
+
+    async fn count(store: &Store, account: i64, mailbox: &str) -> usize {
+        match store.mailbox(account, mailbox).await.unwrap() {
+            Some(mb) => store.messages(mb.id).await.unwrap().len(),
+            None => 0,
+        }
+    }
+
+    /// Sieve at the gRPC service: a copy filed into two new folders is stored once per folder,
+    /// a retry with the same delivery key stores nothing more, flags are set, and a reject is
+    /// the recipient's permanent failure.
+    #[tokio::test]
+    async fn sieve_decides_mailboxes_exactly_once_and_rejects() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        store.add_domain("example.org").await.unwrap();
+        let bob = store.add_account("bob@example.org", "pw").await.unwrap();
+        store
+            .put_sieve_script(
+                "bob@example.org",
+                "main",
+                "require [\"fileinto\", \"copy\", \"mailbox\", \"imap4flags\", \"reject\"];\n\
+                 if header :is \"subject\" \"no\" { reject \"Go away\"; stop; }\n\
+                 fileinto :copy :create \"A\";\n\
+                 fileinto :create :flags \"\\\\Flagged\" \"B\";\n",
+                true,
+            )
+            .await
+            .unwrap();
+        let service = DeliveryService::new(store.clone());
+        for attempt in 0..2 {
+            let out = service
+                .deliver_messages(&[request("yes", "q:1")])
+                .await
+                .remove(0);
+            let o = &out.outcomes[0];
+            assert_eq!(o.status, OutcomeStatus::Delivered as i32, "{o:?}");
+            assert!(
+                o.reply.contains("in A") && o.reply.contains("in B"),
+                "{o:?}"
+            );
+            assert_eq!(o.reply.contains("already stored"), attempt == 1, "{o:?}");
+        }
+        assert_eq!(count(&store, bob.id, "A").await, 1);
+        assert_eq!(count(&store, bob.id, "B").await, 1);
+        assert_eq!(count(&store, bob.id, "INBOX").await, 0);
+        let b = store.mailbox(bob.id, "B").await.unwrap().unwrap();
+        assert_eq!(store.messages(b.id).await.unwrap()[0].flags, ["\\Flagged"]);
+
+        let out = service
+            .deliver_messages(&[request("no", "q:2")])
+            .await
+            .remove(0);
+        let o = &out.outcomes[0];
+        assert_eq!(o.status, OutcomeStatus::PermanentFailure as i32, "{o:?}");
+        assert_eq!(o.reply, "550 5.7.1 Go away");
+        assert_eq!(count(&store, bob.id, "A").await, 1);
+
+        // Sieve off: INBOX as before.
+        store
+            .activate_sieve_script("bob@example.org", None)
+            .await
+            .unwrap();
+        let out = service
+            .deliver_messages(&[request("no", "q:3")])
+            .await
+            .remove(0);
+        assert_eq!(out.outcomes[0].status, OutcomeStatus::Delivered as i32);
+        assert_eq!(count(&store, bob.id, "INBOX").await, 1);
+    }
 
     #[test]
     fn delivery_headers_are_prepended_and_body_untouched() {

@@ -7,6 +7,7 @@
 
 mod admin;
 mod delivery;
+pub mod sieve;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -17,6 +17,7 @@ mod mailbox;
 mod mailbox_ops;
 mod queue;
 mod scram;
+pub mod sieve;
 pub mod submission;
 pub mod tokens;
 mod validate;

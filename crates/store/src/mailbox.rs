@@ -34,6 +34,8 @@ pub struct DeliveryItem<'a> {
     /// Unique per copy (the queue recipient): the exactly-once key.
     pub delivery_key: &'a str,
     pub content: &'a [u8],
+    /// Flags the new message starts with (Sieve imap4flags); usually none.
+    pub flags: &'a [String],
 }
 
 /// Where a message landed. `duplicate` is true when the delivery key had been seen before and
@@ -345,6 +347,7 @@ impl Store {
             mailbox,
             delivery_key,
             content,
+            flags: &[],
         };
         let mut out = self.deliver_many(std::slice::from_ref(&item)).await?;
         out.pop()
@@ -372,6 +375,10 @@ impl Store {
                 canonical_mailbox_name(items[i].mailbox),
             )
         });
+        let flags = items
+            .iter()
+            .map(|i| validate::canonical_flags(i.flags))
+            .collect::<Result<Vec<_>>>()?;
         let now = now_ms();
         let mut out: Vec<Option<Delivered>> = vec![None; items.len()];
         write_tx!(self, |tx, _backend| {
@@ -476,7 +483,7 @@ impl Store {
                             duplicate: true,
                         }
                     } else {
-                        store_message!(tx, mailbox_id, uid, modseq, item.content, &[], now);
+                        store_message!(tx, mailbox_id, uid, modseq, item.content, &flags[i], now);
                         Delivered {
                             uid,
                             mailbox_id,

@@ -238,7 +238,7 @@ def imap_connect(a):
 
 
 def cmd_fetch(a):
-    """Waits for --count messages in INBOX and returns them raw, plus flags and header fields."""
+    """Waits for --count messages in --folder (INBOX) and returns them raw, plus flags and header fields."""
     m, caps_before_tls = imap_connect(a)
     caps = list(m.capabilities)
     if a.authenticate:
@@ -248,8 +248,8 @@ def cmd_fetch(a):
     typ, boxes = m.list()
     deadline = time.time() + a.wait
     while True:
-        typ, data = m.select("INBOX")
-        exists = int(data[0])
+        typ, data = m.select(a.folder)
+        exists = int(data[0]) if typ == "OK" else 0
         if exists >= a.count or time.time() > deadline:
             break
         time.sleep(0.1)
@@ -266,7 +266,7 @@ def cmd_fetch(a):
         typ, flags_after = m.fetch("1", "(FLAGS)")
     else:
         header_fields, flags_before, flags_after = "", [b""], [b""]
-    typ, ex = m.select("INBOX", readonly=True)
+    typ, ex = m.select(a.folder, readonly=True)
     m.close()
     m.logout()
     return {"capabilities_before_tls": caps_before_tls, "capabilities": caps, "exists": exists, "mailboxes": [b.decode() for b in boxes],
@@ -359,6 +359,7 @@ def main():
     ap.add_argument("--rcpt-option", action="append", default=[])
     ap.add_argument("--step", action="append", default=[])
     ap.add_argument("--attempt", action="append", default=[])
+    ap.add_argument("--folder", default="INBOX")
     a = ap.parse_args()
     socket.setdefaulttimeout(30)
     fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch,

@@ -13,6 +13,7 @@ mod inbound;
 mod outbound;
 mod path;
 mod processes;
+mod sieve;
 mod submission;
 mod takeover;
 mod tern_up;

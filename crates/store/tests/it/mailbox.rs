@@ -340,6 +340,7 @@ both!(
                     mailbox,
                     delivery_key: key,
                     content,
+                    flags: &[],
                 }
             };
         // Retried key from an earlier single delivery: reported, not stored again.
