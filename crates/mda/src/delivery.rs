@@ -3,14 +3,23 @@
 //! Exactly once: every copy is stored under the caller's delivery key (one per queue
 //! recipient), and the store keeps at most one message per (account, key), in the same
 //! transaction as the message itself. A retried call after a lost reply therefore stores
-//! nothing twice and answers "delivered" again.
+//! nothing twice and answers "delivered" again. Forwards to alias targets in other domains are
+//! queued under the same key (`Store::enqueue_forward`), so they too happen once.
+//!
+//! A copy that would take its account over quota is refused alone (the other copies of the
+//! batch are stored): 452 4.2.2 by default, so the MTA retries and the mail arrives once the
+//! owner makes room; 552 5.2.2 when `quota_permanent` is set. For an alias fanning out to
+//! several accounts, one full mailbox decides the recipient's outcome; a retry stores only the
+//! copies still missing.
 
 use std::collections::HashMap;
 
+use serde::Deserialize;
 use tern_rpc::v1::delivery_server::Delivery;
 use tern_rpc::v1::recipient_outcome::Status as OutcomeStatus;
 use tern_rpc::v1::{
-    DeliverBatchRequest, DeliverBatchResponse, DeliverRequest, DeliverResponse, RecipientOutcome,
+    DeliverBatchRequest, DeliverBatchResponse, DeliverRecipient, DeliverRequest, DeliverResponse,
+    RecipientOutcome,
 };
 use tern_store::{Account, Delivered, DeliveryItem, NewMessage, Resolution, Store};
 use tonic::{Request, Response, Status};
@@ -18,8 +27,45 @@ use tonic::{Request, Response, Status};
 /// Messages accepted in one DeliverBatch call.
 pub const MAX_BATCH_MESSAGES: usize = 1000;
 
+/// Delivery policy (`[delivery]` in the MDA's configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Sub-address delimiters (any one of these characters): `user+tag@` reaches `user@` when
+    /// nothing answers to the full address. Empty turns sub-addressing off. The MTA has the
+    /// same setting for its RCPT check; keep the two equal.
+    #[serde(default = "default_recipient_delimiter")]
+    pub recipient_delimiter: String,
+    /// Over quota: 552 5.2.2 (the sender gets a bounce at once) instead of 452 4.2.2 (the
+    /// queue retries until the message fits or expires).
+    #[serde(default)]
+    pub quota_permanent: bool,
+}
+
+fn default_recipient_delimiter() -> String {
+    tern_store::DEFAULT_RECIPIENT_DELIMITER.to_string()
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            recipient_delimiter: default_recipient_delimiter(),
+            quota_permanent: false,
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct DeliveryService {
     store: Store,
+    settings: DeliverySettings,
+}
+
+/// Why a copy was not stored.
+enum CopyError {
+    OverQuota,
+    /// Store trouble: try again later.
+    Unavailable,
 }
 
 /// What one recipient of one message comes to before anything is stored.
@@ -41,15 +87,25 @@ struct Copy {
 }
 
 impl DeliveryService {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, settings: DeliverySettings) -> Self {
+        Self {
+            store: store.with_recipient_delimiter(&settings.recipient_delimiter),
+            settings,
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Delivers every recipient of every message. Resolution happens first, then all copies
     /// are stored in one transaction; if that transaction fails (one bad copy spoils it), each
     /// copy is stored on its own so that one failure stays that recipient's. Remote alias
     /// targets are queued per recipient afterwards.
-    async fn deliver_messages(&self, messages: &[DeliverRequest]) -> Vec<DeliverResponse> {
+    pub(crate) async fn deliver_messages(
+        &self,
+        messages: &[DeliverRequest],
+    ) -> Vec<DeliverResponse> {
         let mut resolved: HashMap<String, Result<Resolution, String>> = HashMap::new();
         let mut copies: Vec<Copy> = Vec::new();
         let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(messages.len());
@@ -112,7 +168,7 @@ impl DeliveryService {
                         copies: idx,
                         remote,
                     } => {
-                        self.finish_recipient(req, &rcpt.address, &idx, &copies, &stored, &remote)
+                        self.finish_recipient(req, rcpt, &idx, &copies, &stored, &remote)
                             .await
                     }
                 };
@@ -128,8 +184,9 @@ impl DeliveryService {
         out
     }
 
-    /// Stores every copy: in one transaction when that works, else one by one.
-    async fn store_copies(&self, copies: &[Copy]) -> Vec<Result<Delivered, String>> {
+    /// Stores every copy: in one transaction when that works, else one by one. An over-quota
+    /// copy fails alone either way.
+    async fn store_copies(&self, copies: &[Copy]) -> Vec<Result<Delivered, CopyError>> {
         if copies.is_empty() {
             return Vec::new();
         }
@@ -144,7 +201,7 @@ impl DeliveryService {
             .collect();
         if items.len() > 1 {
             match self.store.deliver_many(&items).await {
-                Ok(done) => return done.into_iter().map(Ok).collect(),
+                Ok(done) => return done.into_iter().map(copy_result).collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, copies = items.len(), "batch delivery failed; storing copies one by one");
                 }
@@ -152,10 +209,14 @@ impl DeliveryService {
         }
         let mut out = Vec::with_capacity(items.len());
         for item in &items {
-            out.push(self.store.deliver_many(std::slice::from_ref(item)).await.map(|mut d| d.remove(0)).map_err(|e| {
-                tracing::warn!(error = %e, account = item.account_id, "delivery failed temporarily");
-                e.to_string()
-            }));
+            let result = match self.store.deliver_many(std::slice::from_ref(item)).await {
+                Ok(mut done) if done.len() == 1 => done.remove(0),
+                Ok(_) => Err(tern_store::Error::Internal(
+                    "one copy, not one result".into(),
+                )),
+                Err(e) => Err(e),
+            };
+            out.push(copy_result(result));
         }
         out
     }
@@ -164,13 +225,16 @@ impl DeliveryService {
     async fn finish_recipient(
         &self,
         req: &DeliverRequest,
-        address: &str,
+        rcpt: &DeliverRecipient,
         idx: &[usize],
         copies: &[Copy],
-        stored: &[Result<Delivered, String>],
+        stored: &[Result<Delivered, CopyError>],
         remote: &[String],
     ) -> (OutcomeStatus, String) {
+        let address = rcpt.address.as_str();
+        let key = rcpt.delivery_key.as_str();
         let mut done = Vec::with_capacity(idx.len() + 1);
+        let mut full: Option<&str> = None;
         for &i in idx {
             match &stored[i] {
                 Ok(d) => done.push(format!(
@@ -179,23 +243,47 @@ impl DeliveryService {
                     d.uid,
                     if d.duplicate { " (already stored)" } else { "" }
                 )),
-                Err(_) => return (OutcomeStatus::TemporaryFailure, unavailable()),
+                Err(CopyError::Unavailable) => {
+                    return (OutcomeStatus::TemporaryFailure, unavailable());
+                }
+                Err(CopyError::OverQuota) => {
+                    full.get_or_insert(copies[i].account.address.as_str());
+                }
             }
         }
+        if let Some(account) = full {
+            tracing::info!(rcpt = %address, account = %account, "mailbox over quota");
+            return if self.settings.quota_permanent {
+                (
+                    OutcomeStatus::PermanentFailure,
+                    format!("552 5.2.2 {address}: mailbox full"),
+                )
+            } else {
+                (
+                    OutcomeStatus::TemporaryFailure,
+                    format!("452 4.2.2 {address}: mailbox full, try again later"),
+                )
+            };
+        }
         if !remote.is_empty() {
-            // Alias targets outside our domains go back to the queue as a new message from the
-            // same return path. Forwarding (SRS, idempotent re-queueing) is the delivery issue's
-            // work; until then a retried call could queue the forward twice, which is logged.
+            // Alias targets outside our domains go back to the queue as a new message, once
+            // per delivery key. The return path stays the original sender's: rewriting it with
+            // SRS (so that the target's SPF check passes) also needs the reverse mapping for
+            // bounces at the MTA's RCPT check, which is not built yet; see ARCHITECTURE.md.
             let msg = NewMessage {
                 sender: &req.return_path,
                 recipients: remote,
                 content: &req.content,
                 ..Default::default()
             };
-            match self.store.enqueue(msg).await {
-                Ok(id) => {
-                    tracing::info!(queue.id = %id, forwarded = remote.len(), "alias targets outside local domains queued");
-                    done.push(format!("forwarded as {id}"));
+            match self.store.enqueue_forward(key, msg).await {
+                Ok(f) => {
+                    tracing::info!(queue.id = %f.queue_id, forwarded = remote.len(), duplicate = f.duplicate, "alias targets outside local domains queued");
+                    done.push(format!(
+                        "forwarded as {}{}",
+                        f.queue_id,
+                        if f.duplicate { " (already queued)" } else { "" }
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "forwarding to alias targets failed");
@@ -208,6 +296,19 @@ impl DeliveryService {
             format!("250 2.0.0 {address} delivered: {}", done.join(", ")),
         )
     }
+}
+
+fn copy_result(result: tern_store::Result<Delivered>) -> Result<Delivered, CopyError> {
+    result.map_err(|e| match e {
+        tern_store::Error::OverQuota(why) => {
+            tracing::debug!(why = %why, "copy over quota");
+            CopyError::OverQuota
+        }
+        e => {
+            tracing::warn!(error = %e, "delivery failed temporarily");
+            CopyError::Unavailable
+        }
+    })
 }
 
 fn unavailable() -> String {

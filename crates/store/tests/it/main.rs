@@ -8,6 +8,7 @@ mod directory;
 mod dkim;
 mod mailbox;
 mod queue;
+mod quota;
 mod submission;
 mod tokens;
 
