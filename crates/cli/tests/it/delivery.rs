@@ -1,7 +1,7 @@
 //! The delivery agent's policies seen from outside: a full mailbox over SMTP (temporary by
 //! default, permanent by configuration, delivered once room is made), sub-addresses through
-//! the MTA's RCPT check, and LMTP with its per-recipient replies driven by Python's
-//! smtplib.LMTP.
+//! the MTA's RCPT check, LMTP with its per-recipient replies driven by Python's smtplib.LMTP,
+//! and a forward to another domain queued once however often the delivery is retried.
 
 use std::time::Duration;
 
@@ -177,5 +177,75 @@ async fn lmtp_replies_per_recipient() {
     assert!(text.contains("with LMTP"), "{text}");
     assert_eq!(inbox(c.store(), CAROL.0).await.len(), 1);
     assert!(inbox(c.store(), BOB.0).await.is_empty());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_to_another_domain_is_queued_once_per_key() {
+    // Outbound mail goes to a closed local port, so the forward stays queued (and no test
+    // ever reaches for the Internet).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let c = TestCluster::start_with("postgres", |o| {
+        o.queue.retry_schedule_secs = vec![3600];
+        o.outbound.smarthost = Some(tern_mta::Smarthost {
+            host: "127.0.0.1".into(),
+            port,
+            tls: tern_mta::TlsMode::Disabled,
+            username: None,
+            password: None,
+        });
+    })
+    .await;
+    c.provision("example.test", &[BOB]).await;
+    c.store()
+        .add_alias(
+            "team@example.test",
+            &[BOB.0.to_string(), "ext@far.test".to_string()],
+        )
+        .await
+        .unwrap();
+    let mut delivery =
+        v1::delivery_client::DeliveryClient::connect(format!("http://{}", c.state().grpc_mda))
+            .await
+            .unwrap();
+    let request = v1::DeliverRequest {
+        return_path: "someone@far.test".into(),
+        recipients: vec![v1::DeliverRecipient {
+            address: "team@example.test".into(),
+            delivery_key: "q:test-1".into(),
+        }],
+        content: message("forward"),
+        queue_id: "test".into(),
+    };
+    // The same call twice, as the MTA makes it after a lost reply.
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        let out = delivery
+            .deliver(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            out.outcomes[0].status,
+            v1::recipient_outcome::Status::Delivered as i32,
+            "{out:?}"
+        );
+        replies.push(out.outcomes[0].reply.clone());
+    }
+    assert!(replies[1].contains("(already queued)"), "{replies:?}");
+    assert!(replies[1].contains("(already stored)"), "{replies:?}");
+    assert_eq!(inbox(c.store(), BOB.0).await.len(), 1);
+    let forwards: Vec<_> = c
+        .store()
+        .queue_list(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.recipients.iter().any(|r| r.address == "ext@far.test"))
+        .collect();
+    assert_eq!(forwards.len(), 1, "{forwards:?}");
+    assert_eq!(forwards[0].sender, "someone@far.test");
     c.stop().await;
 }
