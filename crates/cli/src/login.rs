@@ -360,6 +360,7 @@ mod tests {
             imaps: a(1993),
             pop3: a(110),
             pop3s: a(995),
+            lmtp: a(24),
             grpc_msa: a(1),
             grpc_mta: a(2),
             grpc_mda: a(3),

@@ -241,6 +241,44 @@ enum AccountCmd {
         #[command(flatten)]
         a: AdminArgs,
     },
+    /// Show the quota and usage, or set limits (0 removes a limit; a limit not given is kept).
+    Quota {
+        address: String,
+        /// Most bytes the account's messages may take, over all its mailboxes.
+        #[arg(long)]
+        bytes: Option<u64>,
+        /// Most messages the account may hold.
+        #[arg(long)]
+        messages: Option<u64>,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+    /// Recompute the quota usage from the stored messages, repair it, and report any drift.
+    Recount {
+        address: String,
+        #[command(flatten)]
+        a: AdminArgs,
+    },
+}
+
+/// "N" or "none" for a limit of 0.
+fn limit(n: u64) -> String {
+    if n == 0 {
+        "none".to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+fn print_quota(q: &v1::QuotaInfo) {
+    println!(
+        "{}: {} bytes used (limit {}), {} messages (limit {})",
+        q.address,
+        q.used_bytes,
+        limit(q.limit_bytes),
+        q.used_messages,
+        limit(q.limit_messages)
+    );
 }
 
 #[derive(Args)]
@@ -669,6 +707,50 @@ async fn account_cmd(data: &Path, cmd: AccountCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?;
             println!("password of {address} changed");
+        }
+        AccountCmd::Quota {
+            address,
+            bytes,
+            messages,
+            a,
+        } => {
+            let mut client = admin::admin(&target(data, a)?).await?;
+            let q = if bytes.is_none() && messages.is_none() {
+                client
+                    .get_quota(v1::AccountRequest { address })
+                    .await
+                    .map_err(explain)?
+                    .into_inner()
+            } else {
+                client
+                    .set_quota(v1::SetQuotaRequest {
+                        address,
+                        bytes,
+                        messages,
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner()
+            };
+            print_quota(&q);
+        }
+        AccountCmd::Recount { address, a } => {
+            let r = admin::admin(&target(data, a)?)
+                .await?
+                .recount_quota(v1::AccountRequest { address })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let q = r.quota.unwrap_or_default();
+            if (r.recorded_bytes, r.recorded_messages) == (q.used_bytes, q.used_messages) {
+                println!("{}: usage was exact", q.address);
+            } else {
+                println!(
+                    "{}: usage repaired: was {} bytes / {} messages, now {} bytes / {} messages",
+                    q.address, r.recorded_bytes, r.recorded_messages, q.used_bytes, q.used_messages
+                );
+            }
+            print_quota(&q);
         }
     }
     Ok(())

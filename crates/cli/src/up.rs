@@ -29,6 +29,8 @@ pub struct Ports {
     pub imaps: u16,
     pub pop3: u16,
     pub pop3s: u16,
+    /// LMTP into the MDA (RFC 2033), for other MTAs on this machine.
+    pub lmtp: u16,
     /// gRPC ports are `grpc_base` (MSA), +1 (MTA), +2 (MDA), +3 (MAA); 0 for ephemeral.
     pub grpc_base: u16,
 }
@@ -42,6 +44,7 @@ impl Ports {
         imaps: 2993,
         pop3: 2110,
         pop3s: 2995,
+        lmtp: 2024,
         grpc_base: 50051,
     };
     pub const EPHEMERAL: Ports = Ports {
@@ -52,6 +55,7 @@ impl Ports {
         imaps: 0,
         pop3: 0,
         pop3s: 0,
+        lmtp: 0,
         grpc_base: 0,
     };
 
@@ -82,6 +86,8 @@ pub struct UpOptions {
     pub relay_domains: Vec<String>,
     /// Submission policy: failed-login throttling and per-account limits.
     pub msa: tern_msa::Policy,
+    /// Delivery policy: sub-addressing (also used by the MTA's RCPT check), over-quota replies.
+    pub delivery: tern_mda::DeliverySettings,
 }
 
 impl UpOptions {
@@ -99,6 +105,7 @@ impl UpOptions {
             outbound: tern_mta::OutboundConfig::default(),
             relay_domains: Vec::new(),
             msa: tern_msa::Policy::default(),
+            delivery: tern_mda::DeliverySettings::default(),
         }
     }
 }
@@ -116,6 +123,7 @@ pub struct State {
     pub imaps: SocketAddr,
     pub pop3: SocketAddr,
     pub pop3s: SocketAddr,
+    pub lmtp: SocketAddr,
     pub grpc_msa: SocketAddr,
     pub grpc_mta: SocketAddr,
     pub grpc_mda: SocketAddr,
@@ -148,6 +156,7 @@ impl State {
             ("IMAP (TLS)", self.imaps.to_string()),
             ("POP3 (STLS)", self.pop3.to_string()),
             ("POP3 (TLS)", self.pop3s.to_string()),
+            ("LMTP (MDA, local MTAs)", self.lmtp.to_string()),
             ("gRPC MSA (Submission)", self.grpc_msa.to_string()),
             ("gRPC MTA (Queue)", self.grpc_mta.to_string()),
             ("gRPC MDA (Delivery, Admin)", self.grpc_mda.to_string()),
@@ -233,6 +242,7 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
     let imaps = bind(ip, p.imaps, "IMAPS").await?;
     let pop3 = bind(ip, p.pop3, "POP3").await?;
     let pop3s = bind(ip, p.pop3s, "POP3S").await?;
+    let lmtp = bind(ip, p.lmtp, "LMTP").await?;
     let grpc_msa = bind(ip, p.grpc(0), "gRPC (MSA)").await?;
     let grpc_mta = bind(ip, p.grpc(1), "gRPC (MTA)").await?;
     let grpc_mda = bind(ip, p.grpc(2), "gRPC (MDA)").await?;
@@ -249,6 +259,7 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
         imaps: imaps.local_addr()?,
         pop3: pop3.local_addr()?,
         pop3s: pop3s.local_addr()?,
+        lmtp: lmtp.local_addr()?,
         grpc_msa: grpc_msa.local_addr()?,
         grpc_mta: grpc_mta.local_addr()?,
         grpc_mda: grpc_mda.local_addr()?,
@@ -261,8 +272,16 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
     tasks.push((
         "mda",
         tokio::spawn(tern_mda::run(
-            admin_token.clone(),
-            grpc_mda,
+            tern_mda::Parts {
+                admin_token: admin_token.clone(),
+                hostname: opts.hostname.clone(),
+                lmtp: limits.clone(),
+                delivery: opts.delivery.clone(),
+            },
+            tern_mda::Listeners {
+                grpc: grpc_mda,
+                lmtp: Some(lmtp),
+            },
             store.clone(),
             shutdown.clone(),
         )),
@@ -274,6 +293,7 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
         tls: Some(cert.clone()),
         smtp: limits.clone(),
         relay_domains: opts.relay_domains.clone(),
+        recipient_delimiter: opts.delivery.recipient_delimiter.clone(),
         queue: opts.queue.clone(),
         outbound: opts.outbound.clone(),
     };
@@ -301,7 +321,8 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
                 submissions,
                 grpc: grpc_msa,
             },
-            store.clone(),
+            // The MSA checks that local recipients exist: with the same sub-addressing.
+            store.with_recipient_delimiter(&opts.delivery.recipient_delimiter),
             shutdown.clone(),
         )),
     ));

@@ -101,6 +101,9 @@ pub enum BackendError {
     /// A mailbox of that name exists already (`NO [ALREADYEXISTS]`).
     #[error("already exists")]
     Exists,
+    /// The account's quota does not allow it (`NO [OVERQUOTA]`, RFC 9208 §5).
+    #[error("over quota")]
+    OverQuota,
     /// The request cannot be done as asked (`NO` with this text, which must be safe to show).
     #[error("refused: {0}")]
     Refused(String),

@@ -1453,6 +1453,7 @@ fn backend_error(tag: &Tag<'_>, err: &BackendError) -> Vec<u8> {
             "Mailbox already exists",
         ),
         BackendError::Refused(text) => no(tag, Some(code_other("CANNOT")), text),
+        BackendError::OverQuota => no(tag, Some(code_other("OVERQUOTA")), "Quota exceeded"),
         BackendError::Temporary(_) => no(
             tag,
             Some(code_other("UNAVAILABLE")),

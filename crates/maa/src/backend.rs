@@ -105,6 +105,7 @@ mod imap_impl {
             tern_store::Error::NotFound(_) => BackendError::NotFound,
             tern_store::Error::Conflict(_) => BackendError::Exists,
             tern_store::Error::Invalid(text) => BackendError::Refused(text),
+            tern_store::Error::OverQuota(_) => BackendError::OverQuota,
             other => t(temporary(other)),
         }
     }

@@ -5,7 +5,8 @@ use tern_rpc::v1::admin_server::Admin;
 use tern_rpc::v1::{
     Account, AccountRequest, AddAccountRequest, AddAliasRequest, Alias, AliasRequest, Domain,
     DomainRequest, Empty, ListAccountsRequest, ListAccountsResponse, ListAliasesRequest,
-    ListAliasesResponse, ListDomainsResponse, SetPasswordRequest,
+    ListAliasesResponse, ListDomainsResponse, QuotaInfo, RecountQuotaResponse, SetPasswordRequest,
+    SetQuotaRequest,
 };
 use tern_rpc::v1::{
     ApiToken, CreateTokenRequest, CreatedToken, ListTokensRequest, ListTokensResponse,
@@ -43,10 +44,31 @@ pub fn status(e: tern_store::Error) -> Status {
         E::NotFound(m) => Status::not_found(m),
         E::Conflict(m) => Status::already_exists(m),
         E::Invalid(m) => Status::invalid_argument(m),
+        E::OverQuota(m) => Status::resource_exhausted(m),
         other => {
             tracing::error!(error = %other, "store error");
             Status::unavailable("store unavailable")
         }
+    }
+}
+
+/// The reply for an account's quota; no limit is 0.
+fn quota_reply(address: &str, q: tern_store::QuotaUsage) -> QuotaInfo {
+    QuotaInfo {
+        address: address.to_ascii_lowercase(),
+        limit_bytes: q.limit.bytes.unwrap_or(0),
+        limit_messages: q.limit.messages.unwrap_or(0),
+        used_bytes: q.used.bytes,
+        used_messages: q.used.messages,
+    }
+}
+
+/// A limit as given over gRPC: absent keeps `current`, 0 removes the limit.
+fn merge_limit(given: Option<u64>, current: Option<u64>) -> Option<u64> {
+    match given {
+        None => current,
+        Some(0) => None,
+        Some(n) => Some(n),
     }
 }
 
@@ -210,6 +232,57 @@ impl Admin for AdminService {
                     created_at_ms: a.created_at_ms,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn set_quota(
+        &self,
+        req: Request<SetQuotaRequest>,
+    ) -> Result<Response<QuotaInfo>, Status> {
+        self.auth(&req)?;
+        let r = req.get_ref();
+        let current = self.store.quota(&r.address).await.map_err(status)?;
+        let quota = tern_store::Quota {
+            bytes: merge_limit(r.bytes, current.limit.bytes),
+            messages: merge_limit(r.messages, current.limit.messages),
+        };
+        self.store
+            .set_quota(&r.address, quota)
+            .await
+            .map_err(status)?;
+        let now = self.store.quota(&r.address).await.map_err(status)?;
+        Ok(Response::new(quota_reply(&r.address, now)))
+    }
+
+    async fn get_quota(&self, req: Request<AccountRequest>) -> Result<Response<QuotaInfo>, Status> {
+        self.auth(&req)?;
+        let address = &req.get_ref().address;
+        let q = self.store.quota(address).await.map_err(status)?;
+        Ok(Response::new(quota_reply(address, q)))
+    }
+
+    async fn recount_quota(
+        &self,
+        req: Request<AccountRequest>,
+    ) -> Result<Response<RecountQuotaResponse>, Status> {
+        self.auth(&req)?;
+        let address = &req.get_ref().address;
+        let recount = self.store.recount_usage(address).await.map_err(status)?;
+        if recount.drifted() {
+            tracing::warn!(
+                account = %address,
+                recorded_bytes = recount.recorded.bytes,
+                recorded_messages = recount.recorded.messages,
+                actual_bytes = recount.actual.bytes,
+                actual_messages = recount.actual.messages,
+                "quota usage drift repaired"
+            );
+        }
+        let q = self.store.quota(address).await.map_err(status)?;
+        Ok(Response::new(RecountQuotaResponse {
+            quota: Some(quota_reply(address, q)),
+            recorded_bytes: recount.recorded.bytes,
+            recorded_messages: recount.recorded.messages,
         }))
     }
 

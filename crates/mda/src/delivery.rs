@@ -4,14 +4,24 @@
 //! Exactly once: every copy is stored under the caller's delivery key (one per queue
 //! recipient), and the store keeps at most one message per (account, key), in the same
 //! transaction as the message itself. A retried call after a lost reply therefore stores
-//! nothing twice and answers "delivered" again.
+//! nothing twice and answers "delivered" again. Forwards to alias targets in other domains are
+//! queued under the same key (`Store::enqueue_forward`), so they too happen once.
+//!
+//! A copy that would take its account over quota is refused alone (the other copies of the
+//! batch are stored): 452 4.2.2 by default, so the MTA retries and the mail arrives once the
+//! owner makes room; 552 5.2.2 when `quota_permanent` is set. For an alias fanning out to
+//! several accounts, one full mailbox decides the recipient's outcome; a retry stores only the
+//! copies still missing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use serde::Deserialize;
 use tern_rpc::v1::delivery_server::Delivery;
 use tern_rpc::v1::recipient_outcome::Status as OutcomeStatus;
 use tern_rpc::v1::{
-    DeliverBatchRequest, DeliverBatchResponse, DeliverRequest, DeliverResponse, RecipientOutcome,
+    DeliverBatchRequest, DeliverBatchResponse, DeliverRecipient, DeliverRequest, DeliverResponse,
+    RecipientOutcome,
 };
 use tern_store::{Account, Delivered, DeliveryItem, NewMessage, Resolution, Store};
 
@@ -21,9 +31,47 @@ use tonic::{Request, Response, Status};
 /// Messages accepted in one DeliverBatch call.
 pub const MAX_BATCH_MESSAGES: usize = 1000;
 
+/// Delivery policy (`[delivery]` in the MDA's configuration).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Sub-address delimiters (any one of these characters): `user+tag@` reaches `user@` when
+    /// nothing answers to the full address. Empty turns sub-addressing off. The MTA has the
+    /// same setting for its RCPT check; keep the two equal.
+    #[serde(default = "default_recipient_delimiter")]
+    pub recipient_delimiter: String,
+    /// Over quota: 552 5.2.2 (the sender gets a bounce at once) instead of 452 4.2.2 (the
+    /// queue retries until the message fits or expires).
+    #[serde(default)]
+    pub quota_permanent: bool,
+}
+
+fn default_recipient_delimiter() -> String {
+    tern_store::DEFAULT_RECIPIENT_DELIMITER.to_string()
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            recipient_delimiter: default_recipient_delimiter(),
+            quota_permanent: false,
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct DeliveryService {
     store: Store,
-    filter: Filter,
+    filter: Arc<Filter>,
+    settings: DeliverySettings,
+}
+
+/// Why a copy was not stored.
+#[derive(Debug, Clone, Copy)]
+enum CopyError {
+    OverQuota,
+    /// Store trouble: try again later.
+    Unavailable,
 }
 
 /// What one recipient of one message comes to before anything is stored.
@@ -48,18 +96,27 @@ struct Copy {
 }
 
 impl DeliveryService {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, settings: DeliverySettings) -> Self {
+        let store = store.with_recipient_delimiter(&settings.recipient_delimiter);
         Self {
-            filter: Filter::new(store.clone()),
+            filter: Arc::new(Filter::new(store.clone())),
             store,
+            settings,
         }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Delivers every recipient of every message. Resolution happens first, then all copies
     /// are stored in one transaction; if that transaction fails (one bad copy spoils it), each
     /// copy is stored on its own so that one failure stays that recipient's. Remote alias
     /// targets are queued per recipient afterwards.
-    async fn deliver_messages(&self, messages: &[DeliverRequest]) -> Vec<DeliverResponse> {
+    pub(crate) async fn deliver_messages(
+        &self,
+        messages: &[DeliverRequest],
+    ) -> Vec<DeliverResponse> {
         let mut resolved: HashMap<String, Result<Resolution, String>> = HashMap::new();
         let mut copies: Vec<Copy> = Vec::new();
         let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(messages.len());
@@ -138,13 +195,7 @@ impl DeliveryService {
                         remote,
                     } => {
                         self.finish_recipient(
-                            req,
-                            &rcpt.address,
-                            &idx,
-                            &copies,
-                            &decisions,
-                            &stored,
-                            &remote,
+                            req, rcpt, &idx, &copies, &decisions, &stored, &remote,
                         )
                         .await
                     }
@@ -169,7 +220,7 @@ impl DeliveryService {
         &self,
         copies: &[Copy],
         decisions: &[Decision],
-    ) -> Vec<Result<Vec<Delivered>, String>> {
+    ) -> Vec<Result<Vec<Delivered>, CopyError>> {
         if copies.is_empty() {
             return Vec::new();
         }
@@ -218,12 +269,12 @@ impl DeliveryService {
                 }
             })
             .collect();
-        let mut results: Vec<Result<Delivered, String>> = Vec::with_capacity(items.len());
+        let mut results: Vec<Result<Delivered, CopyError>> = Vec::with_capacity(items.len());
         let mut batched = false;
         if items.len() > 1 {
             match self.store.deliver_many(&items).await {
                 Ok(done) => {
-                    results = done.into_iter().map(Ok).collect();
+                    results = done.into_iter().map(copy_result).collect();
                     batched = true;
                 }
                 Err(e) => {
@@ -233,13 +284,17 @@ impl DeliveryService {
         }
         if !batched {
             for item in &items {
-                results.push(self.store.deliver_many(std::slice::from_ref(item)).await.map(|mut d| d.remove(0)).map_err(|e| {
-                    tracing::warn!(error = %e, account = item.account_id, "delivery failed temporarily");
-                    e.to_string()
-                }));
+                let result = match self.store.deliver_many(std::slice::from_ref(item)).await {
+                    Ok(mut done) if done.len() == 1 => done.remove(0),
+                    Ok(_) => Err(tern_store::Error::Internal(
+                        "one copy, not one result".into(),
+                    )),
+                    Err(e) => Err(e),
+                };
+                results.push(copy_result(result));
             }
         }
-        let mut out: Vec<Result<Vec<Delivered>, String>> = vec![Ok(Vec::new()); copies.len()];
+        let mut out: Vec<Result<Vec<Delivered>, CopyError>> = vec![Ok(Vec::new()); copies.len()];
         for ((i, _, _), result) in keys.iter().zip(results) {
             match (&mut out[*i], result) {
                 (Ok(done), Ok(d)) => done.push(d),
@@ -258,13 +313,15 @@ impl DeliveryService {
     async fn finish_recipient(
         &self,
         req: &DeliverRequest,
-        address: &str,
+        rcpt: &DeliverRecipient,
         idx: &[usize],
         copies: &[Copy],
         decisions: &[Decision],
-        stored: &[Result<Vec<Delivered>, String>],
+        stored: &[Result<Vec<Delivered>, CopyError>],
         remote: &[String],
     ) -> (OutcomeStatus, String) {
+        let address = rcpt.address.as_str();
+        let key = rcpt.delivery_key.as_str();
         if remote.is_empty()
             && let Some(reply) = idx
                 .iter()
@@ -275,6 +332,7 @@ impl DeliveryService {
             return (OutcomeStatus::PermanentFailure, reply);
         }
         let mut done = Vec::with_capacity(idx.len() + 1);
+        let mut full: Option<&str> = None;
         for &i in idx {
             let copy = &copies[i];
             let decision = &decisions[i];
@@ -302,8 +360,27 @@ impl DeliveryService {
                         ));
                     }
                 }
-                Err(_) => return (OutcomeStatus::TemporaryFailure, unavailable()),
+                Err(CopyError::Unavailable) => {
+                    return (OutcomeStatus::TemporaryFailure, unavailable());
+                }
+                Err(CopyError::OverQuota) => {
+                    full.get_or_insert(copy.account.address.as_str());
+                }
             }
+        }
+        if let Some(account) = full {
+            tracing::info!(rcpt = %address, account = %account, "mailbox over quota");
+            return if self.settings.quota_permanent {
+                (
+                    OutcomeStatus::PermanentFailure,
+                    format!("552 5.2.2 {address}: mailbox full"),
+                )
+            } else {
+                (
+                    OutcomeStatus::TemporaryFailure,
+                    format!("452 4.2.2 {address}: mailbox full, try again later"),
+                )
+            };
         }
         for &i in idx {
             let copy = &copies[i];
@@ -329,19 +406,24 @@ impl DeliveryService {
             }
         }
         if !remote.is_empty() {
-            // Alias targets outside our domains go back to the queue as a new message from the
-            // same return path. Forwarding (SRS, idempotent re-queueing) is the delivery issue's
-            // work; until then a retried call could queue the forward twice, which is logged.
+            // Alias targets outside our domains go back to the queue as a new message, once
+            // per delivery key. The return path stays the original sender's: rewriting it with
+            // SRS (so that the target's SPF check passes) also needs the reverse mapping for
+            // bounces at the MTA's RCPT check, which is not built yet; see ARCHITECTURE.md.
             let msg = NewMessage {
                 sender: &req.return_path,
                 recipients: remote,
                 content: &req.content,
                 ..Default::default()
             };
-            match self.store.enqueue(msg).await {
-                Ok(id) => {
-                    tracing::info!(queue.id = %id, forwarded = remote.len(), "alias targets outside local domains queued");
-                    done.push(format!("forwarded as {id}"));
+            match self.store.enqueue_forward(key, msg).await {
+                Ok(f) => {
+                    tracing::info!(queue.id = %f.queue_id, forwarded = remote.len(), duplicate = f.duplicate, "alias targets outside local domains queued");
+                    done.push(format!(
+                        "forwarded as {}{}",
+                        f.queue_id,
+                        if f.duplicate { " (already queued)" } else { "" }
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "forwarding to alias targets failed");
@@ -354,6 +436,19 @@ impl DeliveryService {
             format!("250 2.0.0 {address} delivered: {}", done.join(", ")),
         )
     }
+}
+
+fn copy_result(result: tern_store::Result<Delivered>) -> Result<Delivered, CopyError> {
+    result.map_err(|e| match e {
+        tern_store::Error::OverQuota(why) => {
+            tracing::debug!(why = %why, "copy over quota");
+            CopyError::OverQuota
+        }
+        e => {
+            tracing::warn!(error = %e, "delivery failed temporarily");
+            CopyError::Unavailable
+        }
+    })
 }
 
 fn unavailable() -> String {
@@ -467,7 +562,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let service = DeliveryService::new(store.clone());
+        let service = DeliveryService::new(store.clone(), DeliverySettings::default());
         for attempt in 0..2 {
             let out = service
                 .deliver_messages(&[request("yes", "q:1")])

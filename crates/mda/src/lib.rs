@@ -2,11 +2,13 @@
 //! directory administration API.
 //!
 //! It serves two gRPC services: `Delivery` (called by the MTA's queue runners) and `Admin`
-//! (domains, accounts, aliases; bearer token required). It does not speak SMTP and does not
-//! decide routing: the MTA sends it only recipients of local domains.
+//! (domains, accounts, aliases, quotas; bearer token required), and optionally LMTP (RFC 2033)
+//! for other MTAs, through the same delivery logic. It does not speak SMTP and does not decide
+//! routing: the MTA sends it only recipients of local domains.
 
 mod admin;
 mod delivery;
+mod lmtp;
 pub mod sieve;
 
 use std::net::SocketAddr;
@@ -16,12 +18,13 @@ use serde::Deserialize;
 use tern_rpc::v1::admin_server::AdminServer;
 use tern_rpc::v1::delivery_server::DeliveryServer;
 use tern_runtime::Shutdown;
+use tern_runtime::config::SmtpLimits;
 use tern_runtime::telemetry::LogFormat;
 use tern_store::Store;
 use tokio::net::TcpListener;
 
 pub use admin::AdminService;
-pub use delivery::DeliveryService;
+pub use delivery::{DeliveryService, DeliverySettings};
 
 /// `tern-mda` settings. Everything without a default must be given.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,28 +35,88 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// Bearer token for the Admin service.
     pub admin_token: String,
+    /// Where LMTP listens; no LMTP unless set. Bind it to loopback or a private network: LMTP
+    /// has no authentication.
+    #[serde(default)]
+    pub lmtp_listen: Option<SocketAddr>,
+    /// The name in LMTP greetings and Received headers.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// Limits of LMTP sessions (message size, recipients, connections, idle timeout).
+    #[serde(default)]
+    pub lmtp: SmtpLimits,
+    /// Delivery policy: sub-addressing, what over quota means.
+    #[serde(default)]
+    pub delivery: DeliverySettings,
     #[serde(default)]
     pub log_format: LogFormat,
+}
+
+fn default_hostname() -> String {
+    "localhost".to_string()
+}
+
+/// Sockets the caller bound for the MDA.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub lmtp: Option<TcpListener>,
+}
+
+/// What `run` needs besides the sockets.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub admin_token: String,
+    pub hostname: String,
+    pub lmtp: SmtpLimits,
+    pub delivery: DeliverySettings,
+}
+
+impl From<&Config> for Parts {
+    fn from(c: &Config) -> Self {
+        Parts {
+            admin_token: c.admin_token.clone(),
+            hostname: c.hostname.clone(),
+            lmtp: c.lmtp.clone(),
+            delivery: c.delivery.clone(),
+        }
+    }
 }
 
 fn default_grpc_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 50053))
 }
 
-/// Serves Delivery and Admin on `grpc` until `shutdown` is cancelled.
+/// Serves Delivery and Admin on `listeners.grpc`, and LMTP when a listener is given, until
+/// `shutdown` is cancelled.
 pub async fn run(
-    admin_token: String,
-    grpc: TcpListener,
+    parts: Parts,
+    listeners: Listeners,
     store: Store,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let Listeners { grpc, lmtp } = listeners;
     let addr = grpc.local_addr()?;
     tracing::info!(grpc.address = %addr, "mda serving");
+    let delivery = DeliveryService::new(store.clone(), parts.delivery.clone());
+    let lmtp_task = match lmtp {
+        Some(listener) => {
+            tracing::info!(lmtp.address = %listener.local_addr()?, "mda serving lmtp");
+            Some(tokio::spawn(lmtp::serve(
+                listener,
+                parts.hostname.clone(),
+                parts.lmtp.clone(),
+                std::sync::Arc::new(delivery.clone()),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let token = shutdown.token.clone();
-    tonic::transport::Server::builder()
+    let admin_token = parts.admin_token;
+    let served = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(120))
         .add_service(
-            DeliveryServer::new(DeliveryService::new(store.clone()))
+            DeliveryServer::new(delivery)
                 .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES),
         )
@@ -62,6 +125,10 @@ pub async fn run(
             tonic::transport::server::TcpIncoming::from(grpc),
             token.cancelled_owned(),
         )
-        .await?;
+        .await;
+    if let Some(task) = lmtp_task {
+        task.await?;
+    }
+    served?;
     Ok(())
 }

@@ -15,10 +15,18 @@ async fn main() -> anyhow::Result<()> {
     let grpc = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("bind gRPC listener {}", config.grpc_listen))?;
+    let lmtp = match config.lmtp_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind LMTP listener {addr}"))?,
+        ),
+        None => None,
+    };
     let sd = Shutdown::new();
     let task = tokio::spawn(tern_mda::run(
-        config.admin_token.clone(),
-        grpc,
+        tern_mda::Parts::from(&config),
+        tern_mda::Listeners { grpc, lmtp },
         store.clone(),
         sd.clone(),
     ));

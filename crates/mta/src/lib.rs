@@ -53,12 +53,20 @@ pub struct Config {
     /// or a gateway). Empty by default: the MTA is never an open relay.
     #[serde(default)]
     pub relay_domains: Vec<String>,
+    /// Sub-address delimiters for the RCPT check (`user+tag@` is accepted when `user@` is);
+    /// keep it equal to the MDA's `delivery.recipient_delimiter`. Empty turns it off.
+    #[serde(default = "default_recipient_delimiter")]
+    pub recipient_delimiter: String,
     #[serde(default)]
     pub queue: RunnerConfig,
     #[serde(default)]
     pub outbound: OutboundConfig,
     #[serde(default)]
     pub log_format: LogFormat,
+}
+
+fn default_recipient_delimiter() -> String {
+    tern_store::DEFAULT_RECIPIENT_DELIMITER.to_string()
 }
 
 fn default_smtp_listen() -> SocketAddr {
@@ -82,6 +90,7 @@ pub struct Parts {
     pub tls: Option<CertFiles>,
     pub smtp: SmtpLimits,
     pub relay_domains: Vec<String>,
+    pub recipient_delimiter: String,
     pub queue: RunnerConfig,
     pub outbound: OutboundConfig,
 }
@@ -95,6 +104,7 @@ impl From<&Config> for Parts {
             tls: c.tls.clone(),
             smtp: c.smtp.clone(),
             relay_domains: c.relay_domains.clone(),
+            recipient_delimiter: c.recipient_delimiter.clone(),
             queue: c.queue.clone(),
             outbound: c.outbound.clone(),
         }
@@ -114,6 +124,7 @@ pub async fn run(
         .map(tern_runtime::tls::acceptor)
         .transpose()?;
     tracing::info!(smtp.address = %listeners.smtp.local_addr()?, grpc.address = %listeners.grpc.local_addr()?, "mta serving");
+    let store = store.with_recipient_delimiter(&parts.recipient_delimiter);
 
     let smtp_task = {
         let limits = parts.smtp.clone();

@@ -10,7 +10,11 @@
 //! Deliberately absent: sockets, timers and TLS (the caller owns them and reports back through
 //! [`Session::tls_started`], [`Session::timeout_reply`] and [`Session::shutdown_reply`]);
 //! storage; BINARYMIME and the other extensions not advertised in EHLO (their parameters are
-//! refused with 555); LMTP; an SMTP client (that is `client.rs`).
+//! refused with 555); an SMTP client (that is `client.rs`).
+//!
+//! LMTP (RFC 2033) is a mode of the same session ([`Session::lmtp`]): LHLO instead of EHLO and
+//! HELO (which are refused), and after the message one reply per accepted recipient, in RCPT
+//! order ([`Handler::data_per_recipient`]). Everything else, limits included, is unchanged.
 //!
 //! DSN (RFC 3461) and REQUIRETLS (RFC 8689) parameters are only parsed and recorded in the
 //! [`Envelope`]; honouring them (notifications, TLS on the way out) is the transfer agent's job.
@@ -174,6 +178,23 @@ pub trait Handler: Send {
         envelope: &Envelope,
         message: Vec<u8>,
     ) -> impl Future<Output = Result<Reply, Reply>> + Send;
+
+    /// LMTP only (RFC 2033 §4.2): the message, answered with one reply per recipient in
+    /// `envelope.rcpt_to`, in that order; each positive reply again only after that
+    /// recipient's copy is committed. The default gives every recipient the reply of
+    /// [`Handler::data`]. A list of the wrong length is padded with `451 4.3.0` (or cut).
+    fn data_per_recipient(
+        &mut self,
+        envelope: &Envelope,
+        message: Vec<u8>,
+    ) -> impl Future<Output = Vec<Reply>> + Send {
+        async move {
+            let reply = match self.data(envelope, message).await {
+                Ok(reply) | Err(reply) => reply,
+            };
+            vec![reply; envelope.rcpt_to.len()]
+        }
+    }
 }
 
 /// What the caller must do after sending [`Output::reply`].
@@ -238,6 +259,8 @@ struct BdatChunk {
 /// One SMTP server session.
 pub struct Session {
     config: Config,
+    /// LMTP (RFC 2033) rather than SMTP.
+    lmtp: bool,
     tls_active: bool,
     /// The EHLO or HELO name, once one was given.
     helo: Option<String>,
@@ -288,6 +311,7 @@ impl Session {
     pub fn new(config: Config, tls_active: bool) -> Session {
         Session {
             config,
+            lmtp: false,
             tls_active,
             helo: None,
             authenticated: None,
@@ -301,9 +325,18 @@ impl Session {
         }
     }
 
+    /// A new LMTP session (RFC 2033); see the module documentation.
+    pub fn lmtp(config: Config, tls_active: bool) -> Session {
+        Session {
+            lmtp: true,
+            ..Session::new(config, tls_active)
+        }
+    }
+
     /// The 220 greeting (RFC 5321 §4.2; RFC 2034 §3 exempts it from enhanced status codes).
     pub fn greeting(&self) -> Vec<u8> {
-        Reply::without_status(220, format!("{} ESMTP Tern", self.config.hostname)).to_bytes()
+        let protocol = if self.lmtp { "LMTP" } else { "ESMTP" };
+        Reply::without_status(220, format!("{} {protocol} Tern", self.config.hostname)).to_bytes()
     }
 
     /// The reply for a client that stayed silent too long (RFC 5321 §4.5.3.2).
@@ -741,6 +774,11 @@ impl Session {
             }
         };
         match request {
+            // RFC 2033 §4.1: LHLO replaces EHLO and HELO, which an LMTP server refuses.
+            Request::Ehlo { .. } | Request::Helo { .. } if self.lmtp => {
+                self.emit(out, Reply::new(500, (5, 5, 1), "this is LMTP: use LHLO"));
+            }
+            Request::Lhlo { host } if self.lmtp => self.hello(host.into_owned(), true, out),
             Request::Ehlo { host } => self.hello(host.into_owned(), true, out),
             Request::Helo { host } => self.hello(host.into_owned(), false, out),
             Request::Mail { from } => self.mail(from, line, handler, out).await,
@@ -841,7 +879,15 @@ impl Session {
         out: &mut Vec<u8>,
     ) {
         let refusal = if self.helo.is_none() {
-            Some(Reply::new(503, (5, 5, 1), "send EHLO or HELO first"))
+            Some(Reply::new(
+                503,
+                (5, 5, 1),
+                if self.lmtp {
+                    "send LHLO first"
+                } else {
+                    "send EHLO or HELO first"
+                },
+            ))
         } else if self.transaction.is_some() {
             Some(Reply::new(503, (5, 5, 1), "nested MAIL command"))
         } else if self.config.auth == AuthPolicy::Required && self.authenticated.is_none() {
@@ -1098,6 +1144,20 @@ impl Session {
             self.emit(out, Reply::new(503, (5, 5, 1), "no mail transaction"));
             return;
         };
+        if self.lmtp {
+            // RFC 2033 §4.2: one reply per recipient accepted at RCPT, in order. They are not
+            // counted as errors: a full mailbox is not the client's mistake.
+            let count = envelope.rcpt_to.len();
+            let mut replies = match body.finish() {
+                Ok(message) => handler.data_per_recipient(&envelope, message).await,
+                Err(reply) => vec![reply; count],
+            };
+            replies.resize_with(count, Reply::temporary_failure);
+            for reply in replies {
+                out.extend_from_slice(&reply.to_bytes());
+            }
+            return;
+        }
         let reply = match body.finish() {
             Ok(message) => match handler.data(&envelope, message).await {
                 Ok(reply) | Err(reply) => reply,

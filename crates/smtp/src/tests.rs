@@ -128,6 +128,29 @@ impl Handler for Recorder {
             format!("queued as {queued}"),
         )))
     }
+
+    /// LMTP: recipients whose local part starts with "full" are over quota.
+    fn data_per_recipient(
+        &mut self,
+        envelope: &Envelope,
+        message: Vec<u8>,
+    ) -> impl Future<Output = Vec<Reply>> + Send {
+        self.events
+            .push(format!("lmtp data {} octets", message.len()));
+        self.messages.push((envelope.clone(), message));
+        let replies = envelope
+            .rcpt_to
+            .iter()
+            .map(|rcpt| {
+                if rcpt.starts_with("full") {
+                    Reply::new(452, (4, 2, 2), format!("<{rcpt}> mailbox full"))
+                } else {
+                    Reply::new(250, (2, 0, 0), format!("<{rcpt}> delivered"))
+                }
+            })
+            .collect();
+        ready(replies)
+    }
 }
 
 /// Alice's SCRAM-SHA-256 keys for the password "secret", derived once per test run.
@@ -198,7 +221,11 @@ enum Feeding {
 /// `A: starttls` / `A: continue` (the action after the last feed; `starttls` then completes the
 /// handshake). Consecutive client lines are one batch, as a pipelining client sends them.
 fn play(config: Config, tls: bool, script: &str, feeding: Feeding) -> (Recorder, Session) {
-    let mut session = Session::new(config, tls);
+    play_session(Session::new(config, tls), script, feeding)
+}
+
+/// [`play`] on a session made by the caller (LMTP).
+fn play_session(mut session: Session, script: &str, feeding: Feeding) -> (Recorder, Session) {
     let mut handler = Recorder::default();
     let mut actual = session.greeting();
     let mut expected = Vec::new();
@@ -1720,4 +1747,81 @@ fn scram_is_neither_offered_nor_accepted_outside_tls_or_on_port_25() {
     );
     let handler = transcript(mta(), true, &script);
     assert!(handler.events.is_empty(), "{:?}", handler.events);
+}
+
+/// Plays an LMTP transcript fed whole and octet by octet.
+fn lmtp_transcript(config: Config, script: &str) -> Recorder {
+    let (whole, _) = play_session(Session::lmtp(config.clone(), false), script, Feeding::Whole);
+    let (bytewise, _) = play_session(Session::lmtp(config, false), script, Feeding::Bytewise);
+    assert_eq!(whole.events, bytewise.events);
+    assert_eq!(whole.messages, bytewise.messages);
+    whole
+}
+
+#[test]
+fn lmtp_answers_each_recipient_after_data() {
+    let lhlo = ehlo("mx.tern.test", false, false);
+    let script = format!(
+        r"S: 220 mx.tern.test LMTP Tern
+        C: EHLO client.example
+        S: 500 5.5.1 this is LMTP: use LHLO
+        C: HELO client.example
+        S: 500 5.5.1 this is LMTP: use LHLO
+        C: MAIL FROM:<bob@example.org>
+        S: 503 5.5.1 send LHLO first
+        C: LHLO client.example
+        {lhlo}
+        C: MAIL FROM:<bob@example.org>
+        C: RCPT TO:<alice@tern.test>
+        C: RCPT TO:<nobody@tern.test>
+        C: RCPT TO:<full@tern.test>
+        C: DATA
+        S: 250 2.1.0 sender OK
+        S: 250 2.1.5 recipient OK
+        S: 550 5.1.1 no such user here
+        S: 250 2.1.5 recipient OK
+        S: 354 end data with <CR><LF>.<CR><LF>
+        C: Subject: hi
+        C:
+        C: body
+        C: .
+        S: 250 2.0.0 <alice@tern.test> delivered
+        S: 452 4.2.2 <full@tern.test> mailbox full
+        C: QUIT
+        S: 221 2.0.0 mx.tern.test closing connection
+        A: close
+        "
+    );
+    let handler = lmtp_transcript(mta(), &script);
+    assert_eq!(handler.messages.len(), 1);
+    let (envelope, message) = &handler.messages[0];
+    assert_eq!(envelope.rcpt_to, ["alice@tern.test", "full@tern.test"]);
+    assert_eq!(message, b"Subject: hi\r\n\r\nbody\r\n");
+}
+
+#[test]
+fn lmtp_refused_message_is_refused_for_every_recipient() {
+    // A bare LF in the message: the session refuses it itself, once per recipient.
+    let lhlo = ehlo("mx.tern.test", false, false);
+    let script = format!(
+        r"S: 220 mx.tern.test LMTP Tern
+        C: LHLO client.example
+        {lhlo}
+        C: MAIL FROM:<>
+        C: RCPT TO:<alice@tern.test>
+        C: RCPT TO:<bob@tern.test>
+        C: DATA
+        S: 250 2.1.0 sender OK
+        S: 250 2.1.5 recipient OK
+        S: 250 2.1.5 recipient OK
+        S: 354 end data with <CR><LF>.<CR><LF>
+        R: bare\nLF\r\n.\r\n
+        S: 550 5.6.0 message refused: bare CR or LF found, lines must end with CRLF
+        S: 550 5.6.0 message refused: bare CR or LF found, lines must end with CRLF
+        C: NOOP
+        S: 250 2.0.0 OK
+        "
+    );
+    let handler = lmtp_transcript(mta(), &script);
+    assert!(handler.messages.is_empty());
 }

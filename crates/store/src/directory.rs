@@ -149,6 +149,24 @@ macro_rules! account_from_row {
     };
 }
 
+/// What one local address matches (see [`Store::resolve`]).
+enum LocalMatch {
+    Account(Account),
+    Alias(Vec<String>),
+    Nobody,
+}
+
+/// The local part without its detail (RFC 5233): `user` for `user+tag` when `delimiters`
+/// holds '+'. The first delimiter found ends it; `None` when there is none, or when nothing
+/// would be left before it (`+tag` is nobody's sub-address).
+pub(crate) fn base_local_part<'a>(local: &'a str, delimiters: &str) -> Option<&'a str> {
+    if delimiters.is_empty() {
+        return None;
+    }
+    let at = local.find(|c: char| delimiters.contains(c))?;
+    (at > 0).then(|| &local[..at])
+}
+
 fn split_targets(stored: &str) -> Vec<String> {
     stored
         .split('\n')
@@ -502,12 +520,15 @@ impl Store {
         })
     }
 
-    /// Resolves a recipient. Precedence: an account with exactly that address, then an alias
-    /// with exactly that source, then the domain's catch-all. Alias targets are resolved the
-    /// same way, recursively (at most [`MAX_ALIAS_DEPTH`] levels; an address already seen is
-    /// skipped, which breaks loops), and accounts and remote targets are each listed once.
-    /// A local target that resolves to nobody is dropped; if nothing at all is left the answer
-    /// is `NoSuchUser`.
+    /// Resolves a recipient. Precedence, for each address: an account with exactly that
+    /// address, then an alias with exactly that source; then, for a sub-address
+    /// (`user+tag@domain`, see [`Store::with_recipient_delimiter`]), the account and then the
+    /// alias `user@domain`; then the domain's catch-all (`@domain`). Local parts compare
+    /// case-insensitively (everything is stored lowercase; RFC 5321 §2.4 leaves that to us).
+    /// Alias targets are resolved the same way, recursively (at most [`MAX_ALIAS_DEPTH`]
+    /// levels; an address already seen is skipped, which breaks loops), and accounts and
+    /// remote targets are each listed once. A local target that resolves to nobody is dropped;
+    /// if nothing at all is left the answer is `NoSuchUser`.
     pub async fn resolve(&self, address: &str) -> Result<Resolution> {
         let (local, domain) = validate::address(address)?;
         // The common case in one query: is the domain ours, and is there an account?
@@ -539,26 +560,23 @@ impl Store {
                 }
                 continue;
             }
-            if let Some(account) = self.account(&address).await? {
-                if !accounts.iter().any(|a| a.id == account.id) {
-                    accounts.push(account);
-                }
-                continue;
-            }
-            let targets = match self.alias_targets(&address).await? {
-                Some(targets) => targets,
-                None => match self.alias_targets(&format!("@{domain}")).await? {
-                    Some(targets) => targets,
-                    None => {
-                        if depth > 0 {
-                            tracing::warn!(
-                                target_address = %address,
-                                "store.resolve alias target has no account"
-                            );
-                        }
-                        continue;
+            let targets = match self.local_match(&local, &domain).await? {
+                LocalMatch::Account(account) => {
+                    if !accounts.iter().any(|a| a.id == account.id) {
+                        accounts.push(account);
                     }
-                },
+                    continue;
+                }
+                LocalMatch::Alias(targets) => targets,
+                LocalMatch::Nobody => {
+                    if depth > 0 {
+                        tracing::warn!(
+                            target_address = %address,
+                            "store.resolve alias target has no account"
+                        );
+                    }
+                    continue;
+                }
             };
             if depth >= MAX_ALIAS_DEPTH {
                 tracing::warn!(%address, "store.resolve alias chain too deep");
@@ -575,6 +593,30 @@ impl Store {
             return Ok(Resolution::NoSuchUser);
         }
         Ok(Resolution::Local { accounts, remote })
+    }
+
+    /// What one address of a local domain matches, in [`Store::resolve`]'s precedence order.
+    async fn local_match(&self, local: &str, domain: &str) -> Result<LocalMatch> {
+        let address = format!("{local}@{domain}");
+        if let Some(account) = self.account(&address).await? {
+            return Ok(LocalMatch::Account(account));
+        }
+        if let Some(targets) = self.alias_targets(&address).await? {
+            return Ok(LocalMatch::Alias(targets));
+        }
+        if let Some(base) = base_local_part(local, &self.recipient_delimiter) {
+            let base = format!("{base}@{domain}");
+            if let Some(account) = self.account(&base).await? {
+                return Ok(LocalMatch::Account(account));
+            }
+            if let Some(targets) = self.alias_targets(&base).await? {
+                return Ok(LocalMatch::Alias(targets));
+            }
+        }
+        if let Some(targets) = self.alias_targets(&format!("@{domain}")).await? {
+            return Ok(LocalMatch::Alias(targets));
+        }
+        Ok(LocalMatch::Nobody)
     }
 
     /// Whether `domain` is local and the account with exactly `address`, in one round trip.
@@ -617,5 +659,20 @@ impl Store {
                 None => Ok(None),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_local_part;
+
+    #[test]
+    fn sub_address_base() {
+        assert_eq!(base_local_part("user+tag", "+"), Some("user"));
+        assert_eq!(base_local_part("user+a+b", "+"), Some("user"));
+        assert_eq!(base_local_part("user-tag", "+-"), Some("user"));
+        assert_eq!(base_local_part("user", "+"), None);
+        assert_eq!(base_local_part("+tag", "+"), None);
+        assert_eq!(base_local_part("user+tag", ""), None);
     }
 }

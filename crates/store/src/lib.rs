@@ -13,9 +13,11 @@
 
 mod directory;
 pub mod dkim;
+mod forward;
 mod mailbox;
 mod mailbox_ops;
 mod queue;
+mod quota;
 mod scram;
 pub mod sieve;
 pub mod submission;
@@ -32,12 +34,14 @@ use sqlx::sqlite::{
 };
 
 pub use directory::{Account, Alias, Domain, Resolution};
+pub use forward::Forwarded;
 pub use mailbox::{Delivered, DeliveryItem, FlagOp, MailboxInfo, MessageMeta};
 pub use mailbox_ops::Copied;
 pub use queue::{
     Claim, NewMessage, Notify, OutcomeRecord, QueueFilter, QueueStats, QueuedMessage,
     QueuedRecipient, RecipientDsn, RecipientState, Recorded, Ret,
 };
+pub use quota::{Quota, QuotaUsage, Recount, Usage};
 pub use scram::ScramKeys;
 
 /// Everything that can go wrong in the store.
@@ -54,6 +58,10 @@ pub enum Error {
     Invalid(String),
     #[error("lease lost")]
     LeaseLost,
+    /// Storing the message would take the account over its quota (bytes or messages). Not
+    /// temporary in the store's sense: the caller decides between 452 4.2.2 and 552 5.2.2.
+    #[error("over quota: {0}")]
+    OverQuota(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
@@ -103,7 +111,14 @@ struct Inner {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Characters that end the local part proper of a sub-address (`user+tag`), any one of
+    /// them (Postfix's `recipient_delimiter`); empty turns sub-addressing off. A per-handle
+    /// setting, so that each agent applies its own configuration to a shared pool.
+    recipient_delimiter: Arc<str>,
 }
+
+/// The sub-address delimiter a [`Store`] starts with: `user+tag@domain` reaches `user@domain`.
+pub const DEFAULT_RECIPIENT_DELIMITER: &str = "+";
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -217,7 +232,22 @@ impl Store {
                 pool,
                 sqlite_writer: tokio::sync::Mutex::new(()),
             }),
+            recipient_delimiter: Arc::from(DEFAULT_RECIPIENT_DELIMITER),
         })
+    }
+
+    /// This store (same pool) resolving sub-addresses with `delimiter`: any one of its
+    /// characters separates `user` from the detail in `user<delim>detail@domain` (RFC 5233's
+    /// "+" is the default); an empty string turns sub-addressing off. See [`Store::resolve`].
+    pub fn with_recipient_delimiter(&self, delimiter: &str) -> Store {
+        Store {
+            inner: Arc::clone(&self.inner),
+            recipient_delimiter: Arc::from(delimiter),
+        }
+    }
+
+    pub fn recipient_delimiter(&self) -> &str {
+        &self.recipient_delimiter
     }
 
     pub fn backend(&self) -> Backend {
@@ -326,6 +356,7 @@ mod tests {
         assert!(!Error::Conflict("x".into()).is_temporary());
         assert!(!Error::Invalid("x".into()).is_temporary());
         assert!(!Error::LeaseLost.is_temporary());
+        assert!(!Error::OverQuota("x".into()).is_temporary());
     }
 
     #[test]
@@ -406,6 +437,10 @@ mod tests {
         assert_send(&s.message_body(1, 1));
         assert_send(&s.store_flags(1, &[1], FlagOp::Add, &strings));
         assert_send(&s.expunge(1, None));
+        assert_send(&s.set_quota("a@b.c", Quota::default()));
+        assert_send(&s.quota("a@b.c"));
+        assert_send(&s.recount_usage("a@b.c"));
+        assert_send(&s.enqueue_forward("k", NewMessage::default()));
     }
 
     #[tokio::test]

@@ -8,14 +8,18 @@
 //! new value. Every write that touches a mailbox first locks its row, so these counters are
 //! consistent under concurrency on PostgreSQL too.
 //!
+//! Every path that adds or removes messages also charges or refunds the account's quota usage
+//! in the same transaction (`quota.rs`), locking the account row before any mailbox row.
+//!
 //! Deliberately absent: message parsing (no envelope or body-structure cache), `\Recent`
-//! (per-session state that IMAP4rev2 dropped), quotas.
+//! (per-session state that IMAP4rev2 dropped).
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use sqlx::Row;
 
+use crate::quota::{Budget, charge, lock_budget, lock_mailbox_owner};
 use crate::{
     Error, Result, Store, is_foreign_key_violation, now_ms, to_u32, to_u64, validate, with_pool,
     write_tx,
@@ -95,6 +99,10 @@ impl FromStr for FlagOp {
 /// Above this many UIDs, `store_flags` reads the whole mailbox's metadata in one query instead
 /// of one query per UID.
 const PER_UID_LOOKUP_MAX: usize = 32;
+
+fn content_size(content: &[u8]) -> Result<i64> {
+    i64::try_from(content.len()).map_err(|_| Error::Invalid("message too large".into()))
+}
 
 /// RFC 9051 §5.1: INBOX is case-insensitive, every other name is taken as given.
 pub(crate) fn canonical_mailbox_name(name: &str) -> &str {
@@ -351,12 +359,15 @@ impl Store {
         };
         let mut out = self.deliver_many(std::slice::from_ref(&item)).await?;
         out.pop()
-            .ok_or_else(|| Error::Internal("deliver_many returned nothing".into()))
+            .ok_or_else(|| Error::Internal("deliver_many returned nothing".into()))?
     }
 
     /// [`Store::deliver`] for many copies in one transaction (one commit for all of them), the
-    /// results in the order of `items`. All or nothing: on an error nothing is stored, and a
-    /// caller that wants the other copies stored anyway delivers them one by one.
+    /// results in the order of `items`. A copy that would take its account over quota gets
+    /// `Err(Error::OverQuota)` in its place and the others are stored (each copy is checked,
+    /// and charged, before it is inserted, so earlier copies in the batch count against later
+    /// ones). Any other error fails the whole batch: nothing is stored, and a caller that wants
+    /// the other copies stored anyway delivers them one by one.
     ///
     /// One query finds the keys already delivered; one UPDATE per mailbox takes the UIDs and
     /// mod-sequences of all its new copies (and locks its row); then each copy is two
@@ -364,7 +375,7 @@ impl Store {
     /// concurrent transaction stores the same key first does a copy leave its UID unused, a gap
     /// IMAP allows (UIDs only have to ascend). Mailbox rows are locked in id order, so two
     /// batches sharing mailboxes cannot deadlock.
-    pub async fn deliver_many(&self, items: &[DeliveryItem<'_>]) -> Result<Vec<Delivered>> {
+    pub async fn deliver_many(&self, items: &[DeliveryItem<'_>]) -> Result<Vec<Result<Delivered>>> {
         if items.iter().any(|i| i.delivery_key.is_empty()) {
             return Err(Error::Invalid("empty delivery key".into()));
         }
@@ -380,7 +391,7 @@ impl Store {
             .map(|i| validate::canonical_flags(i.flags))
             .collect::<Result<Vec<_>>>()?;
         let now = now_ms();
-        let mut out: Vec<Option<Delivered>> = vec![None; items.len()];
+        let mut out: Vec<Option<Result<Delivered>>> = (0..items.len()).map(|_| None).collect();
         write_tx!(self, |tx, _backend| {
             // Keys delivered before (a retry after a lost reply) in one query, so that they
             // touch no mailbox and leave no gap in its UIDs.
@@ -410,13 +421,32 @@ impl Store {
                     );
                 }
             }
-            // Which mailbox each new copy goes to, then the copies grouped per mailbox.
+            // Which mailbox each new copy goes to, then the copies grouped per mailbox. Each
+            // account's row is locked (ascending ids: `order` is sorted) the first time one of
+            // its copies comes up, and the copy is charged to its quota or refused.
             let mut mailboxes: HashMap<(i64, String), i64> = HashMap::new();
             let mut groups: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+            let mut budgets: BTreeMap<i64, Budget> = BTreeMap::new();
             for &i in &order {
                 let item = &items[i];
                 if let Some(d) = seen.get(&(item.account_id, item.delivery_key.to_string())) {
-                    out[i] = Some(*d);
+                    out[i] = Some(Ok(*d));
+                    continue;
+                }
+                let budget = match budgets.entry(item.account_id) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let Some(budget) = lock_budget!(tx, item.account_id) else {
+                            return Err(Error::NotFound(format!("account {}", item.account_id)));
+                        };
+                        e.insert(budget)
+                    }
+                };
+                if let Err(why) = budget.admit(content_size(item.content)?) {
+                    out[i] = Some(Err(Error::OverQuota(format!(
+                        "account {}: {why}",
+                        item.account_id
+                    ))));
                     continue;
                 }
                 let wanted = canonical_mailbox_name(item.mailbox);
@@ -468,7 +498,10 @@ impl Store {
                         }
                         Err(err) => return Err(err.into()),
                     };
-                    out[i] = Some(if claimed == 0 {
+                    out[i] = Some(Ok(if claimed == 0 {
+                        if let Some(budget) = budgets.get_mut(&item.account_id) {
+                            budget.refund(content_size(item.content)?);
+                        }
                         let row = sqlx::query(
                             "SELECT mailbox_id, uid FROM deliveries \
                              WHERE account_id = $1 AND delivery_key = $2",
@@ -489,8 +522,11 @@ impl Store {
                             mailbox_id,
                             duplicate: false,
                         }
-                    });
+                    }));
                 }
+            }
+            for (account_id, budget) in &budgets {
+                charge!(tx, *account_id, budget.added_bytes, budget.added_messages);
             }
         });
         out.into_iter()
@@ -500,7 +536,7 @@ impl Store {
 
     /// IMAP APPEND (RFC 9051 §6.3.12): stores a message with the given flags and internal date
     /// (now when absent). `NotFound` when the mailbox does not exist (the caller answers
-    /// `[TRYCREATE]`).
+    /// `[TRYCREATE]`), `OverQuota` when it does not fit (RFC 9208 `[OVERQUOTA]`).
     pub async fn append(
         &self,
         account_id: i64,
@@ -512,11 +548,19 @@ impl Store {
         let flags = validate::canonical_flags(flags)?;
         let name = canonical_mailbox_name(mailbox);
         let internal_date = internal_date_ms.unwrap_or_else(now_ms);
+        let size = content_size(content)?;
         let out = write_tx!(self, |tx, _backend| {
+            let Some(mut budget) = lock_budget!(tx, account_id) else {
+                return Err(Error::NotFound(format!("account {account_id}")));
+            };
             let Some(mailbox_id) = find_mailbox!(&mut *tx, account_id, name) else {
                 return Err(Error::NotFound(format!("mailbox {name}")));
             };
+            if let Err(why) = budget.admit(size) {
+                return Err(Error::OverQuota(format!("account {account_id}: {why}")));
+            }
             let uid = insert_message!(tx, mailbox_id, content, &flags, internal_date);
+            charge!(tx, account_id, budget.added_bytes, budget.added_messages);
             Delivered {
                 uid,
                 mailbox_id,
@@ -546,12 +590,29 @@ impl Store {
             return Err(Error::Invalid("INBOX cannot be deleted".into()));
         }
         let removed = write_tx!(self, |tx, _backend| {
-            sqlx::query("DELETE FROM mailboxes WHERE account_id = $1 AND name = $2")
+            if lock_budget!(tx, account_id).is_none() {
+                return Err(Error::NotFound(format!("mailbox {name}")));
+            }
+            // The messages go with the mailbox (ON DELETE CASCADE): refund them first.
+            let row = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(m.size), 0) AS BIGINT) AS bytes, COUNT(m.id) AS n                  FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id                  WHERE b.account_id = $1 AND b.name = $2",
+            )
+            .bind(account_id)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+            let bytes: i64 = row.try_get("bytes")?;
+            let n: i64 = row.try_get("n")?;
+            let removed = sqlx::query("DELETE FROM mailboxes WHERE account_id = $1 AND name = $2")
                 .bind(account_id)
                 .bind(name)
                 .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if removed > 0 {
+                charge!(tx, account_id, -bytes, -n);
+            }
+            removed
         });
         if removed == 0 {
             return Err(Error::NotFound(format!("mailbox {name}")));
@@ -731,18 +792,22 @@ impl Store {
             u
         });
         let out = write_tx!(self, |tx, _backend| {
+            let account_id = lock_mailbox_owner!(tx, mailbox_id);
             lock_mailbox!(tx, mailbox_id);
             let rows = sqlx::query(
-                "SELECT uid FROM messages WHERE mailbox_id = $1 AND deleted = 1 ORDER BY uid",
+                "SELECT uid, size FROM messages WHERE mailbox_id = $1 AND deleted = 1 \
+                 ORDER BY uid",
             )
             .bind(mailbox_id)
             .fetch_all(&mut *tx)
             .await?;
             let mut removed: Vec<u32> = Vec::with_capacity(rows.len());
+            let mut freed: i64 = 0;
             for row in &rows {
                 let uid = to_u32(row.try_get("uid")?, "uid")?;
                 if only.as_ref().is_none_or(|o| o.binary_search(&uid).is_ok()) {
                     removed.push(uid);
+                    freed += row.try_get::<i64, _>("size")?;
                 }
             }
             if only.is_none() {
@@ -761,6 +826,8 @@ impl Store {
             }
             if !removed.is_empty() {
                 bump_modseq!(tx, mailbox_id);
+                let count = i64::try_from(removed.len()).unwrap_or(i64::MAX);
+                charge!(tx, account_id, -freed, -count);
             }
             removed
         });

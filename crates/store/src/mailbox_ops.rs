@@ -2,12 +2,15 @@
 //! (§6.4.7) and MOVE (RFC 6851), each in one transaction.
 //!
 //! Copies keep flags and internal date and take new UIDs in the destination in source UID
-//! order, so the caller can answer UIDPLUS's COPYUID (RFC 4315). Mailbox rows are locked in id
-//! order, so a COPY from A to B and one from B to A cannot deadlock.
+//! order, so the caller can answer UIDPLUS's COPYUID (RFC 4315). The account row is locked
+//! first, then mailbox rows in id order, so a COPY from A to B and one from B to A cannot
+//! deadlock. A COPY is charged to the account's quota (all or nothing: `OverQuota`); a MOVE
+//! stays inside the account and changes nothing.
 
 use sqlx::Row;
 
 use crate::mailbox::{canonical_mailbox_name, check_mailbox_name};
+use crate::quota::{charge, lock_budget};
 use crate::{Error, Result, Store, to_u32, write_tx};
 
 /// What a COPY or MOVE did: the destination's UIDVALIDITY and (source UID, new UID) pairs in
@@ -127,6 +130,9 @@ impl Store {
         wanted.sort_unstable();
         wanted.dedup();
         let out = write_tx!(self, |tx, _backend| {
+            let Some(mut budget) = lock_budget!(tx, account_id) else {
+                return Err(Error::NotFound(format!("account {account_id}")));
+            };
             let row = sqlx::query(
                 "SELECT id, uid_validity FROM mailboxes WHERE account_id = $1 AND name = $2",
             )
@@ -172,6 +178,14 @@ impl Store {
                 for row in q.fetch_all(&mut *tx).await? {
                     found.push(row);
                 }
+            }
+            if !remove {
+                for src in &found {
+                    if let Err(why) = budget.admit(src.try_get::<i64, _>("size")?) {
+                        return Err(Error::OverQuota(format!("account {account_id}: {why}")));
+                    }
+                }
+                charge!(tx, account_id, budget.added_bytes, budget.added_messages);
             }
             let mut pairs = Vec::with_capacity(found.len());
             if !found.is_empty() {

@@ -227,6 +227,34 @@ def cmd_mx(a):
     return out
 
 
+def cmd_lmtp(a):
+    """LMTP (RFC 2033) as Postfix's lmtp client speaks it: LHLO, MAIL, RCPTs, DATA, then one
+    reply per accepted recipient. smtplib.LMTP sends LHLO; its data() reads only the first
+    reply, so the others are read with getreply()."""
+    msg = base64.b64decode(a.message_b64)
+    s = smtplib.LMTP(a.host, a.port, timeout=30)
+    code, _ = s.ehlo("peer.test")
+    out = {"lhlo": code, "mail": list(s.mail(a.mail_from)), "rcpt": [], "data": []}
+    out["mail"][1] = out["mail"][1].decode()
+    accepted = []
+    for r in a.rcpt:
+        code, text = s.rcpt(r)
+        out["rcpt"].append([code, text.decode()])
+        if code < 300:
+            accepted.append(r)
+    if accepted:
+        try:
+            code, text = s.data(msg)
+        except smtplib.SMTPDataError as e:
+            code, text = e.smtp_code, e.smtp_error
+        out["data"].append([accepted[0], code, text.decode()])
+        for r in accepted[1:]:
+            code, text = s.getreply()
+            out["data"].append([r, code, text.decode()])
+    s.quit()
+    return out
+
+
 def imap_connect(a):
     """Returns the connection and the capabilities seen before TLS (None for implicit TLS)."""
     if a.implicit_tls:
@@ -364,7 +392,7 @@ def main():
     socket.setdefaulttimeout(30)
     fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch,
           "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3, "mx": cmd_mx,
-          "session": cmd_session, "folders": cmd_folders, "auth-attempts": cmd_auth_attempts, "scram": cmd_scram}[a.command]
+          "session": cmd_session, "folders": cmd_folders, "lmtp": cmd_lmtp, "auth-attempts": cmd_auth_attempts, "scram": cmd_scram}[a.command]
     json.dump(fn(a), sys.stdout)
 
 

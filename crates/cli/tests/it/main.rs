@@ -4,6 +4,7 @@
 //! four agent binaries as separate processes on Postgres.
 
 mod common;
+mod delivery;
 mod dkim;
 mod errors;
 mod grpc;

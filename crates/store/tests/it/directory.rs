@@ -478,3 +478,92 @@ mod scram_keys_missing_for_accounts_older_than_the_migration {
         run("sqlite").await;
     }
 }
+
+both!(sub_addresses_reach_the_base, |store| async move {
+    store.add_domain("example.org").await.unwrap();
+    store.add_account("alice@example.org", "pw").await.unwrap();
+    store
+        .add_account("alice+exact@example.org", "pw")
+        .await
+        .unwrap();
+    store
+        .add_alias("list@example.org", &s(&["alice@example.org"]))
+        .await
+        .unwrap();
+
+    // The detail is dropped when nothing answers to the full address; case does not matter.
+    assert_eq!(
+        accounts_of(&store, "Alice+Shopping@Example.org").await,
+        (s(&["alice@example.org"]), vec![])
+    );
+    assert_eq!(
+        accounts_of(&store, "list+x@example.org").await,
+        (s(&["alice@example.org"]), vec![])
+    );
+    // An exact account wins over the base.
+    assert_eq!(
+        accounts_of(&store, "alice+exact@example.org").await,
+        (s(&["alice+exact@example.org"]), vec![])
+    );
+    assert_eq!(
+        store.resolve("nobody+x@example.org").await.unwrap(),
+        Resolution::NoSuchUser
+    );
+    assert_eq!(
+        store.resolve("+x@example.org").await.unwrap(),
+        Resolution::NoSuchUser
+    );
+
+    // Another delimiter set, and none at all.
+    let dash = store.with_recipient_delimiter("-+");
+    assert_eq!(
+        accounts_of(&dash, "alice-news@example.org").await,
+        (s(&["alice@example.org"]), vec![])
+    );
+    let off = store.with_recipient_delimiter("");
+    assert_eq!(
+        off.resolve("alice+shopping@example.org").await.unwrap(),
+        Resolution::NoSuchUser
+    );
+
+    // The base comes before the catch-all, which still takes what nobody else does.
+    store.add_account("bob@example.org", "pw").await.unwrap();
+    store
+        .add_alias("@example.org", &s(&["bob@example.org"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        accounts_of(&store, "alice+x@example.org").await,
+        (s(&["alice@example.org"]), vec![])
+    );
+    assert_eq!(
+        accounts_of(&off, "alice+x@example.org").await,
+        (s(&["bob@example.org"]), vec![])
+    );
+    assert_eq!(
+        accounts_of(&store, "carol+x@example.org").await,
+        (s(&["bob@example.org"]), vec![])
+    );
+});
+
+both!(alias_sources_and_targets_ignore_case, |store| async move {
+    store.add_domain("example.org").await.unwrap();
+    store.add_account("alice@example.org", "pw").await.unwrap();
+    store
+        .add_alias("Sales@Example.ORG", &s(&["ALICE@example.org"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        accounts_of(&store, "sALES@example.org").await,
+        (s(&["alice@example.org"]), vec![])
+    );
+    // A loop through a sub-address is broken like any other.
+    store
+        .add_alias("ring@example.org", &s(&["ring+again@example.org"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.resolve("ring@example.org").await.unwrap(),
+        Resolution::NoSuchUser
+    );
+});

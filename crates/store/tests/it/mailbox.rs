@@ -352,7 +352,13 @@ both!(
             item(a.id, "Junk", "k3", b"three"),
             item(a.id, "INBOX", "k4", b"four"),
         ];
-        let done = store.deliver_many(&items).await.unwrap();
+        let done: Vec<_> = store
+            .deliver_many(&items)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(done.len(), 5);
         let inbox_a = store.mailbox(a.id, "INBOX").await.unwrap().unwrap();
         let junk_a = store.mailbox(a.id, "Junk").await.unwrap().unwrap();
@@ -379,7 +385,13 @@ both!(
         );
 
         // The whole batch again: every copy a duplicate, nothing new stored.
-        let again = store.deliver_many(&items).await.unwrap();
+        let again: Vec<_> = store
+            .deliver_many(&items)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         assert!(again.iter().all(|d| d.duplicate));
         assert_eq!(
             again

@@ -68,6 +68,39 @@ both!(
             store.copy_messages(a, inbox.id, &[2], "Nope").await,
             Err(Error::NotFound(_))
         ));
+        // COPY is charged to the quota, all or nothing; MOVE is not.
+        let usage = store.quota("alice@example.org").await.unwrap();
+        store
+            .set_quota(
+                "alice@example.org",
+                tern_store::Quota {
+                    bytes: None,
+                    messages: Some(usage.used.messages + 1),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.copy_messages(a, inbox.id, &[2, 3], "Keep").await,
+            Err(Error::OverQuota(_))
+        ));
+        let used = |u: tern_store::QuotaUsage| u.used.messages;
+        assert_eq!(
+            used(store.quota("alice@example.org").await.unwrap()),
+            usage.used.messages
+        );
+        store
+            .copy_messages(a, inbox.id, &[2], "Keep")
+            .await
+            .unwrap();
+        store
+            .move_messages(a, inbox.id, &[3], "Keep")
+            .await
+            .unwrap();
+        assert_eq!(
+            used(store.quota("alice@example.org").await.unwrap()),
+            usage.used.messages + 1
+        );
         // Another account's mailbox is not a source.
         let b = store.add_account("bob@example.org", "pw").await.unwrap().id;
         assert!(matches!(

@@ -9,6 +9,7 @@ mod dkim;
 mod mailbox;
 mod mailbox_ops;
 mod queue;
+mod quota;
 mod sieve;
 mod submission;
 mod tokens;

@@ -226,7 +226,10 @@ both!(deliver_many_sets_initial_flags, |store| async move {
         }])
         .await
         .unwrap();
-    let metas = store.messages(done[0].mailbox_id).await.unwrap();
+    let metas = store
+        .messages(done[0].as_ref().unwrap().mailbox_id)
+        .await
+        .unwrap();
     assert_eq!(metas.len(), 1);
     assert!(metas[0].flags.iter().any(|f| f == "\\Flagged"));
     assert!(metas[0].flags.iter().any(|f| f == "$Work"));
