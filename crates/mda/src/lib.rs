@@ -33,6 +33,9 @@ pub struct Config {
     pub admin_token: String,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (off unless set).
+    #[serde(default)]
+    pub metrics: tern_runtime::ops::MetricsConfig,
 }
 
 fn default_grpc_listen() -> SocketAddr {
@@ -49,8 +52,12 @@ pub async fn run(
     let addr = grpc.local_addr()?;
     tracing::info!(grpc.address = %addr, "mda serving");
     let token = shutdown.token.clone();
+    let health =
+        tern_runtime::grpc::health_service(&shutdown, &["tern.v1.Delivery", "tern.v1.Admin"]).await;
+    let _grpc_up = shutdown.health.listener("mda.grpc");
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(120))
+        .add_service(health)
         .add_service(
             DeliveryServer::new(DeliveryService::new(store.clone()))
                 .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use tern_mda::Config;
-use tern_runtime::{Shutdown, shutdown, telemetry};
+use tern_runtime::{Shutdown, ops, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -16,6 +16,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("bind gRPC listener {}", config.grpc_listen))?;
     let sd = Shutdown::new();
+    let s = store.clone();
+    let probe = ops::probe(move || {
+        let s = s.clone();
+        async move { s.ping().await }
+    });
+    ops::spawn(ops::bind(&config.metrics).await?, &sd, probe);
     let task = tokio::spawn(tern_mda::run(
         config.admin_token.clone(),
         grpc,

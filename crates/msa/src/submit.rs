@@ -13,6 +13,7 @@ use std::sync::Arc;
 use mail_parser::{HeaderName, MessageParser};
 use serde::Deserialize;
 use tern_runtime::mailfmt::{Received, has_header, now_unix, rfc5322_date};
+use tern_runtime::ops::names;
 use tern_smtp::{Envelope, Handler, Reply, ScramCredentials};
 use tern_store::{Account, NewMessage, RecipientDsn, Resolution, Store};
 
@@ -328,6 +329,29 @@ impl Submitter {
     /// Date/Message-ID (RFC 6409 §8), then queues the message and counts it against the
     /// account in one transaction. Returns the queue id.
     pub async fn submit(
+        &self,
+        account: &Account,
+        mail_from: &str,
+        rcpts: &[String],
+        message: &[u8],
+        received: Received<'_>,
+        envelope: Option<&Envelope>,
+    ) -> Result<String, Reply> {
+        let result = self
+            .checked_submit(account, mail_from, rcpts, message, received, envelope)
+            .await;
+        match &result {
+            Ok(_) => metrics::counter!(names::MESSAGES_ACCEPTED, "agent" => "msa").increment(1),
+            Err(reply) => {
+                let class = if reply.code < 500 { "4xx" } else { "5xx" };
+                metrics::counter!(names::MESSAGES_REJECTED, "agent" => "msa", "class" => class)
+                    .increment(1)
+            }
+        }
+        result
+    }
+
+    async fn checked_submit(
         &self,
         account: &Account,
         mail_from: &str,

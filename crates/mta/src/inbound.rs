@@ -12,6 +12,7 @@ use std::time::Duration;
 use tern_runtime::Shutdown;
 use tern_runtime::mailfmt::{Received, count_header, now_unix};
 use tern_runtime::net::{Listener, Timeouts, serve_sessions};
+use tern_runtime::ops::names;
 use tern_runtime::sessions::SmtpConnection;
 use tern_smtp::{AuthPolicy, Envelope, Handler, Reply, Session};
 use tern_store::{NewMessage, RecipientDsn, Resolution, Store};
@@ -102,6 +103,22 @@ impl Handler for InboundHandler {
     }
 
     async fn data(&mut self, envelope: &Envelope, message: Vec<u8>) -> Result<Reply, Reply> {
+        let result = self.queue_message(envelope, message).await;
+        match &result {
+            Ok(_) => metrics::counter!(names::MESSAGES_ACCEPTED, "agent" => "mta").increment(1),
+            Err(reply) => {
+                let class = if reply.code < 500 { "4xx" } else { "5xx" };
+                metrics::counter!(names::MESSAGES_REJECTED, "agent" => "mta", "class" => class)
+                    .increment(1)
+            }
+        }
+        result
+    }
+}
+
+impl InboundHandler {
+    /// The end of DATA: loop check, Received header, one queue transaction.
+    async fn queue_message(&self, envelope: &Envelope, message: Vec<u8>) -> Result<Reply, Reply> {
         if count_header(&message, "Received") >= self.max_received {
             return Err(Reply::new(
                 554,

@@ -11,13 +11,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::Deserialize;
 use tern_rpc::v1::delivery_client::DeliveryClient as GrpcDeliveryClient;
 use tern_rpc::v1::recipient_outcome::Status as OutcomeStatus;
 use tern_rpc::v1::{DeliverBatchRequest, DeliverRecipient, DeliverRequest};
+use tern_runtime::ops::names;
 use tern_store::{Claim, NewMessage, OutcomeRecord, RecipientState, Recorded, Store, now_ms};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -326,6 +327,7 @@ impl Runner {
             {
                 let full = std::mem::take(&mut batch);
                 planned.extend(self.deliver_local_batch(full, &contents).await);
+                planned.iter_mut().for_each(|p| p.destination = LOCAL);
                 self.outcomes.record(&self.owner, &planned).await;
                 planned.clear();
                 batch_bytes = 0;
@@ -336,6 +338,7 @@ impl Runner {
         if !batch.is_empty() {
             planned.extend(self.deliver_local_batch(batch, &contents).await);
         }
+        planned.iter_mut().for_each(|p| p.destination = LOCAL);
         self.outcomes.record(&self.owner, &planned).await;
     }
 
@@ -365,7 +368,11 @@ impl Runner {
         };
         let mut planned = Vec::new();
         let mut client = self.delivery.inner.clone();
-        match client.deliver_batch(request).await {
+        let started = Instant::now();
+        let response = client.deliver_batch(request).await;
+        metrics::histogram!(names::DELIVERY_SECONDS, "destination" => LOCAL)
+            .record(started.elapsed().as_secs_f64());
+        match response {
             Ok(resp) => {
                 let results = resp.into_inner().results;
                 for (i, (queue_id, claims)) in batch.iter().enumerate() {
@@ -427,9 +434,12 @@ impl Runner {
         }
         for (domain, claims) in by_domain {
             let span = tracing::info_span!("queue.remote", rcpt.domain = %domain);
+            let started = Instant::now();
             self.deliver_remote(&domain, &claims, &content)
                 .instrument(span)
                 .await;
+            metrics::histogram!(names::DELIVERY_SECONDS, "destination" => REMOTE)
+                .record(started.elapsed().as_secs_f64());
         }
     }
 
@@ -584,6 +594,10 @@ fn notification<'a>(to: &'a [String], content: &'a [u8]) -> NewMessage<'a> {
 /// Records outcomes and writes the DSNs they call for, each in one transaction with the
 /// outcome: a failed recipient and its bounce commit together or not at all.
 /// An outcome decided but not yet recorded (see [`Bouncer::record`]).
+/// The `destination` labels of the delivery metrics.
+const LOCAL: &str = "local";
+const REMOTE: &str = "remote";
+
 pub struct Planned {
     recipient_id: i64,
     address: String,
@@ -593,6 +607,10 @@ pub struct Planned {
     next_attempt_at_ms: Option<i64>,
     /// The DSN to queue with it, if any.
     notice: Option<Vec<u8>>,
+    /// The `destination` label of its metrics: remote unless the runner says local.
+    destination: &'static str,
+    /// When the message was queued, for the queue-to-outcome latency.
+    queued_at_ms: i64,
 }
 
 #[derive(Clone)]
@@ -698,6 +716,8 @@ impl Bouncer {
             reply: reply.to_string(),
             next_attempt_at_ms: None,
             notice: self.dsn(DsnKind::Delivered, c, reply, remote, content, None),
+            destination: REMOTE,
+            queued_at_ms: c.created_at_ms,
         }
     }
 
@@ -718,6 +738,8 @@ impl Bouncer {
             reply: reply.to_string(),
             next_attempt_at_ms: None,
             notice: self.dsn(DsnKind::Failed, c, reply, remote, content, None),
+            destination: REMOTE,
+            queued_at_ms: c.created_at_ms,
         }
     }
 
@@ -741,6 +763,8 @@ impl Bouncer {
             next_attempt_at_ms: Some(at_ms),
             notice: warn_until
                 .and_then(|until| self.dsn(DsnKind::Delayed, c, reply, None, content, Some(until))),
+            destination: REMOTE,
+            queued_at_ms: c.created_at_ms,
         }
     }
 
@@ -749,6 +773,21 @@ impl Bouncer {
     pub async fn record(&self, owner: &str, planned: &[Planned]) {
         if planned.is_empty() {
             return;
+        }
+        let now = now_ms();
+        for p in planned {
+            let outcome = match p.state {
+                RecipientState::Delivered => "delivered",
+                RecipientState::Failed => "failed",
+                RecipientState::Queued => "deferred",
+            };
+            metrics::counter!(names::DELIVERY_ATTEMPTS, "destination" => p.destination, "outcome" => outcome)
+                .increment(1);
+            if p.state != RecipientState::Queued {
+                let waited = (now - p.queued_at_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!(names::DELIVERY_QUEUE_SECONDS, "destination" => p.destination)
+                    .record(waited);
+            }
         }
         let senders: Vec<[String; 1]> = planned.iter().map(|p| [p.sender.clone()]).collect();
         let records = planned
@@ -827,14 +866,10 @@ impl Bouncer {
         }
         let content = self.store.message_content(queue_id).await?;
         for c in &claims {
-            self.failed(
-                c,
-                &owner,
-                "550 5.0.0 returned to sender by the postmaster",
-                None,
-                &content,
-            )
-            .await;
+            let reply = "550 5.0.0 returned to sender by the postmaster";
+            let mut p = self.plan_failed(c, reply, None, &content);
+            p.destination = "admin";
+            self.record(&owner, &[p]).await;
         }
         Ok(claims.len())
     }

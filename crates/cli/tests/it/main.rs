@@ -9,6 +9,7 @@ mod errors;
 mod grpc;
 mod grpc_submit;
 mod inbound;
+mod ops;
 mod outbound;
 mod path;
 mod processes;
