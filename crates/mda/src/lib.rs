@@ -57,6 +57,7 @@ pub async fn run(
     let _grpc_up = shutdown.health.listener("mda.grpc");
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(120))
+        .trace_fn(tern_runtime::telemetry::grpc_server_span)
         .add_service(health)
         .add_service(
             DeliveryServer::new(DeliveryService::new(store.clone()))

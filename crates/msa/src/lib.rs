@@ -143,6 +143,7 @@ pub async fn run(
     let _grpc_up = shutdown.health.listener("msa.grpc");
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(120))
+        .trace_fn(tern_runtime::telemetry::grpc_server_span)
         .add_service(health)
         .add_service(
             tern_rpc::v1::submission_server::SubmissionServer::new(SubmissionService::new(

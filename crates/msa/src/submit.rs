@@ -389,6 +389,7 @@ impl Submitter {
             .sign_or_pass(&self.store, &dkim_domain, content)
             .await;
         let (rcpt_dsn, ret) = envelope.map(queue_dsn).unwrap_or_default();
+        let traceparent = tern_runtime::telemetry::current_traceparent();
         let msg = NewMessage {
             sender: mail_from,
             recipients: rcpts,
@@ -397,6 +398,7 @@ impl Submitter {
             ret,
             rcpt_dsn: &rcpt_dsn,
             requiretls: envelope.is_some_and(|e| e.requiretls),
+            trace_context: traceparent.as_deref(),
         };
         match self.store.enqueue_submission(account.id, msg).await {
             Ok(id) => {

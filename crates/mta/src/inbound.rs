@@ -140,6 +140,7 @@ impl InboundHandler {
         content.extend_from_slice(received.as_bytes());
         content.extend_from_slice(&message);
         let (rcpt_dsn, ret) = queue_dsn(envelope);
+        let traceparent = tern_runtime::telemetry::current_traceparent();
         let msg = NewMessage {
             sender: &envelope.mail_from,
             recipients: &envelope.rcpt_to,
@@ -148,6 +149,7 @@ impl InboundHandler {
             ret,
             rcpt_dsn: &rcpt_dsn,
             requiretls: envelope.requiretls,
+            trace_context: traceparent.as_deref(),
         };
         // RFC 5321 §6.1: the 250 below is our promise to deliver; it goes out only once the
         // queue transaction has committed.

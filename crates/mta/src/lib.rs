@@ -157,6 +157,7 @@ pub async fn run(
     let _grpc_up = shutdown.health.listener("mta.grpc");
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(60))
+        .trace_fn(tern_runtime::telemetry::grpc_server_span)
         .add_service(health)
         .add_service(tern_rpc::v1::queue_server::QueueServer::new(
             QueueService::new(store, parts.admin_token, bouncer),

@@ -221,11 +221,23 @@ impl Runner {
                 }
                 continue;
             }
+            let traces = this.trace_contexts(&claims).await;
             let (local, remote) = this.split_local(claims).await;
             if !local.is_empty() {
                 let permit = permits.clone().acquire_owned().await?;
                 let this = this.clone();
                 let span = tracing::info_span!("queue.local", rcpts = local.len());
+                // One parent per span: the batch continues its first message's trace and
+                // links the others.
+                let mut ids: Vec<&str> = local.iter().map(|(c, _)| c.queue_id.as_str()).collect();
+                ids.dedup();
+                for (i, tp) in ids.iter().filter_map(|id| traces.get(*id)).enumerate() {
+                    if i == 0 {
+                        tern_runtime::telemetry::continue_trace(&span, tp);
+                    } else {
+                        tern_runtime::telemetry::link_trace(&span, tp);
+                    }
+                }
                 tasks.spawn(
                     async move {
                         this.deliver_local(local).await;
@@ -238,6 +250,9 @@ impl Runner {
                 let permit = permits.clone().acquire_owned().await?;
                 let this = this.clone();
                 let span = tracing::info_span!("queue.attempt", queue.id = %queue_id, rcpts = claims.len());
+                if let Some(tp) = traces.get(&queue_id) {
+                    tern_runtime::telemetry::continue_trace(&span, tp);
+                }
                 tasks.spawn(
                     async move {
                         this.attempt_remote(&queue_id, claims).await;
@@ -256,6 +271,21 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// The stored trace contexts of the claimed messages (none when spans are not exported:
+    /// the query would be wasted).
+    async fn trace_contexts(&self, claims: &[Claim]) -> HashMap<String, String> {
+        if !tern_runtime::telemetry::exporting() {
+            return HashMap::new();
+        }
+        let mut ids: Vec<&str> = claims.iter().map(|c| c.queue_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.store.trace_contexts(&ids).await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "trace contexts unreadable");
+            HashMap::new()
+        })
     }
 
     /// Splits a round's claims into local recipients (for the MDA) and remote ones, asking the
@@ -369,6 +399,8 @@ impl Runner {
         let mut planned = Vec::new();
         let mut client = self.delivery.inner.clone();
         let started = Instant::now();
+        let mut request = tonic::Request::new(request);
+        tern_runtime::telemetry::inject(&mut request);
         let response = client.deliver_batch(request).await;
         metrics::histogram!(names::DELIVERY_SECONDS, "destination" => LOCAL)
             .record(started.elapsed().as_secs_f64());

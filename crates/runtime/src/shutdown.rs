@@ -94,5 +94,6 @@ pub async fn run_until_signal(
     if !shutdown.drain(deadline).await {
         tracing::warn!("sessions still open at the drain deadline");
     }
+    crate::telemetry::shutdown();
     Ok(())
 }

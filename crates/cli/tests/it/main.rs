@@ -17,3 +17,4 @@ mod submission;
 mod takeover;
 mod tern_up;
 mod tls_reload;
+mod trace;

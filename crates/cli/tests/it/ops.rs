@@ -76,8 +76,7 @@ async fn metrics_move_as_mail_flows_and_health_answers() {
     let http = s.http.expect("tern up serves the ops endpoint");
 
     assert_eq!(http_get(http, "/healthz").await.0, 200);
-    let (code, body) = http_get(http, "/readyz").await;
-    assert_eq!(code, 200, "{body}");
+    poll_http(http, "/readyz", |code, _| code == 200).await;
     let (code, before) = http_get(http, "/metrics").await;
     assert_eq!(code, 200);
 
@@ -267,8 +266,8 @@ async fn readyz_follows_the_store_on_postgres() {
     })
     .await;
     let http = c.state().http.expect("ops endpoint");
-    let (code, body) = http_get(http, "/readyz").await;
-    assert_eq!(code, 200, "ready through the proxy: {body}");
+    // Ready once every agent's listeners are up, through the proxy.
+    poll_http(http, "/readyz", |code, _| code == 200).await;
 
     proxy.cut();
     let body = poll_http(http, "/readyz", |code, _| code == 503).await;
