@@ -132,22 +132,90 @@ pub fn decide(cfg: &RunnerConfig, now_ms: i64, claim: &Claim, delay: Duration) -
 
 /// The MDA's Delivery service. The channel connects lazily and reconnects by itself, so an MDA
 /// that is down only defers mail.
+///
+/// Balancing over MDA copies: when `mda_url`'s host is a DNS name (`http://tern-mda:50053`),
+/// the name is resolved every [`MDA_RESOLVE_INTERVAL`] and calls are spread over every address
+/// it has (Docker Compose's service name with `--scale tern-mda=3`, a Kubernetes headless
+/// Service); one HTTP/2 connection to one resolved address would otherwise carry every call.
+/// An IP literal gets one plain channel, as before.
 #[derive(Clone)]
 pub struct DeliveryClient {
     inner: GrpcDeliveryClient<Channel>,
 }
 
+/// How often a DNS-named MDA URL is resolved again (new copies join, gone ones leave).
+pub const MDA_RESOLVE_INTERVAL: Duration = Duration::from_secs(15);
+
+fn mda_endpoint(url: &str) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| anyhow::anyhow!("invalid mda_url {url:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(120)))
+}
+
 impl DeliveryClient {
+    /// Must be called inside a Tokio runtime when `url` names a host (the resolver is a task).
     pub fn new(url: &str) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| anyhow::anyhow!("invalid mda_url {url:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120));
+        let endpoint = mda_endpoint(url)?;
+        let uri = endpoint.uri().clone();
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let channel = if host.parse::<std::net::IpAddr>().is_ok() {
+            endpoint.connect_lazy()
+        } else {
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| anyhow::anyhow!("mda_url {url:?} needs a port"))?;
+            let (channel, changes) = Channel::balance_channel::<std::net::SocketAddr>(16);
+            let scheme = uri.scheme_str().unwrap_or("http").to_string();
+            tokio::spawn(resolve_mdas(host.to_string(), port, scheme, changes));
+            channel
+        };
         Ok(Self {
-            inner: GrpcDeliveryClient::new(endpoint.connect_lazy())
+            inner: GrpcDeliveryClient::new(channel)
                 .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES),
         })
+    }
+}
+
+/// Keeps the balanced channel's endpoints equal to the addresses `host` resolves to. Every
+/// address is inserted again on each round, because the balancer drops an endpoint whose
+/// connection failed. Ends when the channel is gone.
+async fn resolve_mdas(
+    host: String,
+    port: u16,
+    scheme: String,
+    changes: tokio::sync::mpsc::Sender<
+        tonic::transport::channel::Change<std::net::SocketAddr, Endpoint>,
+    >,
+) {
+    use tonic::transport::channel::Change;
+    let mut known: std::collections::HashSet<std::net::SocketAddr> = Default::default();
+    loop {
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(addrs) => {
+                let now: std::collections::HashSet<_> = addrs.collect();
+                for gone in known.difference(&now) {
+                    if changes.send(Change::Remove(*gone)).await.is_err() {
+                        return;
+                    }
+                }
+                for addr in &now {
+                    let Ok(ep) = mda_endpoint(&format!("{scheme}://{addr}")) else {
+                        continue;
+                    };
+                    if changes.send(Change::Insert(*addr, ep)).await.is_err() {
+                        return;
+                    }
+                }
+                if now != known {
+                    tracing::info!(mda = %host, addresses = now.len(), "delivery agents resolved");
+                }
+                known = now;
+            }
+            Err(e) => tracing::warn!(mda = %host, error = %e, "cannot resolve the delivery agent"),
+        }
+        tokio::time::sleep(MDA_RESOLVE_INTERVAL).await;
     }
 }
 
@@ -1034,5 +1102,58 @@ mod tests {
         assert_eq!(status_of("451 try later"), "4.0.0");
         assert_eq!(status_of("554 no"), "5.0.0");
         assert_eq!(status_of(""), "5.0.0");
+    }
+
+    /// Counts the calls it gets and answers each with no outcomes.
+    #[derive(Clone, Default)]
+    struct CountingMda(Arc<std::sync::atomic::AtomicUsize>);
+
+    #[tonic::async_trait]
+    impl tern_rpc::v1::delivery_server::Delivery for CountingMda {
+        async fn deliver(
+            &self,
+            _: tonic::Request<DeliverRequest>,
+        ) -> Result<tonic::Response<tern_rpc::v1::DeliverResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not used"))
+        }
+        async fn deliver_batch(
+            &self,
+            _: tonic::Request<DeliverBatchRequest>,
+        ) -> Result<tonic::Response<tern_rpc::v1::DeliverBatchResponse>, tonic::Status> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(tonic::Response::new(Default::default()))
+        }
+    }
+
+    /// A host-named MDA URL goes through the resolver and the balanced channel; "localhost"
+    /// may also resolve to ::1, where nothing listens, and the balancer must route around it.
+    #[tokio::test]
+    async fn a_dns_named_mda_is_resolved_and_called() {
+        let mda = CountingMda::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(tern_rpc::v1::delivery_server::DeliveryServer::new(
+                    mda.clone(),
+                ))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let client = DeliveryClient::new(&format!("http://localhost:{port}")).unwrap();
+        for _ in 0..3 {
+            let mut c = client.inner.clone();
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                c.deliver_batch(DeliverBatchRequest::default()),
+            )
+            .await
+            .expect("the call is not left waiting for an endpoint")
+            .expect("the call reaches the MDA");
+        }
+        assert_eq!(mda.0.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(
+            DeliveryClient::new("http://localhost").is_err(),
+            "a port is required"
+        );
     }
 }
