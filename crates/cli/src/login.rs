@@ -365,6 +365,7 @@ mod tests {
             grpc_mta: a(2),
             grpc_mda: a(3),
             grpc_maa: a(4),
+            http: None,
         })
     }
 

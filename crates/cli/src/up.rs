@@ -33,6 +33,8 @@ pub struct Ports {
     pub lmtp: u16,
     /// gRPC ports are `grpc_base` (MSA), +1 (MTA), +2 (MDA), +3 (MAA); 0 for ephemeral.
     pub grpc_base: u16,
+    /// HTTP `/metrics`, `/healthz` and `/readyz` for all agents of the process.
+    pub http: u16,
 }
 
 impl Ports {
@@ -46,6 +48,7 @@ impl Ports {
         pop3s: 2995,
         lmtp: 2024,
         grpc_base: 50051,
+        http: 2980,
     };
     pub const EPHEMERAL: Ports = Ports {
         smtp: 0,
@@ -57,6 +60,7 @@ impl Ports {
         pop3s: 0,
         lmtp: 0,
         grpc_base: 0,
+        http: 0,
     };
 
     fn grpc(&self, offset: u16) -> u16 {
@@ -128,6 +132,9 @@ pub struct State {
     pub grpc_mta: SocketAddr,
     pub grpc_mda: SocketAddr,
     pub grpc_maa: SocketAddr,
+    /// The metrics and health endpoint (absent in state files of older versions).
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
 }
 
 impl State {
@@ -161,6 +168,10 @@ impl State {
             ("gRPC MTA (Queue)", self.grpc_mta.to_string()),
             ("gRPC MDA (Delivery, Admin)", self.grpc_mda.to_string()),
             ("gRPC MAA (Mailbox)", self.grpc_maa.to_string()),
+            (
+                "HTTP /metrics /healthz /readyz",
+                self.http.map_or_else(|| "-".to_string(), |a| a.to_string()),
+            ),
         ];
         let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
         let mut out = String::new();
@@ -247,6 +258,7 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
     let grpc_mta = bind(ip, p.grpc(1), "gRPC (MTA)").await?;
     let grpc_mda = bind(ip, p.grpc(2), "gRPC (MDA)").await?;
     let grpc_maa = bind(ip, p.grpc(3), "gRPC (MAA)").await?;
+    let http = bind(ip, p.http, "HTTP (metrics and health)").await?;
 
     let state = State {
         pid: std::process::id(),
@@ -264,9 +276,16 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
         grpc_mta: grpc_mta.local_addr()?,
         grpc_mda: grpc_mda.local_addr()?,
         grpc_maa: grpc_maa.local_addr()?,
+        http: Some(http.local_addr()?),
     };
 
     let shutdown = Shutdown::new();
+    let s = store.clone();
+    let probe = tern_runtime::ops::probe(move || {
+        let s = s.clone();
+        async move { s.ping().await }
+    });
+    tern_runtime::ops::spawn(Some(http), &shutdown, probe);
     let mut tasks = Vec::new();
     let limits = SmtpLimits::default();
     tasks.push((

@@ -80,6 +80,8 @@ pub struct Session<B: Backend> {
     /// Set while an AUTHENTICATE exchange waits for the client's response line.
     auth_pending: Option<Tag<'static>>,
     closed: bool,
+    /// Verbs of the commands handled since the last [`Session::take_verbs`] (for metrics).
+    verbs: Vec<&'static str>,
 }
 
 impl<B: Backend> Session<B> {
@@ -94,7 +96,14 @@ impl<B: Backend> Session<B> {
             failed_logins: 0,
             auth_pending: None,
             closed: false,
+            verbs: Vec::new(),
         }
+    }
+
+    /// The verbs of the commands handled since the last call, oldest first (SELECT, FETCH, …;
+    /// `invalid` for a command that did not parse). Metrics read it after each `feed`.
+    pub fn take_verbs(&mut self) -> Vec<&'static str> {
+        std::mem::take(&mut self.verbs)
     }
 
     /// The server greeting (RFC 9051 §7.1.1), advertising capabilities so clients can skip a
@@ -234,8 +243,12 @@ impl<B: Backend> Session<B> {
 
     async fn command(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Action {
         match CommandCodec::default().decode(bytes) {
-            Ok((&[], command)) => self.dispatch(command, out).await,
+            Ok((&[], command)) => {
+                self.verbs.push(command.name());
+                self.dispatch(command, out).await
+            }
             _ => {
+                self.verbs.push("invalid");
                 let tag = leading_tag(bytes);
                 out.extend(bad(tag.as_ref(), "Unknown command or invalid arguments"));
                 Action::Continue

@@ -44,6 +44,9 @@ pub struct Config {
     pub limits: AccessLimits,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (off unless set).
+    #[serde(default)]
+    pub metrics: tern_runtime::ops::MetricsConfig,
 }
 
 fn d_imap() -> SocketAddr {
@@ -160,8 +163,12 @@ pub async fn run(
         )));
     }
     let token = shutdown.token.clone();
+    let health = tern_runtime::grpc::health_service(&shutdown, &["tern.v1.Mailbox"]).await;
+    let _grpc_up = shutdown.health.listener("maa.grpc");
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(60))
+        .trace_fn(tern_runtime::telemetry::grpc_server_span)
+        .add_service(health)
         .add_service(
             tern_rpc::v1::mailbox_server::MailboxServer::new(MailboxService::new(store))
                 .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)

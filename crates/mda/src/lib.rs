@@ -50,6 +50,9 @@ pub struct Config {
     pub delivery: DeliverySettings,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (off unless set).
+    #[serde(default)]
+    pub metrics: tern_runtime::ops::MetricsConfig,
 }
 
 fn default_hostname() -> String {
@@ -113,8 +116,13 @@ pub async fn run(
     };
     let token = shutdown.token.clone();
     let admin_token = parts.admin_token;
+    let health =
+        tern_runtime::grpc::health_service(&shutdown, &["tern.v1.Delivery", "tern.v1.Admin"]).await;
+    let _grpc_up = shutdown.health.listener("mda.grpc");
     let served = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(120))
+        .trace_fn(tern_runtime::telemetry::grpc_server_span)
+        .add_service(health)
         .add_service(
             DeliveryServer::new(delivery)
                 .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)

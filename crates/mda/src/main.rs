@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use tern_mda::Config;
-use tern_runtime::{Shutdown, shutdown, telemetry};
+use tern_runtime::{Shutdown, ops, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -24,6 +24,12 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let sd = Shutdown::new();
+    let s = store.clone();
+    let probe = ops::probe(move || {
+        let s = s.clone();
+        async move { s.ping().await }
+    });
+    ops::spawn(ops::bind(&config.metrics).await?, &sd, probe);
     let task = tokio::spawn(tern_mda::run(
         tern_mda::Parts::from(&config),
         tern_mda::Listeners { grpc, lmtp },

@@ -52,6 +52,9 @@ pub struct Config {
     /// What one account may submit.
     #[serde(default)]
     pub limits: SubmissionLimits,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (off unless set).
+    #[serde(default)]
+    pub metrics: tern_runtime::ops::MetricsConfig,
 }
 
 impl Config {
@@ -136,8 +139,12 @@ pub async fn run(
         shutdown.clone(),
     ));
     let token = shutdown.token.clone();
+    let health = tern_runtime::grpc::health_service(&shutdown, &["tern.v1.Submission"]).await;
+    let _grpc_up = shutdown.health.listener("msa.grpc");
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(120))
+        .trace_fn(tern_runtime::telemetry::grpc_server_span)
+        .add_service(health)
         .add_service(
             tern_rpc::v1::submission_server::SubmissionServer::new(SubmissionService::new(
                 submitter,
@@ -180,7 +187,7 @@ async fn smtp_listener(
             auth_requires_tls: true,
         };
         let handler = submitter.handler(peer, tls_active);
-        let session = SmtpConnection::new(Session::new(config, tls_active), handler, SubmissionHandler::tls_started);
+        let session = SmtpConnection::new(Session::new(config, tls_active), handler, SubmissionHandler::tls_started).listener(name);
         (session, tracing::info_span!("smtp.session", client.address = %peer, listener = name, tls = tls_active))
     })
     .await;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use tern_msa::{Config, Listeners};
-use tern_runtime::{Shutdown, shutdown, telemetry};
+use tern_runtime::{Shutdown, ops, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -24,6 +24,12 @@ async fn main() -> anyhow::Result<()> {
         grpc: bind(config.grpc_listen, "gRPC").await?,
     };
     let sd = Shutdown::new();
+    let s = store.clone();
+    let probe = ops::probe(move || {
+        let s = s.clone();
+        async move { s.ping().await }
+    });
+    ops::spawn(ops::bind(&config.metrics).await?, &sd, probe);
     let task = tokio::spawn(tern_msa::run(
         config.hostname.clone(),
         config.tls.clone(),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use mail_parser::{HeaderName, MessageParser};
 use serde::Deserialize;
 use tern_runtime::mailfmt::{Received, has_header, now_unix, rfc5322_date};
+use tern_runtime::ops::names;
 use tern_smtp::{Envelope, Handler, Reply, ScramCredentials};
 use tern_store::{Account, NewMessage, RecipientDsn, Resolution, Store};
 
@@ -336,6 +337,29 @@ impl Submitter {
         received: Received<'_>,
         envelope: Option<&Envelope>,
     ) -> Result<String, Reply> {
+        let result = self
+            .checked_submit(account, mail_from, rcpts, message, received, envelope)
+            .await;
+        match &result {
+            Ok(_) => metrics::counter!(names::MESSAGES_ACCEPTED, "agent" => "msa").increment(1),
+            Err(reply) => {
+                let class = if reply.code < 500 { "4xx" } else { "5xx" };
+                metrics::counter!(names::MESSAGES_REJECTED, "agent" => "msa", "class" => class)
+                    .increment(1)
+            }
+        }
+        result
+    }
+
+    async fn checked_submit(
+        &self,
+        account: &Account,
+        mail_from: &str,
+        rcpts: &[String],
+        message: &[u8],
+        received: Received<'_>,
+        envelope: Option<&Envelope>,
+    ) -> Result<String, Reply> {
         if message.len() > self.limits.max_message_size {
             return Err(Reply::new(
                 552,
@@ -365,6 +389,7 @@ impl Submitter {
             .sign_or_pass(&self.store, &dkim_domain, content)
             .await;
         let (rcpt_dsn, ret) = envelope.map(queue_dsn).unwrap_or_default();
+        let traceparent = tern_runtime::telemetry::current_traceparent();
         let msg = NewMessage {
             sender: mail_from,
             recipients: rcpts,
@@ -373,6 +398,7 @@ impl Submitter {
             ret,
             rcpt_dsn: &rcpt_dsn,
             requiretls: envelope.is_some_and(|e| e.requiretls),
+            trace_context: traceparent.as_deref(),
         };
         match self.store.enqueue_submission(account.id, msg).await {
             Ok(id) => {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tern_runtime::Shutdown;
 use tern_runtime::mailfmt::{Received, count_header, now_unix};
 use tern_runtime::net::{Listener, Timeouts, serve_sessions};
+use tern_runtime::ops::names;
 use tern_runtime::sessions::SmtpConnection;
 use tern_smtp::{AuthPolicy, Envelope, Handler, Reply, Session};
 use tern_store::{NewMessage, RecipientDsn, Resolution, Store};
@@ -102,6 +103,22 @@ impl Handler for InboundHandler {
     }
 
     async fn data(&mut self, envelope: &Envelope, message: Vec<u8>) -> Result<Reply, Reply> {
+        let result = self.queue_message(envelope, message).await;
+        match &result {
+            Ok(_) => metrics::counter!(names::MESSAGES_ACCEPTED, "agent" => "mta").increment(1),
+            Err(reply) => {
+                let class = if reply.code < 500 { "4xx" } else { "5xx" };
+                metrics::counter!(names::MESSAGES_REJECTED, "agent" => "mta", "class" => class)
+                    .increment(1)
+            }
+        }
+        result
+    }
+}
+
+impl InboundHandler {
+    /// The end of DATA: loop check, Received header, one queue transaction.
+    async fn queue_message(&self, envelope: &Envelope, message: Vec<u8>) -> Result<Reply, Reply> {
         if count_header(&message, "Received") >= self.max_received {
             return Err(Reply::new(
                 554,
@@ -123,6 +140,7 @@ impl Handler for InboundHandler {
         content.extend_from_slice(received.as_bytes());
         content.extend_from_slice(&message);
         let (rcpt_dsn, ret) = queue_dsn(envelope);
+        let traceparent = tern_runtime::telemetry::current_traceparent();
         let msg = NewMessage {
             sender: &envelope.mail_from,
             recipients: &envelope.rcpt_to,
@@ -131,6 +149,7 @@ impl Handler for InboundHandler {
             ret,
             rcpt_dsn: &rcpt_dsn,
             requiretls: envelope.requiretls,
+            trace_context: traceparent.as_deref(),
         };
         // RFC 5321 §6.1: the 250 below is our promise to deliver; it goes out only once the
         // queue transaction has committed.

@@ -63,6 +63,9 @@ pub struct Config {
     pub outbound: OutboundConfig,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (off unless set).
+    #[serde(default)]
+    pub metrics: tern_runtime::ops::MetricsConfig,
 }
 
 fn default_recipient_delimiter() -> String {
@@ -158,10 +161,15 @@ pub async fn run(
         parts.queue.clone(),
     );
     let runner_task = tokio::spawn(runner.run(shutdown.token.clone()));
+    let gauges_task = tokio::spawn(queue_gauges(store.clone(), shutdown.token.clone()));
 
     let grpc_token = shutdown.token.clone();
+    let health = tern_runtime::grpc::health_service(&shutdown, &["tern.v1.Queue"]).await;
+    let _grpc_up = shutdown.health.listener("mta.grpc");
     let grpc = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(60))
+        .trace_fn(tern_runtime::telemetry::grpc_server_span)
+        .add_service(health)
         .add_service(tern_rpc::v1::queue_server::QueueServer::new(
             QueueService::new(store, parts.admin_token, bouncer),
         ))
@@ -173,6 +181,43 @@ pub async fn run(
     let grpc_result = grpc.await;
     smtp_task.await?;
     runner_task.await??;
+    gauges_task.await?;
     grpc_result?;
     Ok(())
+}
+
+/// How often the queue gauges are refreshed.
+const QUEUE_GAUGE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Samples the queue for `tern_queue_recipients{state}` and `tern_queue_oldest_age_seconds`
+/// until shutdown. Every MTA copy reports the same shared queue; dashboards take the max.
+async fn queue_gauges(store: Store, token: tokio_util::sync::CancellationToken) {
+    use tern_runtime::ops::names;
+    let mut tick = tokio::time::interval(QUEUE_GAUGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let stats = match store.queue_stats().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "queue statistics unavailable");
+                continue;
+            }
+        };
+        for (state, n) in &stats.by_state {
+            let state = match state {
+                tern_store::RecipientState::Queued => "queued",
+                tern_store::RecipientState::Delivered => "delivered",
+                tern_store::RecipientState::Failed => "failed",
+            };
+            metrics::gauge!(names::QUEUE_RECIPIENTS, "state" => state).set(*n as f64);
+        }
+        let age = stats
+            .oldest_queued_ms
+            .map_or(0.0, |t| (tern_store::now_ms() - t).max(0) as f64 / 1000.0);
+        metrics::gauge!(names::QUEUE_OLDEST_AGE_SECONDS).set(age);
+    }
 }

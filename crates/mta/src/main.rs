@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use tern_mta::{Config, Listeners, Parts};
-use tern_runtime::{Shutdown, shutdown, telemetry};
+use tern_runtime::{Shutdown, ops, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,6 +20,12 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("bind gRPC listener {}", config.grpc_listen))?,
     };
     let sd = Shutdown::new();
+    let s = store.clone();
+    let probe = ops::probe(move || {
+        let s = s.clone();
+        async move { s.ping().await }
+    });
+    ops::spawn(ops::bind(&config.metrics).await?, &sd, probe);
     let task = tokio::spawn(tern_mta::run(
         Parts::from(&config),
         listeners,

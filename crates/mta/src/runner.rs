@@ -11,13 +11,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::Deserialize;
 use tern_rpc::v1::delivery_client::DeliveryClient as GrpcDeliveryClient;
 use tern_rpc::v1::recipient_outcome::Status as OutcomeStatus;
 use tern_rpc::v1::{DeliverBatchRequest, DeliverRecipient, DeliverRequest};
+use tern_runtime::ops::names;
 use tern_store::{Claim, NewMessage, OutcomeRecord, RecipientState, Recorded, Store, now_ms};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -131,22 +132,90 @@ pub fn decide(cfg: &RunnerConfig, now_ms: i64, claim: &Claim, delay: Duration) -
 
 /// The MDA's Delivery service. The channel connects lazily and reconnects by itself, so an MDA
 /// that is down only defers mail.
+///
+/// Balancing over MDA copies: when `mda_url`'s host is a DNS name (`http://tern-mda:50053`),
+/// the name is resolved every [`MDA_RESOLVE_INTERVAL`] and calls are spread over every address
+/// it has (Docker Compose's service name with `--scale tern-mda=3`, a Kubernetes headless
+/// Service); one HTTP/2 connection to one resolved address would otherwise carry every call.
+/// An IP literal gets one plain channel, as before.
 #[derive(Clone)]
 pub struct DeliveryClient {
     inner: GrpcDeliveryClient<Channel>,
 }
 
+/// How often a DNS-named MDA URL is resolved again (new copies join, gone ones leave).
+pub const MDA_RESOLVE_INTERVAL: Duration = Duration::from_secs(15);
+
+fn mda_endpoint(url: &str) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| anyhow::anyhow!("invalid mda_url {url:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(120)))
+}
+
 impl DeliveryClient {
+    /// Must be called inside a Tokio runtime when `url` names a host (the resolver is a task).
     pub fn new(url: &str) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| anyhow::anyhow!("invalid mda_url {url:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120));
+        let endpoint = mda_endpoint(url)?;
+        let uri = endpoint.uri().clone();
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let channel = if host.parse::<std::net::IpAddr>().is_ok() {
+            endpoint.connect_lazy()
+        } else {
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| anyhow::anyhow!("mda_url {url:?} needs a port"))?;
+            let (channel, changes) = Channel::balance_channel::<std::net::SocketAddr>(16);
+            let scheme = uri.scheme_str().unwrap_or("http").to_string();
+            tokio::spawn(resolve_mdas(host.to_string(), port, scheme, changes));
+            channel
+        };
         Ok(Self {
-            inner: GrpcDeliveryClient::new(endpoint.connect_lazy())
+            inner: GrpcDeliveryClient::new(channel)
                 .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES),
         })
+    }
+}
+
+/// Keeps the balanced channel's endpoints equal to the addresses `host` resolves to. Every
+/// address is inserted again on each round, because the balancer drops an endpoint whose
+/// connection failed. Ends when the channel is gone.
+async fn resolve_mdas(
+    host: String,
+    port: u16,
+    scheme: String,
+    changes: tokio::sync::mpsc::Sender<
+        tonic::transport::channel::Change<std::net::SocketAddr, Endpoint>,
+    >,
+) {
+    use tonic::transport::channel::Change;
+    let mut known: std::collections::HashSet<std::net::SocketAddr> = Default::default();
+    loop {
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(addrs) => {
+                let now: std::collections::HashSet<_> = addrs.collect();
+                for gone in known.difference(&now) {
+                    if changes.send(Change::Remove(*gone)).await.is_err() {
+                        return;
+                    }
+                }
+                for addr in &now {
+                    let Ok(ep) = mda_endpoint(&format!("{scheme}://{addr}")) else {
+                        continue;
+                    };
+                    if changes.send(Change::Insert(*addr, ep)).await.is_err() {
+                        return;
+                    }
+                }
+                if now != known {
+                    tracing::info!(mda = %host, addresses = now.len(), "delivery agents resolved");
+                }
+                known = now;
+            }
+            Err(e) => tracing::warn!(mda = %host, error = %e, "cannot resolve the delivery agent"),
+        }
+        tokio::time::sleep(MDA_RESOLVE_INTERVAL).await;
     }
 }
 
@@ -220,11 +289,23 @@ impl Runner {
                 }
                 continue;
             }
+            let traces = this.trace_contexts(&claims).await;
             let (local, remote) = this.split_local(claims).await;
             if !local.is_empty() {
                 let permit = permits.clone().acquire_owned().await?;
                 let this = this.clone();
                 let span = tracing::info_span!("queue.local", rcpts = local.len());
+                // One parent per span: the batch continues its first message's trace and
+                // links the others.
+                let mut ids: Vec<&str> = local.iter().map(|(c, _)| c.queue_id.as_str()).collect();
+                ids.dedup();
+                for (i, tp) in ids.iter().filter_map(|id| traces.get(*id)).enumerate() {
+                    if i == 0 {
+                        tern_runtime::telemetry::continue_trace(&span, tp);
+                    } else {
+                        tern_runtime::telemetry::link_trace(&span, tp);
+                    }
+                }
                 tasks.spawn(
                     async move {
                         this.deliver_local(local).await;
@@ -237,6 +318,9 @@ impl Runner {
                 let permit = permits.clone().acquire_owned().await?;
                 let this = this.clone();
                 let span = tracing::info_span!("queue.attempt", queue.id = %queue_id, rcpts = claims.len());
+                if let Some(tp) = traces.get(&queue_id) {
+                    tern_runtime::telemetry::continue_trace(&span, tp);
+                }
                 tasks.spawn(
                     async move {
                         this.attempt_remote(&queue_id, claims).await;
@@ -255,6 +339,21 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// The stored trace contexts of the claimed messages (none when spans are not exported:
+    /// the query would be wasted).
+    async fn trace_contexts(&self, claims: &[Claim]) -> HashMap<String, String> {
+        if !tern_runtime::telemetry::exporting() {
+            return HashMap::new();
+        }
+        let mut ids: Vec<&str> = claims.iter().map(|c| c.queue_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.store.trace_contexts(&ids).await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "trace contexts unreadable");
+            HashMap::new()
+        })
     }
 
     /// Splits a round's claims into local recipients (for the MDA) and remote ones, asking the
@@ -326,6 +425,7 @@ impl Runner {
             {
                 let full = std::mem::take(&mut batch);
                 planned.extend(self.deliver_local_batch(full, &contents).await);
+                planned.iter_mut().for_each(|p| p.destination = LOCAL);
                 self.outcomes.record(&self.owner, &planned).await;
                 planned.clear();
                 batch_bytes = 0;
@@ -336,6 +436,7 @@ impl Runner {
         if !batch.is_empty() {
             planned.extend(self.deliver_local_batch(batch, &contents).await);
         }
+        planned.iter_mut().for_each(|p| p.destination = LOCAL);
         self.outcomes.record(&self.owner, &planned).await;
     }
 
@@ -365,7 +466,13 @@ impl Runner {
         };
         let mut planned = Vec::new();
         let mut client = self.delivery.inner.clone();
-        match client.deliver_batch(request).await {
+        let started = Instant::now();
+        let mut request = tonic::Request::new(request);
+        tern_runtime::telemetry::inject(&mut request);
+        let response = client.deliver_batch(request).await;
+        metrics::histogram!(names::DELIVERY_SECONDS, "destination" => LOCAL)
+            .record(started.elapsed().as_secs_f64());
+        match response {
             Ok(resp) => {
                 let results = resp.into_inner().results;
                 for (i, (queue_id, claims)) in batch.iter().enumerate() {
@@ -427,9 +534,12 @@ impl Runner {
         }
         for (domain, claims) in by_domain {
             let span = tracing::info_span!("queue.remote", rcpt.domain = %domain);
+            let started = Instant::now();
             self.deliver_remote(&domain, &claims, &content)
                 .instrument(span)
                 .await;
+            metrics::histogram!(names::DELIVERY_SECONDS, "destination" => REMOTE)
+                .record(started.elapsed().as_secs_f64());
         }
     }
 
@@ -584,6 +694,10 @@ fn notification<'a>(to: &'a [String], content: &'a [u8]) -> NewMessage<'a> {
 /// Records outcomes and writes the DSNs they call for, each in one transaction with the
 /// outcome: a failed recipient and its bounce commit together or not at all.
 /// An outcome decided but not yet recorded (see [`Bouncer::record`]).
+/// The `destination` labels of the delivery metrics.
+const LOCAL: &str = "local";
+const REMOTE: &str = "remote";
+
 pub struct Planned {
     recipient_id: i64,
     address: String,
@@ -593,6 +707,10 @@ pub struct Planned {
     next_attempt_at_ms: Option<i64>,
     /// The DSN to queue with it, if any.
     notice: Option<Vec<u8>>,
+    /// The `destination` label of its metrics: remote unless the runner says local.
+    destination: &'static str,
+    /// When the message was queued, for the queue-to-outcome latency.
+    queued_at_ms: i64,
 }
 
 #[derive(Clone)]
@@ -698,6 +816,8 @@ impl Bouncer {
             reply: reply.to_string(),
             next_attempt_at_ms: None,
             notice: self.dsn(DsnKind::Delivered, c, reply, remote, content, None),
+            destination: REMOTE,
+            queued_at_ms: c.created_at_ms,
         }
     }
 
@@ -718,6 +838,8 @@ impl Bouncer {
             reply: reply.to_string(),
             next_attempt_at_ms: None,
             notice: self.dsn(DsnKind::Failed, c, reply, remote, content, None),
+            destination: REMOTE,
+            queued_at_ms: c.created_at_ms,
         }
     }
 
@@ -741,6 +863,8 @@ impl Bouncer {
             next_attempt_at_ms: Some(at_ms),
             notice: warn_until
                 .and_then(|until| self.dsn(DsnKind::Delayed, c, reply, None, content, Some(until))),
+            destination: REMOTE,
+            queued_at_ms: c.created_at_ms,
         }
     }
 
@@ -749,6 +873,21 @@ impl Bouncer {
     pub async fn record(&self, owner: &str, planned: &[Planned]) {
         if planned.is_empty() {
             return;
+        }
+        let now = now_ms();
+        for p in planned {
+            let outcome = match p.state {
+                RecipientState::Delivered => "delivered",
+                RecipientState::Failed => "failed",
+                RecipientState::Queued => "deferred",
+            };
+            metrics::counter!(names::DELIVERY_ATTEMPTS, "destination" => p.destination, "outcome" => outcome)
+                .increment(1);
+            if p.state != RecipientState::Queued {
+                let waited = (now - p.queued_at_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!(names::DELIVERY_QUEUE_SECONDS, "destination" => p.destination)
+                    .record(waited);
+            }
         }
         let senders: Vec<[String; 1]> = planned.iter().map(|p| [p.sender.clone()]).collect();
         let records = planned
@@ -827,14 +966,10 @@ impl Bouncer {
         }
         let content = self.store.message_content(queue_id).await?;
         for c in &claims {
-            self.failed(
-                c,
-                &owner,
-                "550 5.0.0 returned to sender by the postmaster",
-                None,
-                &content,
-            )
-            .await;
+            let reply = "550 5.0.0 returned to sender by the postmaster";
+            let mut p = self.plan_failed(c, reply, None, &content);
+            p.destination = "admin";
+            self.record(&owner, &[p]).await;
         }
         Ok(claims.len())
     }
@@ -967,5 +1102,58 @@ mod tests {
         assert_eq!(status_of("451 try later"), "4.0.0");
         assert_eq!(status_of("554 no"), "5.0.0");
         assert_eq!(status_of(""), "5.0.0");
+    }
+
+    /// Counts the calls it gets and answers each with no outcomes.
+    #[derive(Clone, Default)]
+    struct CountingMda(Arc<std::sync::atomic::AtomicUsize>);
+
+    #[tonic::async_trait]
+    impl tern_rpc::v1::delivery_server::Delivery for CountingMda {
+        async fn deliver(
+            &self,
+            _: tonic::Request<DeliverRequest>,
+        ) -> Result<tonic::Response<tern_rpc::v1::DeliverResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not used"))
+        }
+        async fn deliver_batch(
+            &self,
+            _: tonic::Request<DeliverBatchRequest>,
+        ) -> Result<tonic::Response<tern_rpc::v1::DeliverBatchResponse>, tonic::Status> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(tonic::Response::new(Default::default()))
+        }
+    }
+
+    /// A host-named MDA URL goes through the resolver and the balanced channel; "localhost"
+    /// may also resolve to ::1, where nothing listens, and the balancer must route around it.
+    #[tokio::test]
+    async fn a_dns_named_mda_is_resolved_and_called() {
+        let mda = CountingMda::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(tern_rpc::v1::delivery_server::DeliveryServer::new(
+                    mda.clone(),
+                ))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let client = DeliveryClient::new(&format!("http://localhost:{port}")).unwrap();
+        for _ in 0..3 {
+            let mut c = client.inner.clone();
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                c.deliver_batch(DeliverBatchRequest::default()),
+            )
+            .await
+            .expect("the call is not left waiting for an endpoint")
+            .expect("the call reaches the MDA");
+        }
+        assert_eq!(mda.0.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(
+            DeliveryClient::new("http://localhost").is_err(),
+            "a port is required"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! gRPC plumbing shared by the agents: bearer-token checks for the admin services.
+//! gRPC plumbing shared by the agents: bearer-token checks for the admin services, and the
+//! standard health service (`grpc.health.v1.Health`) every agent's server carries.
 
 use base64::Engine;
 use tonic::{Request, Status};
@@ -35,6 +36,36 @@ pub fn basic_credentials<T>(req: &Request<T>) -> Result<(String, String), Status
         .split_once(':')
         .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
     Ok((user.to_string(), pass.to_string()))
+}
+
+/// The standard gRPC health service for an agent's server. The whole server ("") and each of
+/// `services` (their full names, e.g. `tern.v1.Delivery`) answer SERVING until shutdown
+/// begins, then NOT_SERVING, so balancers and probes stop sending new calls while the agent
+/// drains. Store reachability is `/readyz`'s business, not this: a gRPC client that gets
+/// UNAVAILABLE from a store outage retries like any other transient failure.
+pub async fn health_service(
+    shutdown: &crate::Shutdown,
+    services: &[&str],
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    use tonic_health::ServingStatus;
+    let (reporter, server) = tonic_health::server::health_reporter();
+    let mut names: Vec<String> = vec![String::new()];
+    for name in services {
+        reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+        names.push((*name).to_string());
+    }
+    let token = shutdown.token.clone();
+    tokio::spawn(async move {
+        token.cancelled().await;
+        for name in names {
+            reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+    });
+    server
 }
 
 /// Compares without an early exit so the time taken does not reveal the matching prefix.

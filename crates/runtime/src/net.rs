@@ -3,7 +3,7 @@
 //! (SMTP, IMAP, POP3) over a stream with idle timeouts and shutdown.
 //!
 //! The protocol sessions decide every reply; this module only moves bytes, counts connections
-//! and keeps time.
+//! (for the limits and for the `tern_connections_*` metrics) and keeps time.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shutdown;
+use crate::ops::names;
 
 /// A client connection, plain or TLS.
 pub enum Stream {
@@ -291,6 +292,8 @@ pub async fn serve<F, Fut>(
     let gate = ConnectionGate::new(listener.limits);
     let handle = Arc::new(handle);
     let name = listener.name;
+    // Up (for /readyz) while this loop accepts; down once it returns.
+    let _up = shutdown.health.listener(name);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.token.cancelled() => break,
@@ -308,6 +311,7 @@ pub async fn serve<F, Fut>(
         let _ = tcp.set_nodelay(true);
         let Some(permit) = gate.admit(peer.ip()) else {
             tracing::info!(listener = name, client.address = %peer, "connection refused: limit reached");
+            metrics::counter!(names::CONNECTIONS_REFUSED, "listener" => name).increment(1);
             let busy = listener.busy_reply.clone();
             let is_tls = listener.implicit_tls.is_some();
             shutdown.tracker.spawn(async move {
@@ -322,8 +326,10 @@ pub async fn serve<F, Fut>(
         };
         let handle = handle.clone();
         let tls = listener.implicit_tls.clone();
+        metrics::counter!(names::CONNECTIONS, "listener" => name).increment(1);
         shutdown.tracker.spawn(async move {
             let _permit = permit;
+            let _open = OpenConnection::new(name);
             let stream = match tls {
                 None => Stream::Plain(tcp),
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
@@ -336,6 +342,22 @@ pub async fn serve<F, Fut>(
             };
             handle(stream, peer).await;
         });
+    }
+}
+
+/// Counts a connection in `tern_connections_open` for as long as it lives.
+struct OpenConnection(&'static str);
+
+impl OpenConnection {
+    fn new(listener: &'static str) -> Self {
+        metrics::gauge!(names::CONNECTIONS_OPEN, "listener" => listener).increment(1.0);
+        OpenConnection(listener)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(names::CONNECTIONS_OPEN, "listener" => self.0).decrement(1.0);
     }
 }
 

@@ -1,8 +1,26 @@
 //! Adapters from the I/O-free protocol sessions (`tern-smtp`, `tern-imap`, `tern-pop3`) to the
 //! `LineProtocol` the socket driver runs. A few lines each: the sessions already decide every
-//! byte; this only maps their outputs to the driver's actions.
+//! byte; this only maps their outputs to the driver's actions, and counts what went by for the
+//! metrics (commands by verb, SMTP replies by code, IMAP command latency), so no agent has to.
+
+use std::time::Instant;
 
 use crate::net::{Action, LineProtocol};
+use crate::ops::names;
+
+/// Counts every final reply line (`250 ...`, not `250-...`) in `bytes` by its code.
+fn count_smtp_replies(listener: &'static str, bytes: &[u8]) {
+    for line in bytes.split(|&b| b == b'\n') {
+        let final_line = line.len() >= 3
+            && line[..3].iter().all(u8::is_ascii_digit)
+            && matches!(line.get(3), None | Some(b' ') | Some(b'\r'));
+        if final_line {
+            let code = std::str::from_utf8(&line[..3]).unwrap_or("000").to_string();
+            metrics::counter!(names::SMTP_REPLIES, "listener" => listener, "code" => code)
+                .increment(1);
+        }
+    }
+}
 
 fn smtp_action(a: tern_smtp::Action) -> Action {
     match a {
@@ -18,6 +36,7 @@ pub struct SmtpConnection<H> {
     session: tern_smtp::Session,
     handler: H,
     on_tls: fn(&mut H),
+    listener: &'static str,
 }
 
 impl<H> SmtpConnection<H> {
@@ -26,16 +45,30 @@ impl<H> SmtpConnection<H> {
             session,
             handler,
             on_tls,
+            listener: "smtp",
         }
+    }
+
+    /// The `listener` label of this connection's metrics ("smtp" unless set).
+    pub fn listener(mut self, name: &'static str) -> Self {
+        self.listener = name;
+        self
     }
 }
 
 impl<H: tern_smtp::Handler + Send> LineProtocol for SmtpConnection<H> {
     fn greeting(&self) -> Vec<u8> {
-        self.session.greeting()
+        let g = self.session.greeting();
+        count_smtp_replies(self.listener, &g);
+        g
     }
     async fn feed(&mut self, input: &[u8]) -> (Vec<u8>, Action) {
         let out = self.session.feed(input, &mut self.handler).await;
+        for verb in self.session.take_verbs() {
+            metrics::counter!(names::SMTP_COMMANDS, "listener" => self.listener, "verb" => verb)
+                .increment(1);
+        }
+        count_smtp_replies(self.listener, &out.reply);
         (out.reply, smtp_action(out.action))
     }
     fn tls_started(&mut self) {
@@ -43,10 +76,14 @@ impl<H: tern_smtp::Handler + Send> LineProtocol for SmtpConnection<H> {
         (self.on_tls)(&mut self.handler);
     }
     fn timeout_reply(&self) -> Vec<u8> {
-        self.session.timeout_reply()
+        let r = self.session.timeout_reply();
+        count_smtp_replies(self.listener, &r);
+        r
     }
     fn shutdown_reply(&self) -> Vec<u8> {
-        self.session.shutdown_reply()
+        let r = self.session.shutdown_reply();
+        count_smtp_replies(self.listener, &r);
+        r
     }
 }
 
@@ -58,7 +95,15 @@ impl<B: tern_imap::Backend> LineProtocol for ImapConnection<B> {
         self.0.greeting()
     }
     async fn feed(&mut self, input: &[u8]) -> (Vec<u8>, Action) {
+        let started = Instant::now();
         let out = self.0.feed(input).await;
+        // Commands pipelined in one read share its time; one command per read is the norm.
+        let verbs = self.0.take_verbs();
+        let each = started.elapsed().as_secs_f64() / verbs.len().max(1) as f64;
+        for verb in verbs {
+            metrics::counter!(names::IMAP_COMMANDS, "verb" => verb).increment(1);
+            metrics::histogram!(names::IMAP_COMMAND_SECONDS, "verb" => verb).record(each);
+        }
         let action = match out.action {
             tern_imap::Action::Continue => Action::Continue,
             tern_imap::Action::StartTls => Action::StartTls,
@@ -102,5 +147,46 @@ impl<B: tern_pop3::Backend> LineProtocol for Pop3Connection<B> {
     fn shutdown_reply(&self) -> Vec<u8> {
         // RFC 1939 has no unsolicited goodbye; a final -ERR line is what clients log.
         b"-ERR [SYS/TEMP] server shutting down\r\n".to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_final_reply_lines_are_counted() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            count_smtp_replies(
+                "smtp",
+                b"250-mx.example\r\n250-PIPELINING\r\n250 SIZE 10\r\n354 go ahead\r\n",
+            );
+            count_smtp_replies("smtp", b"550 5.1.1 no such user\r\n");
+        });
+        let mut counts: Vec<(String, u64)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let code = key
+                    .key()
+                    .labels()
+                    .find(|l| l.key() == "code")
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default();
+                let n = match value {
+                    metrics_util::debugging::DebugValue::Counter(n) => n,
+                    other => panic!("not a counter: {other:?}"),
+                };
+                (code, n)
+            })
+            .collect();
+        counts.sort();
+        assert_eq!(
+            counts,
+            [("250".into(), 1), ("354".into(), 1), ("550".into(), 1)]
+        );
     }
 }

@@ -1,16 +1,21 @@
 //! Shutdown: one `CancellationToken` for the whole process, cancelled on SIGTERM or Ctrl-C, and a
-//! `TaskTracker` so connections can be drained with a deadline.
+//! `TaskTracker` so connections can be drained with a deadline. The handle also carries the
+//! process's readiness ([`Health`]): whatever is told to stop is also what reports being up.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::ops::Health;
+
 /// The shutdown handle every agent gets: cancel it to stop accepting, then `drain`.
 #[derive(Clone, Default)]
 pub struct Shutdown {
     pub token: CancellationToken,
     pub tracker: TaskTracker,
+    /// Listeners register here while they accept; `/readyz` reads it.
+    pub health: Health,
 }
 
 impl Shutdown {
@@ -23,6 +28,7 @@ impl Shutdown {
         Shutdown {
             token: self.token.child_token(),
             tracker: self.tracker.clone(),
+            health: self.health.clone(),
         }
     }
 
@@ -88,5 +94,6 @@ pub async fn run_until_signal(
     if !shutdown.drain(deadline).await {
         tracing::warn!("sessions still open at the drain deadline");
     }
+    crate::telemetry::shutdown();
     Ok(())
 }

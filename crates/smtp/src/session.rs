@@ -276,6 +276,8 @@ pub struct Session {
     discarding: bool,
     errors: u32,
     closed: bool,
+    /// Verbs of the commands handled since the last [`Session::take_verbs`] (for metrics).
+    verbs: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Session {
@@ -322,6 +324,7 @@ impl Session {
             discarding: false,
             errors: 0,
             closed: false,
+            verbs: Vec::new(),
         }
     }
 
@@ -331,6 +334,12 @@ impl Session {
             lmtp: true,
             ..Session::new(config, tls_active)
         }
+    }
+
+    /// The verbs of the commands handled since the last call, oldest first (EHLO, MAIL, …;
+    /// `invalid` for a line that did not parse). Metrics read it after each `feed`.
+    pub fn take_verbs(&mut self) -> Vec<&'static str> {
+        std::mem::take(&mut self.verbs)
     }
 
     /// The 220 greeting (RFC 5321 §4.2; RFC 2034 §3 exempts it from enhanced status codes).
@@ -760,6 +769,7 @@ impl Session {
         // Addresses may be UTF-8 (RFC 6531); anything that is not UTF-8 is garbage, and
         // refusing it here keeps the parser's lossy decoding from inventing addresses.
         if std::str::from_utf8(line).is_err() {
+            self.verbs.push("invalid");
             self.emit(
                 out,
                 Reply::new(500, (5, 5, 2), "command is not valid UTF-8"),
@@ -769,10 +779,12 @@ impl Session {
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request,
             Err(error) => {
+                self.verbs.push("invalid");
                 self.emit(out, parse_error_reply(error));
                 return;
             }
         };
+        self.verbs.push(request.name());
         match request {
             // RFC 2033 §4.1: LHLO replaces EHLO and HELO, which an LMTP server refuses.
             Request::Ehlo { .. } | Request::Helo { .. } if self.lmtp => {

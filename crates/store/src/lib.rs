@@ -63,7 +63,7 @@ pub enum Error {
     #[error("over quota: {0}")]
     OverQuota(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("internal error: {0}")]
@@ -75,6 +75,25 @@ impl Error {
     /// agent answers these with a 4xx (e.g. `451 4.3.0`) and never loses the message.
     pub fn is_temporary(&self) -> bool {
         matches!(self, Error::Database(_) | Error::Internal(_))
+    }
+}
+
+/// Every database error that reaches a caller through `?` passes here, which makes this the one
+/// place to count them (`tern_store_errors_total`, named in `tern_runtime::ops::names`). A
+/// missing row is an answer, not trouble, and is not counted.
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        let kind = match &e {
+            sqlx::Error::RowNotFound => None,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Some("pool_timeout"),
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) => Some("io"),
+            sqlx::Error::Database(_) => Some("database"),
+            _ => Some("other"),
+        };
+        if let Some(kind) = kind {
+            metrics::counter!("tern_store_errors_total", "kind" => kind).increment(1);
+        }
+        Error::Database(e)
     }
 }
 

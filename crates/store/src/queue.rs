@@ -15,6 +15,7 @@
 //! Deliberately absent: retry schedules, composing bounces and routing, which belong to the
 //! MTA; the store only keeps the notification the MTA hands it.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use rand::Rng;
@@ -41,6 +42,8 @@ pub struct NewMessage<'a> {
     pub rcpt_dsn: &'a [RecipientDsn],
     /// MAIL FROM REQUIRETLS (RFC 8689): relay only over verified TLS.
     pub requiretls: bool,
+    /// The W3C `traceparent` of the span that queued it, continued by delivery attempts.
+    pub trace_context: Option<&'a str>,
 }
 
 /// How much of the original message a DSN returns (RFC 3461 §4.3: RET=FULL or RET=HDRS).
@@ -492,8 +495,8 @@ macro_rules! insert_prepared {
         let p: &Prepared<'_> = $prepared;
         sqlx::query(
             "INSERT INTO queue_messages \
-               (id, sender, content, size, created_at, envid, ret, requiretls) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+               (id, sender, content, size, created_at, envid, ret, requiretls, trace_context) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&p.id)
         .bind(p.msg.sender)
@@ -503,6 +506,7 @@ macro_rules! insert_prepared {
         .bind(p.msg.envid)
         .bind(p.msg.ret.map(Ret::as_str))
         .bind(p.msg.requiretls)
+        .bind(p.msg.trace_context)
         .execute(&mut *$tx)
         .await?;
         for (address, notify, orcpt) in &p.recipients {
@@ -550,8 +554,8 @@ impl Store {
             let orcpt: Vec<Option<&str>> = p.recipients.iter().map(|r| r.2).collect();
             sqlx::query(
                 "WITH m AS (INSERT INTO queue_messages \
-                   (id, sender, content, size, created_at, envid, ret, requiretls) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)) \
+                   (id, sender, content, size, created_at, envid, ret, requiretls, trace_context) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $12)) \
                  INSERT INTO queue_recipients (message_id, address, next_attempt_at, notify, orcpt) \
                  SELECT $1, r.address, $5, r.notify, r.orcpt \
                  FROM UNNEST($9::text[], $10::text[], $11::text[]) AS r (address, notify, orcpt)",
@@ -567,6 +571,7 @@ impl Store {
             .bind(&addresses)
             .bind(&notify)
             .bind(&orcpt)
+            .bind(p.msg.trace_context)
             .execute(pool)
             .await?;
             return Ok(prepared.id);
@@ -646,6 +651,31 @@ impl Store {
             let mut out = Vec::with_capacity(rows.len());
             for row in &rows {
                 out.push((row.try_get("id")?, row.try_get("content")?));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The stored trace context (`traceparent`) of each of `queue_ids` that has one.
+    pub async fn trace_contexts(&self, queue_ids: &[&str]) -> Result<HashMap<String, String>> {
+        if queue_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let placeholders: Vec<String> = (1..=queue_ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, trace_context FROM queue_messages \
+             WHERE trace_context IS NOT NULL AND id IN ({})",
+            placeholders.join(", ")
+        );
+        with_pool!(self, |pool| {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for id in queue_ids {
+                query = query.bind(*id);
+            }
+            let rows = query.fetch_all(pool).await?;
+            let mut out = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                out.insert(row.try_get("id")?, row.try_get("trace_context")?);
             }
             Ok(out)
         })

@@ -428,6 +428,7 @@ both!(enqueue_keeps_dsn_parameters, |store| async move {
             ret: Some(Ret::Headers),
             rcpt_dsn: &params,
             requiretls: true,
+            trace_context: None,
         })
         .await
         .unwrap();
@@ -1039,4 +1040,35 @@ both!(message_contents_reads_many_at_once, |store| async move {
     want.sort();
     assert_eq!(got, want);
     assert!(store.message_contents(&[]).await.unwrap().is_empty());
+});
+
+// Migration 0009: the trace context travels with the message, on both enqueue paths
+// (PostgreSQL's one-statement insert and the transaction SQLite uses), and a message queued
+// without one has none.
+both!(enqueue_keeps_the_trace_context, |store| async move {
+    let rcpts = s(&["a@r.test", "b@r.test"]);
+    let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let with = store
+        .enqueue(NewMessage {
+            sender: "s@example.org",
+            recipients: &rcpts,
+            content: b"x",
+            trace_context: Some(traced),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let without = store
+        .enqueue(NewMessage {
+            sender: "s@example.org",
+            recipients: &rcpts,
+            content: b"y",
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let got = store.trace_contexts(&[&with, &without]).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got.get(&with).map(String::as_str), Some(traced));
+    assert!(store.trace_contexts(&[]).await.unwrap().is_empty());
 });
