@@ -84,7 +84,7 @@ start() {
     PIDS+=($!)
     wait_port "$SMTP_PORT"
     wait_port "$LMTP_PORT"
-    local admin=(env TERN_ADMIN_URL="http://127.0.0.1:$MDA_GRPC" TERN_ADMIN_TOKEN="$TOKEN" "$BIN/tern")
+    local admin=(env TERN_ADMIN_URL="http://127.0.0.1:$MDA_GRPC" TERN_QUEUE_URL="http://127.0.0.1:$MTA_GRPC" TERN_ADMIN_TOKEN="$TOKEN" "$BIN/tern")
     timeout 30 "${admin[@]}" domain add bench.test >/dev/null
     timeout 30 "${admin[@]}" account add "$RCPT" --password benchpass123 >/dev/null
     if [[ "$sieve" == on ]]; then
