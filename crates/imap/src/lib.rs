@@ -8,13 +8,14 @@
 //! `framing.rs`) so that memory stays bounded and literal data is never read as a command.
 //!
 //! Deliberately absent: sockets, TLS, timers (the agent asks for [`Session::timeout_reply`] when
-//! its own timer fires), storage and SQL, logging of passwords or message bodies. SUBSCRIBE,
-//! IDLE, BODYSTRUCTURE and numbered MIME parts are answered with `NO [CANNOT]` for now.
+//! its own timer fires), storage and SQL, logging of passwords or message bodies. IDLE is
+//! answered with `NO [CANNOT]` for now; BINARY is not offered.
 
 use std::future::Future;
 
 mod framing;
 mod message;
+mod mime;
 mod mutf7;
 mod response;
 mod session;

@@ -5,8 +5,8 @@
 //! and the next [`Action`] go out in an [`Output`]. It keeps its own snapshot of the selected
 //! mailbox (sequence number → UID) so that numbers only change when the client is told with an
 //! untagged EXPUNGE or EXISTS, never in the middle of FETCH, STORE or SEARCH (RFC 9051 §7.5.1).
-//! Not handled here: SUBSCRIBE, IDLE and BODYSTRUCTURE (answered `NO [CANNOT]`), and
-//! date-based SEARCH keys.
+//! Not handled here: IDLE (answered `NO [CANNOT]`) and date-based SEARCH keys. MIME structure
+//! (BODYSTRUCTURE, numbered parts) is read by `mime.rs`.
 
 use std::borrow::Cow;
 
@@ -29,7 +29,7 @@ use crate::framing::{Frame, Framer, Rejection};
 use crate::response::{self, bad, code_other, no, ok};
 use crate::{
     Action, Backend, BackendError, Config, FlagOp, MailboxEntry, MessageMeta, Output, message,
-    mutf7,
+    mime, mutf7,
 };
 
 /// The hierarchy delimiter we present (RFC 9051 §6.3.9).
@@ -1078,9 +1078,12 @@ impl<B: Backend> Session<B> {
             }
         }
 
-        let needs_body = items
-            .iter()
-            .any(|i| matches!(i, Item::Body { .. } | Item::Envelope));
+        let needs_body = items.iter().any(|i| {
+            matches!(
+                i,
+                Item::Body { .. } | Item::Envelope | Item::Structure { .. }
+            )
+        });
         let mut vanished = false;
         for index in targets {
             let entry = &sel.view[index];
@@ -1646,8 +1649,14 @@ enum Item {
     InternalDate,
     Size,
     Envelope,
+    /// BODYSTRUCTURE (`extended`) or BODY.
+    Structure {
+        extended: bool,
+    },
     Body {
         section: Part,
+        /// The part number (`1.2` is `[1, 2]`); empty for the whole message.
+        path: Vec<u32>,
         partial: Option<(u32, u32)>,
         peek: bool,
         /// The item name in the response, e.g. `BODY[HEADER.FIELDS (FROM)]` or `RFC822`.
@@ -1658,8 +1667,13 @@ enum Item {
 enum Part {
     Full,
     Header,
-    Fields { names: Vec<Vec<u8>>, not: bool },
+    Fields {
+        names: Vec<Vec<u8>>,
+        not: bool,
+    },
     Text,
+    /// `BODY[1.MIME]`.
+    Mime,
 }
 
 fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
@@ -1671,18 +1685,21 @@ fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
         MessageDataItemName::Envelope => Item::Envelope,
         MessageDataItemName::Rfc822 => Item::Body {
             section: Part::Full,
+            path: Vec::new(),
             partial: None,
             peek: false,
             label: b"RFC822".to_vec(),
         },
         MessageDataItemName::Rfc822Header => Item::Body {
             section: Part::Header,
+            path: Vec::new(),
             partial: None,
             peek: true,
             label: b"RFC822.HEADER".to_vec(),
         },
         MessageDataItemName::Rfc822Text => Item::Body {
             section: Part::Text,
+            path: Vec::new(),
             partial: None,
             peek: false,
             label: b"RFC822.TEXT".to_vec(),
@@ -1692,15 +1709,30 @@ fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
             partial,
             peek,
         } => {
-            let (part, spec): (Part, Vec<u8>) = match section {
-                None => (Part::Full, Vec::new()),
-                Some(Section::Header(None)) => (Part::Header, b"HEADER".to_vec()),
-                Some(Section::Text(None)) => (Part::Text, b"TEXT".to_vec()),
-                Some(Section::HeaderFields(None, names)) => field_part(names.as_ref(), false),
-                Some(Section::HeaderFieldsNot(None, names)) => field_part(names.as_ref(), true),
-                Some(_) => return Err("of numbered body parts"),
+            let (number, (part, spec)): (_, (Part, Vec<u8>)) = match section {
+                None => (None, (Part::Full, Vec::new())),
+                Some(Section::Part(number)) => (Some(number), (Part::Full, Vec::new())),
+                Some(Section::Header(number)) => {
+                    (number.as_ref(), (Part::Header, b"HEADER".to_vec()))
+                }
+                Some(Section::Text(number)) => (number.as_ref(), (Part::Text, b"TEXT".to_vec())),
+                Some(Section::Mime(number)) => (Some(number), (Part::Mime, b"MIME".to_vec())),
+                Some(Section::HeaderFields(number, names)) => {
+                    (number.as_ref(), field_part(names.as_ref(), false))
+                }
+                Some(Section::HeaderFieldsNot(number, names)) => {
+                    (number.as_ref(), field_part(names.as_ref(), true))
+                }
             };
+            let path: Vec<u32> = number
+                .map(|n| n.0.as_ref().iter().map(|p| p.get()).collect())
+                .unwrap_or_default();
             let mut label = b"BODY[".to_vec();
+            let numbers: Vec<String> = path.iter().map(u32::to_string).collect();
+            label.extend(numbers.join(".").into_bytes());
+            if !path.is_empty() && !spec.is_empty() {
+                label.push(b'.');
+            }
             label.extend(spec);
             label.push(b']');
             if let Some((origin, _)) = partial {
@@ -1709,14 +1741,14 @@ fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
             }
             Item::Body {
                 section: part,
+                path,
                 partial: partial.map(|(origin, len)| (origin, len.get())),
                 peek: *peek,
                 label,
             }
         }
-        MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
-            return Err("of BODYSTRUCTURE");
-        }
+        MessageDataItemName::Body => Item::Structure { extended: false },
+        MessageDataItemName::BodyStructure => Item::Structure { extended: true },
         _ => return Err("of this data item"),
     })
 }
@@ -1772,18 +1804,46 @@ fn render_fetch(
                 out.extend_from_slice(b"ENVELOPE ");
                 out.extend(message::envelope(header));
             }
+            Item::Structure { extended } => {
+                out.extend_from_slice(if *extended {
+                    b"BODYSTRUCTURE "
+                } else {
+                    b"BODY "
+                });
+                out.extend(mime::structure(&mime::parse(message), *extended));
+            }
             Item::Body {
                 section,
+                path,
                 partial,
                 label,
                 ..
             } => {
-                let data: Cow<'_, [u8]> = match section {
-                    Part::Full => Cow::Borrowed(message),
-                    Part::Header => Cow::Borrowed(header),
-                    Part::Text => Cow::Borrowed(text),
-                    Part::Fields { names, not } => {
+                let data: Cow<'_, [u8]> = match (section, path.is_empty()) {
+                    (Part::Full, true) => Cow::Borrowed(message),
+                    (Part::Header, true) => Cow::Borrowed(header),
+                    (Part::Text, true) => Cow::Borrowed(text),
+                    (Part::Fields { names, not }, true) => {
                         Cow::Owned(message::select_fields(header, names, *not))
+                    }
+                    (section, _) => {
+                        let spec = match section {
+                            Part::Full => mime::Spec::Content,
+                            Part::Header => mime::Spec::Header,
+                            Part::Text => mime::Spec::Text,
+                            Part::Mime => mime::Spec::Mime,
+                            Part::Fields { names, not } => mime::Spec::Fields { names, not: *not },
+                        };
+                        match mime::section(message, path, spec) {
+                            Some(data) => Cow::Owned(data),
+                            None => {
+                                // A part that does not exist (RFC 9051 §6.4.5 leaves this
+                                // open): NIL, as Dovecot answers.
+                                out.extend_from_slice(label);
+                                out.extend_from_slice(b" NIL");
+                                continue;
+                            }
+                        }
                     }
                 };
                 let data: &[u8] = match partial {

@@ -840,11 +840,12 @@ fn fetch_forms_used_by_mutt_and_imaplib() {
             ("v UID FETCH 3:4 FLAGS\r\n", "v OK FETCH completed\r\n"),
             (
                 "w FETCH 1 BODYSTRUCTURE\r\n",
-                "w NO [CANNOT] FETCH of BODYSTRUCTURE is not supported yet\r\n",
+                "* 1 FETCH (BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \
+                 \"7BIT\" 8 1 NIL NIL NIL NIL))\r\nw OK FETCH completed\r\n",
             ),
             (
                 "x FETCH 1 BODY[1.2]\r\n",
-                "x NO [CANNOT] FETCH of numbered body parts is not supported yet\r\n",
+                "* 1 FETCH (BODY[1.2] NIL)\r\nx OK FETCH completed\r\n",
             ),
         ],
     );
@@ -1270,4 +1271,171 @@ fn uid_sets_compress_runs() {
     );
     assert_eq!(crate::session::uid_set_for_tests(&[5]), "5");
     assert_eq!(crate::session::uid_set_for_tests(&[]), "");
+}
+
+const MIXED: &str = "From: Alice <alice@example.com>\r\nTo: bob@example.com\r\nSubject: Report\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n\
+This is a multi-part message.\r\n--outer\r\n\
+Content-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n\
+--inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello Bob\r\n\
+--inner\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+<p>Hello Bob</p>\r\n--inner--\r\n\r\n\
+--outer\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\
+Content-Disposition: attachment; filename=\"report.pdf\"\r\n\r\nJVBERi0xLjQK\r\n--outer--\r\n";
+
+const FORWARD: &str = "From: carol@example.com\r\nSubject: Fwd\r\n\
+Content-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n\
+--b\r\nContent-Type: message/rfc822\r\nContent-Description: forwarded\r\n\r\n\
+From: dave@example.com\r\nSubject: Inner\r\n\r\nInner body\r\n--b--\r\n";
+
+const QP: &str = "From: erin@example.com\r\nSubject: QP\r\n\
+Content-Type: text/plain; charset=\"iso-8859-1\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\
+Content-Language: en, fr\r\n\r\nCaf=E9 au lait=\r\n chaud\r\n";
+
+/// INBOX with the three MIME messages as 4, 5 and 6 (UIDs 6, 7, 8), selected.
+fn mime_selected() -> Session<MemBackend> {
+    let (mut s, b) = logged_in();
+    b.add("INBOX", 6, MIXED.as_bytes());
+    b.add("INBOX", 7, FORWARD.as_bytes());
+    b.add("INBOX", 8, QP.as_bytes());
+    let out = feed(&mut s, "s SELECT INBOX\r\n");
+    assert!(
+        out.bytes
+            .ends_with(b"s OK [READ-WRITE] SELECT completed\r\n")
+    );
+    s
+}
+
+fn lit(data: &str) -> String {
+    format!("{{{}}}\r\n{data}", data.len())
+}
+
+#[test]
+fn bodystructure_of_alternative_with_attachment() {
+    let mut s = mime_selected();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a FETCH 4 (BODYSTRUCTURE)\r\n",
+                "* 4 FETCH (BODYSTRUCTURE (((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \
+                 \"7BIT\" 9 1 NIL NIL NIL NIL)(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \
+                 \"quoted-printable\" 16 1 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"inner\") \
+                 NIL NIL NIL)(\"application\" \"pdf\" (\"name\" \"report.pdf\") NIL NIL \"base64\" 12 \
+                 NIL (\"attachment\" (\"filename\" \"report.pdf\")) NIL NIL) \"mixed\" \
+                 (\"boundary\" \"outer\") NIL NIL NIL))\r\na OK FETCH completed\r\n",
+            ),
+            (
+                "b FETCH 4 (BODY)\r\n",
+                "* 4 FETCH (BODY (((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7BIT\" 9 1)\
+                 (\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 16 1) \
+                 \"alternative\")(\"application\" \"pdf\" (\"name\" \"report.pdf\") NIL NIL \
+                 \"base64\" 12) \"mixed\"))\r\nb OK FETCH completed\r\n",
+            ),
+            (
+                "c UID FETCH 6 (BODY.PEEK[2] BODY.PEEK[1.1] BODY.PEEK[1.2.MIME] BODY.PEEK[1.2]<3.5>)\r\n",
+                &format!(
+                    "* 4 FETCH (UID 6 BODY[2] {} BODY[1.1] {} BODY[1.2.MIME] {} BODY[1.2]<3> {})\r\n\
+                     c OK FETCH completed\r\n",
+                    lit("JVBERi0xLjQK"),
+                    lit("Hello Bob"),
+                    lit("Content-Type: text/html; charset=utf-8\r\n\
+                         Content-Transfer-Encoding: quoted-printable\r\n\r\n"),
+                    lit("Hello"),
+                ),
+            ),
+            (
+                // Part 1 is the whole multipart/alternative entity, without the delimiter's CRLF.
+                "d FETCH 4 (BODY.PEEK[1] BODY.PEEK[3] BODY.PEEK[1.1.1])\r\n",
+                &format!(
+                    "* 4 FETCH (BODY[1] {} BODY[3] NIL BODY[1.1.1] NIL)\r\nd OK FETCH completed\r\n",
+                    lit(
+                        "--inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello Bob\r\n\
+                         --inner\r\nContent-Type: text/html; charset=utf-8\r\n\
+                         Content-Transfer-Encoding: quoted-printable\r\n\r\n<p>Hello Bob</p>\r\n\
+                         --inner--\r\n"
+                    ),
+                ),
+            ),
+            // Without PEEK a numbered part sets \Seen like BODY[] does.
+            (
+                "e FETCH 4 (BODY[1.1])\r\n",
+                &format!(
+                    "* 4 FETCH (BODY[1.1] {} FLAGS (\\Seen))\r\ne OK FETCH completed\r\n",
+                    lit("Hello Bob")
+                ),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn bodystructure_and_sections_of_message_rfc822() {
+    let mut s = mime_selected();
+    let inner_env = "(NIL \"Inner\" ((NIL NIL \"dave\" \"example.com\")) \
+                     ((NIL NIL \"dave\" \"example.com\")) ((NIL NIL \"dave\" \"example.com\")) \
+                     NIL NIL NIL NIL NIL)";
+    transcript(
+        &mut s,
+        &[
+            (
+                "a FETCH 5 BODYSTRUCTURE\r\n",
+                &format!(
+                    "* 5 FETCH (BODYSTRUCTURE ((\"text\" \"plain\" NIL NIL NIL \"7BIT\" 10 1 NIL NIL \
+                     NIL NIL)(\"message\" \"rfc822\" NIL NIL \"forwarded\" \"7BIT\" 52 {inner_env} \
+                     (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7BIT\" 10 1 NIL NIL NIL \
+                     NIL) 4 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL))\r\n\
+                     a OK FETCH completed\r\n"
+                ),
+            ),
+            (
+                "b FETCH 5 (BODY.PEEK[2.HEADER] BODY.PEEK[2.TEXT] BODY.PEEK[2.1] \
+                 BODY.PEEK[2.HEADER.FIELDS (SUBJECT)] BODY.PEEK[2.MIME] BODY.PEEK[1.HEADER])\r\n",
+                &format!(
+                    "* 5 FETCH (BODY[2.HEADER] {} BODY[2.TEXT] {} BODY[2.1] {} \
+                     BODY[2.HEADER.FIELDS (SUBJECT)] {} BODY[2.MIME] {} BODY[1.HEADER] NIL)\r\n\
+                     b OK FETCH completed\r\n",
+                    lit("From: dave@example.com\r\nSubject: Inner\r\n\r\n"),
+                    lit("Inner body"),
+                    lit("Inner body"),
+                    lit("Subject: Inner\r\n\r\n"),
+                    lit("Content-Type: message/rfc822\r\nContent-Description: forwarded\r\n\r\n"),
+                ),
+            ),
+            (
+                "c FETCH 5 (BODY.PEEK[2])\r\n",
+                &format!(
+                    "* 5 FETCH (BODY[2] {})\r\nc OK FETCH completed\r\n",
+                    lit("From: dave@example.com\r\nSubject: Inner\r\n\r\nInner body")
+                ),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn bodystructure_of_single_part_quoted_printable() {
+    let mut s = mime_selected();
+    let body = "Caf=E9 au lait=\r\n chaud\r\n";
+    transcript(
+        &mut s,
+        &[
+            (
+                "a FETCH 6 (BODYSTRUCTURE BODY)\r\n",
+                "* 6 FETCH (BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"iso-8859-1\") NIL NIL \
+                 \"quoted-printable\" 25 2 NIL NIL (\"en\" \"fr\") NIL) BODY (\"text\" \"plain\" \
+                 (\"charset\" \"iso-8859-1\") NIL NIL \"quoted-printable\" 25 2))\r\n\
+                 a OK FETCH completed\r\n",
+            ),
+            (
+                "b FETCH 6 (BODY.PEEK[1] BODY.PEEK[2] BODY.PEEK[1]<20.100>)\r\n",
+                &format!(
+                    "* 6 FETCH (BODY[1] {} BODY[2] NIL BODY[1]<20> {})\r\nb OK FETCH completed\r\n",
+                    lit(body),
+                    lit("aud\r\n"),
+                ),
+            ),
+        ],
+    );
 }
