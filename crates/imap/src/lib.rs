@@ -19,6 +19,7 @@ mod mime;
 mod mutf7;
 mod response;
 mod session;
+mod subscriptions;
 
 #[cfg(test)]
 mod tests;
@@ -191,4 +192,11 @@ pub trait Backend: Send {
         to: &str,
         remove: bool,
     ) -> impl Future<Output = Result<(u32, Vec<(u32, u32)>), BackendError>> + Send;
+    /// Adds `name` to the account's subscriptions (SUBSCRIBE); the mailbox need not exist,
+    /// and subscribing twice is not an error.
+    fn subscribe(&mut self, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// Removes `name` from the subscriptions (UNSUBSCRIBE); not subscribed is not an error.
+    fn unsubscribe(&mut self, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// The subscribed names (LSUB), including those whose mailbox no longer exists.
+    fn subscriptions(&mut self) -> impl Future<Output = Result<Vec<String>, BackendError>> + Send;
 }

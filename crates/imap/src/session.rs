@@ -29,7 +29,7 @@ use crate::framing::{Frame, Framer, Rejection};
 use crate::response::{self, bad, code_other, no, ok};
 use crate::{
     Action, Backend, BackendError, Config, FlagOp, MailboxEntry, MessageMeta, Output, message,
-    mime, mutf7,
+    mime, mutf7, subscriptions,
 };
 
 /// The hierarchy delimiter we present (RFC 9051 §6.3.9).
@@ -353,9 +353,24 @@ impl<B: Backend> Session<B> {
                 reference,
                 mailbox_wildcard,
             } if authenticated => {
-                // All mailboxes count as subscribed until subscriptions are stored.
                 self.list(&tag, &reference, &mailbox_wildcard, "LSUB", out)
                     .await;
+            }
+            CommandBody::Subscribe { mailbox } if authenticated => {
+                if let Some(name) = Self::client_name(&tag, &mailbox, out) {
+                    match self.backend.subscribe(&name).await {
+                        Ok(()) => out.extend(ok(&tag, None, "SUBSCRIBE completed")),
+                        Err(err) => out.extend(backend_error(&tag, &err)),
+                    }
+                }
+            }
+            CommandBody::Unsubscribe { mailbox } if authenticated => {
+                if let Some(name) = Self::client_name(&tag, &mailbox, out) {
+                    match self.backend.unsubscribe(&name).await {
+                        Ok(()) => out.extend(ok(&tag, None, "UNSUBSCRIBE completed")),
+                        Err(err) => out.extend(backend_error(&tag, &err)),
+                    }
+                }
             }
             CommandBody::Status {
                 mailbox,
@@ -485,6 +500,8 @@ impl<B: Backend> Session<B> {
             | CommandBody::Examine { .. }
             | CommandBody::List { .. }
             | CommandBody::Lsub { .. }
+            | CommandBody::Subscribe { .. }
+            | CommandBody::Unsubscribe { .. }
             | CommandBody::Status { .. }) => {
                 out.extend(bad(
                     Some(&tag),
@@ -762,6 +779,27 @@ impl<B: Backend> Session<B> {
                 return;
             }
         };
+        if verb == "LSUB" {
+            let subscribed = match self.backend.subscriptions().await {
+                Ok(names) => names,
+                Err(err) => {
+                    out.extend(backend_error(tag, &err));
+                    return;
+                }
+            };
+            let existing: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+            for (name, noselect) in
+                subscriptions::lsub(&full, &subscribed, &existing, wildcard_match)
+            {
+                let attributes = if noselect { "\\Noselect" } else { "" };
+                let mut line = format!("* LSUB ({attributes}) \"{DELIMITER}\" ").into_bytes();
+                line.extend(response::string(mutf7::encode(&name).as_bytes()));
+                line.extend_from_slice(b"\r\n");
+                out.extend(line);
+            }
+            out.extend(ok(tag, None, "LSUB completed"));
+            return;
+        }
         for (name, attributes) in hierarchy(&entries) {
             if wildcard_match(&full, &name) {
                 let mut line =

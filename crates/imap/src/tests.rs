@@ -25,6 +25,7 @@ struct MemBox {
 #[derive(Clone)]
 struct MemBackend {
     boxes: Arc<Mutex<Vec<MemBox>>>,
+    subscribed: Arc<Mutex<Vec<String>>>,
 }
 
 const MSG1: &[u8] = b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nFrom: Alice <alice@example.com>\r\nTo: bob@example.com\r\nSubject: Hello\r\nMessage-ID: <1@example.com>\r\n\r\nHi Bob\r\n";
@@ -89,6 +90,11 @@ impl MemBackend {
         ];
         Self {
             boxes: Arc::new(Mutex::new(boxes)),
+            subscribed: Arc::new(Mutex::new(vec![
+                "INBOX".to_string(),
+                "Sent".to_string(),
+                "Archive/2024".to_string(),
+            ])),
         }
     }
 
@@ -264,6 +270,11 @@ impl Backend for MemBackend {
             match boxes.iter_mut().find(|b| b.entry.name == from) {
                 Some(b) => {
                     b.entry.name = to.to_string();
+                    for name in self.subscribed.lock().unwrap().iter_mut() {
+                        if name == from {
+                            *name = to.to_string();
+                        }
+                    }
                     Ok(())
                 }
                 None => Err(BackendError::NotFound),
@@ -334,6 +345,23 @@ impl Backend for MemBackend {
             Ok((boxes[dst].entry.uid_validity, pairs))
         })();
         ready(result)
+    }
+
+    fn subscribe(&mut self, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let mut subscribed = self.subscribed.lock().unwrap();
+        if !subscribed.iter().any(|n| n == name) {
+            subscribed.push(name.to_string());
+        }
+        ready(Ok(()))
+    }
+
+    fn unsubscribe(&mut self, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send {
+        self.subscribed.lock().unwrap().retain(|n| n != name);
+        ready(Ok(()))
+    }
+
+    fn subscriptions(&mut self) -> impl Future<Output = Result<Vec<String>, BackendError>> + Send {
+        ready(Ok(self.subscribed.lock().unwrap().clone()))
     }
 }
 
@@ -620,7 +648,7 @@ fn long_lines_and_garbage_get_bad_and_session_continues() {
             ("b NOOP\r\n", "b OK Completed\r\n"),
             (
                 "c SUBSCRIBE foo\r\n",
-                "c NO [CANNOT] SUBSCRIBE is not implemented\r\n",
+                "c BAD SUBSCRIBE requires authentication\r\n",
             ),
             (
                 "d ID NIL\r\n",
@@ -728,7 +756,7 @@ fn list_lsub_and_status() {
             ),
             (
                 "e LSUB \"\" inbox\r\n",
-                "* LSUB (\\HasNoChildren) \"/\" \"INBOX\"\r\ne OK LSUB completed\r\n",
+                "* LSUB () \"/\" \"INBOX\"\r\ne OK LSUB completed\r\n",
             ),
             (
                 "f STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT DELETED)\r\n",
@@ -1437,5 +1465,61 @@ fn bodystructure_of_single_part_quoted_printable() {
                 ),
             ),
         ],
+    );
+}
+
+#[test]
+fn subscribe_unsubscribe_and_lsub() {
+    let (mut s, b) = logged_in();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a LSUB \"\" *\r\n",
+                "* LSUB () \"/\" \"INBOX\"\r\n* LSUB () \"/\" \"Archive/2024\"\r\n\
+                 * LSUB () \"/\" \"Sent\"\r\na OK LSUB completed\r\n",
+            ),
+            // "%" stops at Archive, which is not subscribed: it is listed \Noselect.
+            (
+                "b LSUB \"\" %\r\n",
+                "* LSUB () \"/\" \"INBOX\"\r\n* LSUB (\\Noselect) \"/\" \"Archive\"\r\n\
+                 * LSUB () \"/\" \"Sent\"\r\nb OK LSUB completed\r\n",
+            ),
+            (
+                "c SUBSCRIBE Entw&APw-rfe\r\n",
+                "c OK SUBSCRIBE completed\r\n",
+            ),
+            ("d UNSUBSCRIBE Sent\r\n", "d OK UNSUBSCRIBE completed\r\n"),
+            ("e SUBSCRIBE Later\r\n", "e OK SUBSCRIBE completed\r\n"),
+            // A subscribed name without a mailbox is \Noselect; UTF-8 names go out in mUTF-7.
+            (
+                "f LSUB \"\" *\r\n",
+                "* LSUB () \"/\" \"INBOX\"\r\n* LSUB () \"/\" \"Archive/2024\"\r\n\
+                 * LSUB () \"/\" \"Entw&APw-rfe\"\r\n* LSUB (\\Noselect) \"/\" \"Later\"\r\n\
+                 f OK LSUB completed\r\n",
+            ),
+            // RENAME carries the subscription along (the backend's job, seen through LSUB).
+            (
+                "g RENAME Entw&APw-rfe Drafts\r\n",
+                "g OK RENAME completed\r\n",
+            ),
+            (
+                "h LSUB \"\" D*\r\n",
+                "* LSUB () \"/\" \"Drafts\"\r\nh OK LSUB completed\r\n",
+            ),
+            ("i SUBSCRIBE \"\"\r\n", "i BAD Invalid mailbox name\r\n"),
+        ],
+    );
+    assert_eq!(
+        *b.subscribed.lock().unwrap(),
+        ["INBOX", "Archive/2024", "Drafts", "Later"]
+    );
+    let (mut fresh, _) = session();
+    transcript(
+        &mut fresh,
+        &[(
+            "a SUBSCRIBE INBOX\r\n",
+            "a BAD SUBSCRIBE requires authentication\r\n",
+        )],
     );
 }
