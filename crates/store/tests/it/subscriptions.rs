@@ -87,3 +87,67 @@ both!(subscriptions_follow_rename, |store| async move {
     // Work/Old was not subscribed, so Jobs/Old is not either.
     assert!(!subs.contains(&"Jobs/Old".to_string()), "{subs:?}");
 });
+
+/// Migration 0010 subscribes the mailboxes of accounts that existed before it. The database
+/// is migrated to 0009 with sqlx's migrator, an account is staged in SQL (the store's own
+/// test reaching past it), then `Store::connect` applies 0010.
+mod migration_subscribes_existing_mailboxes {
+    use sqlx::migrate::Migrator;
+    use tern_store::Store;
+    use tern_testkit::TestDb;
+
+    const STAGE: [&str; 4] = [
+        "INSERT INTO domains (name, created_at) VALUES ('example.org', 0)",
+        "INSERT INTO accounts (address, domain, password_hash, created_at) \
+         VALUES ('old@example.org', 'example.org', 'x', 0)",
+        "INSERT INTO mailboxes (account_id, name, uid_validity, created_at) \
+         SELECT id, 'INBOX', 1, 0 FROM accounts",
+        "INSERT INTO mailboxes (account_id, name, uid_validity, created_at) \
+         SELECT id, 'Projects', 2, 0 FROM accounts",
+    ];
+
+    async fn run(backend: &str) {
+        let db = TestDb::new(backend).await;
+        let dir = format!("{}/../../migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
+        let migrator = Migrator::new(std::path::Path::new(&dir)).await.unwrap();
+        if backend == "postgres" {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            migrator.run_to(9, &pool).await.unwrap();
+            for sql in STAGE {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        } else {
+            let pool = sqlx::SqlitePool::connect(&format!("{}?mode=rwc", db.url))
+                .await
+                .unwrap();
+            migrator.run_to(9, &pool).await.unwrap();
+            for sql in STAGE {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        let store = Store::connect(&db.url).await.unwrap();
+        let id = store
+            .account("old@example.org")
+            .await
+            .unwrap()
+            .expect("staged account")
+            .id;
+        assert_eq!(
+            store.subscriptions(id).await.unwrap(),
+            ["INBOX", "Projects"]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        run("postgres").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        run("sqlite").await;
+    }
+}
