@@ -1080,9 +1080,12 @@ impl<B: Backend> Session<B> {
         // RFC 9051 §6.4.5: BODY[...] without .PEEK sets \Seen, and the changed FLAGS are
         // returned even when not asked for.
         let sets_seen = !sel.read_only
-            && items
-                .iter()
-                .any(|i| matches!(i, Item::Body { peek: false, .. }));
+            && items.iter().any(|i| {
+                matches!(
+                    i,
+                    Item::Body { peek: false, .. } | Item::Binary { peek: false, .. }
+                )
+            });
         let mut seen_changed: Vec<u32> = Vec::new();
         if sets_seen {
             let unseen: Vec<u32> = targets
@@ -1119,7 +1122,11 @@ impl<B: Backend> Session<B> {
         let needs_body = items.iter().any(|i| {
             matches!(
                 i,
-                Item::Body { .. } | Item::Envelope | Item::Structure { .. }
+                Item::Body { .. }
+                    | Item::Envelope
+                    | Item::Structure { .. }
+                    | Item::Binary { .. }
+                    | Item::BinarySize { .. }
             )
         });
         let mut vanished = false;
@@ -1144,6 +1151,22 @@ impl<B: Backend> Session<B> {
             } else {
                 None
             };
+            // RFC 3516 §4.3: a part we cannot decode fails the whole command.
+            if let Some(body) = &body
+                && items.iter().any(|i| match i {
+                    Item::Binary { path, .. } | Item::BinarySize { path } => {
+                        mime::binary(body, path) == Err(mime::BinaryError::UnknownCte)
+                    }
+                    _ => false,
+                })
+            {
+                out.extend(no(
+                    tag,
+                    Some(code_other("UNKNOWN-CTE")),
+                    "Cannot decode this part's transfer encoding",
+                ));
+                return;
+            }
             let add_flags = seen_changed.contains(&entry.meta.uid)
                 && !items.iter().any(|i| matches!(i, Item::Flags));
             out.extend(render_fetch(
@@ -1691,6 +1714,16 @@ enum Item {
     Structure {
         extended: bool,
     },
+    /// BINARY[section]<partial> (RFC 9051 §6.4.5): the decoded part.
+    Binary {
+        path: Vec<u32>,
+        partial: Option<(u32, u32)>,
+        peek: bool,
+        label: Vec<u8>,
+    },
+    BinarySize {
+        path: Vec<u32>,
+    },
     Body {
         section: Part,
         /// The part number (`1.2` is `[1, 2]`); empty for the whole message.
@@ -1766,8 +1799,7 @@ fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
                 .map(|n| n.0.as_ref().iter().map(|p| p.get()).collect())
                 .unwrap_or_default();
             let mut label = b"BODY[".to_vec();
-            let numbers: Vec<String> = path.iter().map(u32::to_string).collect();
-            label.extend(numbers.join(".").into_bytes());
+            label.extend(section_numbers(&path).into_bytes());
             if !path.is_empty() && !spec.is_empty() {
                 label.push(b'.');
             }
@@ -1785,10 +1817,35 @@ fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
                 label,
             }
         }
+        MessageDataItemName::Binary {
+            section,
+            partial,
+            peek,
+        } => {
+            let path: Vec<u32> = section.iter().map(|p| p.get()).collect();
+            let mut label = format!("BINARY[{}]", section_numbers(&path)).into_bytes();
+            if let Some((origin, _)) = partial {
+                label.extend(format!("<{origin}>").into_bytes());
+            }
+            Item::Binary {
+                path,
+                partial: partial.map(|(origin, len)| (origin, len.get())),
+                peek: *peek,
+                label,
+            }
+        }
+        MessageDataItemName::BinarySize { section } => Item::BinarySize {
+            path: section.iter().map(|p| p.get()).collect(),
+        },
         MessageDataItemName::Body => Item::Structure { extended: false },
         MessageDataItemName::BodyStructure => Item::Structure { extended: true },
-        _ => return Err("of this data item"),
     })
+}
+
+/// `1.2.3` for a part number path.
+fn section_numbers(path: &[u32]) -> String {
+    let numbers: Vec<String> = path.iter().map(u32::to_string).collect();
+    numbers.join(".")
 }
 
 fn field_part(names: &[imap_codec::imap_types::core::AString<'_>], not: bool) -> (Part, Vec<u8>) {
@@ -1841,6 +1898,34 @@ fn render_fetch(
             Item::Envelope => {
                 out.extend_from_slice(b"ENVELOPE ");
                 out.extend(message::envelope(header));
+            }
+            Item::Binary {
+                path,
+                partial,
+                label,
+                ..
+            } => {
+                out.extend_from_slice(label);
+                match mime::binary(message, path) {
+                    Ok(data) => {
+                        let data: &[u8] = match partial {
+                            Some((origin, len)) => {
+                                let start = (*origin as usize).min(data.len());
+                                let end = start.saturating_add(*len as usize).min(data.len());
+                                &data[start..end]
+                            }
+                            None => &data,
+                        };
+                        // literal8 (RFC 9051 §4.3) when the data holds NUL.
+                        out.extend_from_slice(if data.contains(&0) { b" ~" } else { b" " });
+                        out.extend(response::literal(data));
+                    }
+                    Err(_) => out.extend_from_slice(b" NIL"),
+                }
+            }
+            Item::BinarySize { path } => {
+                let size = mime::binary(message, path).map_or(0, |d| d.len());
+                out.extend(format!("BINARY.SIZE[{}] {size}", section_numbers(path)).into_bytes());
             }
             Item::Structure { extended } => {
                 out.extend_from_slice(if *extended {

@@ -1523,3 +1523,58 @@ fn subscribe_unsubscribe_and_lsub() {
         )],
     );
 }
+
+#[test]
+fn binary_sections_are_decoded() {
+    let mut s = mime_selected();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a FETCH 4 (BINARY.PEEK[2] BINARY.SIZE[2] BINARY.PEEK[1.2]<3.5>)\r\n",
+                &format!(
+                    "* 4 FETCH (BINARY[2] {} BINARY.SIZE[2] 9 BINARY[1.2]<3> {})\r\n\
+                     a OK FETCH completed\r\n",
+                    lit("%PDF-1.4\n"),
+                    lit("Hello"),
+                ),
+            ),
+            (
+                "b FETCH 6 (BINARY.SIZE[1] BINARY.PEEK[3])\r\n",
+                "* 6 FETCH (BINARY.SIZE[1] 20 BINARY[3] NIL)\r\nb OK FETCH completed\r\n",
+            ),
+        ],
+    );
+    // The decoded quoted-printable is ISO-8859-1; BINARY without PEEK sets \Seen.
+    let out = feed(&mut s, "c FETCH 6 (BINARY[1])\r\n");
+    assert_eq!(
+        out.bytes,
+        b"* 6 FETCH (BINARY[1] {20}\r\nCaf\xe9 au lait chaud\r\n FLAGS (\\Seen))\r\n\
+          c OK FETCH completed\r\n"
+    );
+}
+
+#[test]
+fn binary_of_unknown_encoding_is_refused_and_nul_uses_literal8() {
+    let (mut s, b) = logged_in();
+    b.add(
+        "INBOX",
+        6,
+        b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\
+          Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 a\r\n--x\r\n\
+          Content-Transfer-Encoding: base64\r\n\r\nAEE=\r\n--x--\r\n",
+    );
+    feed(&mut s, "s SELECT INBOX\r\n");
+    transcript(
+        &mut s,
+        &[(
+            "a FETCH 4 (BINARY.PEEK[1])\r\n",
+            "a NO [UNKNOWN-CTE] Cannot decode this part's transfer encoding\r\n",
+        )],
+    );
+    let out = feed(&mut s, "b FETCH 4 (BINARY.PEEK[2])\r\n");
+    assert_eq!(
+        out.bytes,
+        b"* 4 FETCH (BINARY[2] ~{2}\r\n\0A)\r\nb OK FETCH completed\r\n"
+    );
+}
