@@ -8,16 +8,19 @@
 //! `framing.rs`) so that memory stays bounded and literal data is never read as a command.
 //!
 //! Deliberately absent: sockets, TLS, timers (the agent asks for [`Session::timeout_reply`] when
-//! its own timer fires), storage and SQL, logging of passwords or message bodies. SUBSCRIBE,
-//! IDLE, BODYSTRUCTURE and numbered MIME parts are answered with `NO [CANNOT]` for now.
+//! its own timer fires), storage and SQL, logging of passwords or message bodies. IDLE is
+//! answered with `NO [CANNOT]` for now. FETCH BINARY (part of IMAP4rev2) is answered, but the
+//! RFC 3516 `BINARY` capability is not advertised to IMAP4rev1 clients.
 
 use std::future::Future;
 
 mod framing;
 mod message;
+mod mime;
 mod mutf7;
 mod response;
 mod session;
+mod subscriptions;
 
 #[cfg(test)]
 mod tests;
@@ -190,4 +193,11 @@ pub trait Backend: Send {
         to: &str,
         remove: bool,
     ) -> impl Future<Output = Result<(u32, Vec<(u32, u32)>), BackendError>> + Send;
+    /// Adds `name` to the account's subscriptions (SUBSCRIBE); the mailbox need not exist,
+    /// and subscribing twice is not an error.
+    fn subscribe(&mut self, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// Removes `name` from the subscriptions (UNSUBSCRIBE); not subscribed is not an error.
+    fn unsubscribe(&mut self, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// The subscribed names (LSUB), including those whose mailbox no longer exists.
+    fn subscriptions(&mut self) -> impl Future<Output = Result<Vec<String>, BackendError>> + Send;
 }

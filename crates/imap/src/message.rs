@@ -3,8 +3,8 @@
 //!
 //! Parsing is done by hand on the header block and always returns the original bytes of the
 //! selected fields (RFC 9051 §6.4.5 wants the fields as stored, not re-encoded). It deliberately
-//! does not decode RFC 2047 encoded-words (clients do that) and does not parse MIME structure:
-//! BODYSTRUCTURE and numbered body parts of multipart messages are outside this module.
+//! does not decode RFC 2047 encoded-words (clients do that); MIME structure (BODYSTRUCTURE,
+//! numbered body parts) is in `mime.rs`, built on these helpers.
 
 use crate::response::{nstring, string};
 

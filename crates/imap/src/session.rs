@@ -5,8 +5,8 @@
 //! and the next [`Action`] go out in an [`Output`]. It keeps its own snapshot of the selected
 //! mailbox (sequence number → UID) so that numbers only change when the client is told with an
 //! untagged EXPUNGE or EXISTS, never in the middle of FETCH, STORE or SEARCH (RFC 9051 §7.5.1).
-//! Not handled here: SUBSCRIBE, IDLE and BODYSTRUCTURE (answered `NO [CANNOT]`), and
-//! date-based SEARCH keys.
+//! Not handled here: IDLE (answered `NO [CANNOT]`) and date-based SEARCH keys. MIME structure
+//! (BODYSTRUCTURE, numbered parts) is read by `mime.rs`.
 
 use std::borrow::Cow;
 
@@ -29,7 +29,7 @@ use crate::framing::{Frame, Framer, Rejection};
 use crate::response::{self, bad, code_other, no, ok};
 use crate::{
     Action, Backend, BackendError, Config, FlagOp, MailboxEntry, MessageMeta, Output, message,
-    mutf7,
+    mime, mutf7, subscriptions,
 };
 
 /// The hierarchy delimiter we present (RFC 9051 §6.3.9).
@@ -353,9 +353,24 @@ impl<B: Backend> Session<B> {
                 reference,
                 mailbox_wildcard,
             } if authenticated => {
-                // All mailboxes count as subscribed until subscriptions are stored.
                 self.list(&tag, &reference, &mailbox_wildcard, "LSUB", out)
                     .await;
+            }
+            CommandBody::Subscribe { mailbox } if authenticated => {
+                if let Some(name) = Self::client_name(&tag, &mailbox, out) {
+                    match self.backend.subscribe(&name).await {
+                        Ok(()) => out.extend(ok(&tag, None, "SUBSCRIBE completed")),
+                        Err(err) => out.extend(backend_error(&tag, &err)),
+                    }
+                }
+            }
+            CommandBody::Unsubscribe { mailbox } if authenticated => {
+                if let Some(name) = Self::client_name(&tag, &mailbox, out) {
+                    match self.backend.unsubscribe(&name).await {
+                        Ok(()) => out.extend(ok(&tag, None, "UNSUBSCRIBE completed")),
+                        Err(err) => out.extend(backend_error(&tag, &err)),
+                    }
+                }
             }
             CommandBody::Status {
                 mailbox,
@@ -485,6 +500,8 @@ impl<B: Backend> Session<B> {
             | CommandBody::Examine { .. }
             | CommandBody::List { .. }
             | CommandBody::Lsub { .. }
+            | CommandBody::Subscribe { .. }
+            | CommandBody::Unsubscribe { .. }
             | CommandBody::Status { .. }) => {
                 out.extend(bad(
                     Some(&tag),
@@ -762,6 +779,27 @@ impl<B: Backend> Session<B> {
                 return;
             }
         };
+        if verb == "LSUB" {
+            let subscribed = match self.backend.subscriptions().await {
+                Ok(names) => names,
+                Err(err) => {
+                    out.extend(backend_error(tag, &err));
+                    return;
+                }
+            };
+            let existing: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+            for (name, noselect) in
+                subscriptions::lsub(&full, &subscribed, &existing, wildcard_match)
+            {
+                let attributes = if noselect { "\\Noselect" } else { "" };
+                let mut line = format!("* LSUB ({attributes}) \"{DELIMITER}\" ").into_bytes();
+                line.extend(response::string(mutf7::encode(&name).as_bytes()));
+                line.extend_from_slice(b"\r\n");
+                out.extend(line);
+            }
+            out.extend(ok(tag, None, "LSUB completed"));
+            return;
+        }
         for (name, attributes) in hierarchy(&entries) {
             if wildcard_match(&full, &name) {
                 let mut line =
@@ -1042,9 +1080,12 @@ impl<B: Backend> Session<B> {
         // RFC 9051 §6.4.5: BODY[...] without .PEEK sets \Seen, and the changed FLAGS are
         // returned even when not asked for.
         let sets_seen = !sel.read_only
-            && items
-                .iter()
-                .any(|i| matches!(i, Item::Body { peek: false, .. }));
+            && items.iter().any(|i| {
+                matches!(
+                    i,
+                    Item::Body { peek: false, .. } | Item::Binary { peek: false, .. }
+                )
+            });
         let mut seen_changed: Vec<u32> = Vec::new();
         if sets_seen {
             let unseen: Vec<u32> = targets
@@ -1078,9 +1119,16 @@ impl<B: Backend> Session<B> {
             }
         }
 
-        let needs_body = items
-            .iter()
-            .any(|i| matches!(i, Item::Body { .. } | Item::Envelope));
+        let needs_body = items.iter().any(|i| {
+            matches!(
+                i,
+                Item::Body { .. }
+                    | Item::Envelope
+                    | Item::Structure { .. }
+                    | Item::Binary { .. }
+                    | Item::BinarySize { .. }
+            )
+        });
         let mut vanished = false;
         for index in targets {
             let entry = &sel.view[index];
@@ -1103,6 +1151,22 @@ impl<B: Backend> Session<B> {
             } else {
                 None
             };
+            // RFC 3516 §4.3: a part we cannot decode fails the whole command.
+            if let Some(body) = &body
+                && items.iter().any(|i| match i {
+                    Item::Binary { path, .. } | Item::BinarySize { path } => {
+                        mime::binary(body, path) == Err(mime::BinaryError::UnknownCte)
+                    }
+                    _ => false,
+                })
+            {
+                out.extend(no(
+                    tag,
+                    Some(code_other("UNKNOWN-CTE")),
+                    "Cannot decode this part's transfer encoding",
+                ));
+                return;
+            }
             let add_flags = seen_changed.contains(&entry.meta.uid)
                 && !items.iter().any(|i| matches!(i, Item::Flags));
             out.extend(render_fetch(
@@ -1646,8 +1710,24 @@ enum Item {
     InternalDate,
     Size,
     Envelope,
+    /// BODYSTRUCTURE (`extended`) or BODY.
+    Structure {
+        extended: bool,
+    },
+    /// BINARY[section]<partial> (RFC 9051 §6.4.5): the decoded part.
+    Binary {
+        path: Vec<u32>,
+        partial: Option<(u32, u32)>,
+        peek: bool,
+        label: Vec<u8>,
+    },
+    BinarySize {
+        path: Vec<u32>,
+    },
     Body {
         section: Part,
+        /// The part number (`1.2` is `[1, 2]`); empty for the whole message.
+        path: Vec<u32>,
         partial: Option<(u32, u32)>,
         peek: bool,
         /// The item name in the response, e.g. `BODY[HEADER.FIELDS (FROM)]` or `RFC822`.
@@ -1658,8 +1738,13 @@ enum Item {
 enum Part {
     Full,
     Header,
-    Fields { names: Vec<Vec<u8>>, not: bool },
+    Fields {
+        names: Vec<Vec<u8>>,
+        not: bool,
+    },
     Text,
+    /// `BODY[1.MIME]`.
+    Mime,
 }
 
 fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
@@ -1671,18 +1756,21 @@ fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
         MessageDataItemName::Envelope => Item::Envelope,
         MessageDataItemName::Rfc822 => Item::Body {
             section: Part::Full,
+            path: Vec::new(),
             partial: None,
             peek: false,
             label: b"RFC822".to_vec(),
         },
         MessageDataItemName::Rfc822Header => Item::Body {
             section: Part::Header,
+            path: Vec::new(),
             partial: None,
             peek: true,
             label: b"RFC822.HEADER".to_vec(),
         },
         MessageDataItemName::Rfc822Text => Item::Body {
             section: Part::Text,
+            path: Vec::new(),
             partial: None,
             peek: false,
             label: b"RFC822.TEXT".to_vec(),
@@ -1692,15 +1780,29 @@ fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
             partial,
             peek,
         } => {
-            let (part, spec): (Part, Vec<u8>) = match section {
-                None => (Part::Full, Vec::new()),
-                Some(Section::Header(None)) => (Part::Header, b"HEADER".to_vec()),
-                Some(Section::Text(None)) => (Part::Text, b"TEXT".to_vec()),
-                Some(Section::HeaderFields(None, names)) => field_part(names.as_ref(), false),
-                Some(Section::HeaderFieldsNot(None, names)) => field_part(names.as_ref(), true),
-                Some(_) => return Err("of numbered body parts"),
+            let (number, (part, spec)): (_, (Part, Vec<u8>)) = match section {
+                None => (None, (Part::Full, Vec::new())),
+                Some(Section::Part(number)) => (Some(number), (Part::Full, Vec::new())),
+                Some(Section::Header(number)) => {
+                    (number.as_ref(), (Part::Header, b"HEADER".to_vec()))
+                }
+                Some(Section::Text(number)) => (number.as_ref(), (Part::Text, b"TEXT".to_vec())),
+                Some(Section::Mime(number)) => (Some(number), (Part::Mime, b"MIME".to_vec())),
+                Some(Section::HeaderFields(number, names)) => {
+                    (number.as_ref(), field_part(names.as_ref(), false))
+                }
+                Some(Section::HeaderFieldsNot(number, names)) => {
+                    (number.as_ref(), field_part(names.as_ref(), true))
+                }
             };
+            let path: Vec<u32> = number
+                .map(|n| n.0.as_ref().iter().map(|p| p.get()).collect())
+                .unwrap_or_default();
             let mut label = b"BODY[".to_vec();
+            label.extend(section_numbers(&path).into_bytes());
+            if !path.is_empty() && !spec.is_empty() {
+                label.push(b'.');
+            }
             label.extend(spec);
             label.push(b']');
             if let Some((origin, _)) = partial {
@@ -1709,16 +1811,41 @@ fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
             }
             Item::Body {
                 section: part,
+                path,
                 partial: partial.map(|(origin, len)| (origin, len.get())),
                 peek: *peek,
                 label,
             }
         }
-        MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
-            return Err("of BODYSTRUCTURE");
+        MessageDataItemName::Binary {
+            section,
+            partial,
+            peek,
+        } => {
+            let path: Vec<u32> = section.iter().map(|p| p.get()).collect();
+            let mut label = format!("BINARY[{}]", section_numbers(&path)).into_bytes();
+            if let Some((origin, _)) = partial {
+                label.extend(format!("<{origin}>").into_bytes());
+            }
+            Item::Binary {
+                path,
+                partial: partial.map(|(origin, len)| (origin, len.get())),
+                peek: *peek,
+                label,
+            }
         }
-        _ => return Err("of this data item"),
+        MessageDataItemName::BinarySize { section } => Item::BinarySize {
+            path: section.iter().map(|p| p.get()).collect(),
+        },
+        MessageDataItemName::Body => Item::Structure { extended: false },
+        MessageDataItemName::BodyStructure => Item::Structure { extended: true },
     })
+}
+
+/// `1.2.3` for a part number path.
+fn section_numbers(path: &[u32]) -> String {
+    let numbers: Vec<String> = path.iter().map(u32::to_string).collect();
+    numbers.join(".")
 }
 
 fn field_part(names: &[imap_codec::imap_types::core::AString<'_>], not: bool) -> (Part, Vec<u8>) {
@@ -1772,18 +1899,74 @@ fn render_fetch(
                 out.extend_from_slice(b"ENVELOPE ");
                 out.extend(message::envelope(header));
             }
-            Item::Body {
-                section,
+            Item::Binary {
+                path,
                 partial,
                 label,
                 ..
             } => {
-                let data: Cow<'_, [u8]> = match section {
-                    Part::Full => Cow::Borrowed(message),
-                    Part::Header => Cow::Borrowed(header),
-                    Part::Text => Cow::Borrowed(text),
-                    Part::Fields { names, not } => {
+                out.extend_from_slice(label);
+                match mime::binary(message, path) {
+                    Ok(data) => {
+                        let data: &[u8] = match partial {
+                            Some((origin, len)) => {
+                                let start = (*origin as usize).min(data.len());
+                                let end = start.saturating_add(*len as usize).min(data.len());
+                                &data[start..end]
+                            }
+                            None => &data,
+                        };
+                        // literal8 (RFC 9051 §4.3) when the data holds NUL.
+                        out.extend_from_slice(if data.contains(&0) { b" ~" } else { b" " });
+                        out.extend(response::literal(data));
+                    }
+                    Err(_) => out.extend_from_slice(b" NIL"),
+                }
+            }
+            Item::BinarySize { path } => {
+                let size = mime::binary(message, path).map_or(0, |d| d.len());
+                out.extend(format!("BINARY.SIZE[{}] {size}", section_numbers(path)).into_bytes());
+            }
+            Item::Structure { extended } => {
+                out.extend_from_slice(if *extended {
+                    b"BODYSTRUCTURE "
+                } else {
+                    b"BODY "
+                });
+                out.extend(mime::structure(&mime::parse(message), *extended));
+            }
+            Item::Body {
+                section,
+                path,
+                partial,
+                label,
+                ..
+            } => {
+                let data: Cow<'_, [u8]> = match (section, path.is_empty()) {
+                    (Part::Full, true) => Cow::Borrowed(message),
+                    (Part::Header, true) => Cow::Borrowed(header),
+                    (Part::Text, true) => Cow::Borrowed(text),
+                    (Part::Fields { names, not }, true) => {
                         Cow::Owned(message::select_fields(header, names, *not))
+                    }
+                    (section, _) => {
+                        let spec = match section {
+                            Part::Full => mime::Spec::Content,
+                            Part::Header => mime::Spec::Header,
+                            Part::Text => mime::Spec::Text,
+                            Part::Mime => mime::Spec::Mime,
+                            Part::Fields { names, not } => mime::Spec::Fields { names, not: *not },
+                        };
+                        match mime::section(message, path, spec) {
+                            Some(data) => Cow::Owned(data),
+                            None => {
+                                // A part that does not exist (RFC 9051 §6.4.5 leaves this
+                                // open): NIL, as Dovecot answers.
+                                out.extend_from_slice(label);
+                                out.extend_from_slice(b" NIL");
+                                continue;
+                            }
+                        }
                     }
                 };
                 let data: &[u8] = match partial {

@@ -25,6 +25,7 @@ struct MemBox {
 #[derive(Clone)]
 struct MemBackend {
     boxes: Arc<Mutex<Vec<MemBox>>>,
+    subscribed: Arc<Mutex<Vec<String>>>,
 }
 
 const MSG1: &[u8] = b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nFrom: Alice <alice@example.com>\r\nTo: bob@example.com\r\nSubject: Hello\r\nMessage-ID: <1@example.com>\r\n\r\nHi Bob\r\n";
@@ -89,6 +90,11 @@ impl MemBackend {
         ];
         Self {
             boxes: Arc::new(Mutex::new(boxes)),
+            subscribed: Arc::new(Mutex::new(vec![
+                "INBOX".to_string(),
+                "Sent".to_string(),
+                "Archive/2024".to_string(),
+            ])),
         }
     }
 
@@ -264,6 +270,11 @@ impl Backend for MemBackend {
             match boxes.iter_mut().find(|b| b.entry.name == from) {
                 Some(b) => {
                     b.entry.name = to.to_string();
+                    for name in self.subscribed.lock().unwrap().iter_mut() {
+                        if name == from {
+                            *name = to.to_string();
+                        }
+                    }
                     Ok(())
                 }
                 None => Err(BackendError::NotFound),
@@ -334,6 +345,23 @@ impl Backend for MemBackend {
             Ok((boxes[dst].entry.uid_validity, pairs))
         })();
         ready(result)
+    }
+
+    fn subscribe(&mut self, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let mut subscribed = self.subscribed.lock().unwrap();
+        if !subscribed.iter().any(|n| n == name) {
+            subscribed.push(name.to_string());
+        }
+        ready(Ok(()))
+    }
+
+    fn unsubscribe(&mut self, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send {
+        self.subscribed.lock().unwrap().retain(|n| n != name);
+        ready(Ok(()))
+    }
+
+    fn subscriptions(&mut self) -> impl Future<Output = Result<Vec<String>, BackendError>> + Send {
+        ready(Ok(self.subscribed.lock().unwrap().clone()))
     }
 }
 
@@ -620,7 +648,7 @@ fn long_lines_and_garbage_get_bad_and_session_continues() {
             ("b NOOP\r\n", "b OK Completed\r\n"),
             (
                 "c SUBSCRIBE foo\r\n",
-                "c NO [CANNOT] SUBSCRIBE is not implemented\r\n",
+                "c BAD SUBSCRIBE requires authentication\r\n",
             ),
             (
                 "d ID NIL\r\n",
@@ -728,7 +756,7 @@ fn list_lsub_and_status() {
             ),
             (
                 "e LSUB \"\" inbox\r\n",
-                "* LSUB (\\HasNoChildren) \"/\" \"INBOX\"\r\ne OK LSUB completed\r\n",
+                "* LSUB () \"/\" \"INBOX\"\r\ne OK LSUB completed\r\n",
             ),
             (
                 "f STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT DELETED)\r\n",
@@ -840,11 +868,12 @@ fn fetch_forms_used_by_mutt_and_imaplib() {
             ("v UID FETCH 3:4 FLAGS\r\n", "v OK FETCH completed\r\n"),
             (
                 "w FETCH 1 BODYSTRUCTURE\r\n",
-                "w NO [CANNOT] FETCH of BODYSTRUCTURE is not supported yet\r\n",
+                "* 1 FETCH (BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \
+                 \"7BIT\" 8 1 NIL NIL NIL NIL))\r\nw OK FETCH completed\r\n",
             ),
             (
                 "x FETCH 1 BODY[1.2]\r\n",
-                "x NO [CANNOT] FETCH of numbered body parts is not supported yet\r\n",
+                "* 1 FETCH (BODY[1.2] NIL)\r\nx OK FETCH completed\r\n",
             ),
         ],
     );
@@ -1270,4 +1299,282 @@ fn uid_sets_compress_runs() {
     );
     assert_eq!(crate::session::uid_set_for_tests(&[5]), "5");
     assert_eq!(crate::session::uid_set_for_tests(&[]), "");
+}
+
+const MIXED: &str = "From: Alice <alice@example.com>\r\nTo: bob@example.com\r\nSubject: Report\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n\
+This is a multi-part message.\r\n--outer\r\n\
+Content-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n\
+--inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello Bob\r\n\
+--inner\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+<p>Hello Bob</p>\r\n--inner--\r\n\r\n\
+--outer\r\nContent-Type: application/pdf; name=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\
+Content-Disposition: attachment; filename=\"report.pdf\"\r\n\r\nJVBERi0xLjQK\r\n--outer--\r\n";
+
+const FORWARD: &str = "From: carol@example.com\r\nSubject: Fwd\r\n\
+Content-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n\
+--b\r\nContent-Type: message/rfc822\r\nContent-Description: forwarded\r\n\r\n\
+From: dave@example.com\r\nSubject: Inner\r\n\r\nInner body\r\n--b--\r\n";
+
+const QP: &str = "From: erin@example.com\r\nSubject: QP\r\n\
+Content-Type: text/plain; charset=\"iso-8859-1\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\
+Content-Language: en, fr\r\n\r\nCaf=E9 au lait=\r\n chaud\r\n";
+
+/// INBOX with the three MIME messages as 4, 5 and 6 (UIDs 6, 7, 8), selected.
+fn mime_selected() -> Session<MemBackend> {
+    let (mut s, b) = logged_in();
+    b.add("INBOX", 6, MIXED.as_bytes());
+    b.add("INBOX", 7, FORWARD.as_bytes());
+    b.add("INBOX", 8, QP.as_bytes());
+    let out = feed(&mut s, "s SELECT INBOX\r\n");
+    assert!(
+        out.bytes
+            .ends_with(b"s OK [READ-WRITE] SELECT completed\r\n")
+    );
+    s
+}
+
+fn lit(data: &str) -> String {
+    format!("{{{}}}\r\n{data}", data.len())
+}
+
+#[test]
+fn bodystructure_of_alternative_with_attachment() {
+    let mut s = mime_selected();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a FETCH 4 (BODYSTRUCTURE)\r\n",
+                "* 4 FETCH (BODYSTRUCTURE (((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \
+                 \"7BIT\" 9 1 NIL NIL NIL NIL)(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \
+                 \"quoted-printable\" 16 1 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"inner\") \
+                 NIL NIL NIL)(\"application\" \"pdf\" (\"name\" \"report.pdf\") NIL NIL \"base64\" 12 \
+                 NIL (\"attachment\" (\"filename\" \"report.pdf\")) NIL NIL) \"mixed\" \
+                 (\"boundary\" \"outer\") NIL NIL NIL))\r\na OK FETCH completed\r\n",
+            ),
+            (
+                "b FETCH 4 (BODY)\r\n",
+                "* 4 FETCH (BODY (((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7BIT\" 9 1)\
+                 (\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 16 1) \
+                 \"alternative\")(\"application\" \"pdf\" (\"name\" \"report.pdf\") NIL NIL \
+                 \"base64\" 12) \"mixed\"))\r\nb OK FETCH completed\r\n",
+            ),
+            (
+                "c UID FETCH 6 (BODY.PEEK[2] BODY.PEEK[1.1] BODY.PEEK[1.2.MIME] BODY.PEEK[1.2]<3.5>)\r\n",
+                &format!(
+                    "* 4 FETCH (UID 6 BODY[2] {} BODY[1.1] {} BODY[1.2.MIME] {} BODY[1.2]<3> {})\r\n\
+                     c OK FETCH completed\r\n",
+                    lit("JVBERi0xLjQK"),
+                    lit("Hello Bob"),
+                    lit("Content-Type: text/html; charset=utf-8\r\n\
+                         Content-Transfer-Encoding: quoted-printable\r\n\r\n"),
+                    lit("Hello"),
+                ),
+            ),
+            (
+                // Part 1 is the whole multipart/alternative entity, without the delimiter's CRLF.
+                "d FETCH 4 (BODY.PEEK[1] BODY.PEEK[3] BODY.PEEK[1.1.1])\r\n",
+                &format!(
+                    "* 4 FETCH (BODY[1] {} BODY[3] NIL BODY[1.1.1] NIL)\r\nd OK FETCH completed\r\n",
+                    lit(
+                        "--inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello Bob\r\n\
+                         --inner\r\nContent-Type: text/html; charset=utf-8\r\n\
+                         Content-Transfer-Encoding: quoted-printable\r\n\r\n<p>Hello Bob</p>\r\n\
+                         --inner--\r\n"
+                    ),
+                ),
+            ),
+            // Without PEEK a numbered part sets \Seen like BODY[] does.
+            (
+                "e FETCH 4 (BODY[1.1])\r\n",
+                &format!(
+                    "* 4 FETCH (BODY[1.1] {} FLAGS (\\Seen))\r\ne OK FETCH completed\r\n",
+                    lit("Hello Bob")
+                ),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn bodystructure_and_sections_of_message_rfc822() {
+    let mut s = mime_selected();
+    let inner_env = "(NIL \"Inner\" ((NIL NIL \"dave\" \"example.com\")) \
+                     ((NIL NIL \"dave\" \"example.com\")) ((NIL NIL \"dave\" \"example.com\")) \
+                     NIL NIL NIL NIL NIL)";
+    transcript(
+        &mut s,
+        &[
+            (
+                "a FETCH 5 BODYSTRUCTURE\r\n",
+                &format!(
+                    "* 5 FETCH (BODYSTRUCTURE ((\"text\" \"plain\" NIL NIL NIL \"7BIT\" 10 1 NIL NIL \
+                     NIL NIL)(\"message\" \"rfc822\" NIL NIL \"forwarded\" \"7BIT\" 52 {inner_env} \
+                     (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7BIT\" 10 1 NIL NIL NIL \
+                     NIL) 4 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL))\r\n\
+                     a OK FETCH completed\r\n"
+                ),
+            ),
+            (
+                "b FETCH 5 (BODY.PEEK[2.HEADER] BODY.PEEK[2.TEXT] BODY.PEEK[2.1] \
+                 BODY.PEEK[2.HEADER.FIELDS (SUBJECT)] BODY.PEEK[2.MIME] BODY.PEEK[1.HEADER])\r\n",
+                &format!(
+                    "* 5 FETCH (BODY[2.HEADER] {} BODY[2.TEXT] {} BODY[2.1] {} \
+                     BODY[2.HEADER.FIELDS (SUBJECT)] {} BODY[2.MIME] {} BODY[1.HEADER] NIL)\r\n\
+                     b OK FETCH completed\r\n",
+                    lit("From: dave@example.com\r\nSubject: Inner\r\n\r\n"),
+                    lit("Inner body"),
+                    lit("Inner body"),
+                    lit("Subject: Inner\r\n\r\n"),
+                    lit("Content-Type: message/rfc822\r\nContent-Description: forwarded\r\n\r\n"),
+                ),
+            ),
+            (
+                "c FETCH 5 (BODY.PEEK[2])\r\n",
+                &format!(
+                    "* 5 FETCH (BODY[2] {})\r\nc OK FETCH completed\r\n",
+                    lit("From: dave@example.com\r\nSubject: Inner\r\n\r\nInner body")
+                ),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn bodystructure_of_single_part_quoted_printable() {
+    let mut s = mime_selected();
+    let body = "Caf=E9 au lait=\r\n chaud\r\n";
+    transcript(
+        &mut s,
+        &[
+            (
+                "a FETCH 6 (BODYSTRUCTURE BODY)\r\n",
+                "* 6 FETCH (BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"iso-8859-1\") NIL NIL \
+                 \"quoted-printable\" 25 2 NIL NIL (\"en\" \"fr\") NIL) BODY (\"text\" \"plain\" \
+                 (\"charset\" \"iso-8859-1\") NIL NIL \"quoted-printable\" 25 2))\r\n\
+                 a OK FETCH completed\r\n",
+            ),
+            (
+                "b FETCH 6 (BODY.PEEK[1] BODY.PEEK[2] BODY.PEEK[1]<20.100>)\r\n",
+                &format!(
+                    "* 6 FETCH (BODY[1] {} BODY[2] NIL BODY[1]<20> {})\r\nb OK FETCH completed\r\n",
+                    lit(body),
+                    lit("aud\r\n"),
+                ),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn subscribe_unsubscribe_and_lsub() {
+    let (mut s, b) = logged_in();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a LSUB \"\" *\r\n",
+                "* LSUB () \"/\" \"INBOX\"\r\n* LSUB () \"/\" \"Archive/2024\"\r\n\
+                 * LSUB () \"/\" \"Sent\"\r\na OK LSUB completed\r\n",
+            ),
+            // "%" stops at Archive, which is not subscribed: it is listed \Noselect.
+            (
+                "b LSUB \"\" %\r\n",
+                "* LSUB () \"/\" \"INBOX\"\r\n* LSUB (\\Noselect) \"/\" \"Archive\"\r\n\
+                 * LSUB () \"/\" \"Sent\"\r\nb OK LSUB completed\r\n",
+            ),
+            (
+                "c SUBSCRIBE Entw&APw-rfe\r\n",
+                "c OK SUBSCRIBE completed\r\n",
+            ),
+            ("d UNSUBSCRIBE Sent\r\n", "d OK UNSUBSCRIBE completed\r\n"),
+            ("e SUBSCRIBE Later\r\n", "e OK SUBSCRIBE completed\r\n"),
+            // A subscribed name without a mailbox is \Noselect; UTF-8 names go out in mUTF-7.
+            (
+                "f LSUB \"\" *\r\n",
+                "* LSUB () \"/\" \"INBOX\"\r\n* LSUB () \"/\" \"Archive/2024\"\r\n\
+                 * LSUB () \"/\" \"Entw&APw-rfe\"\r\n* LSUB (\\Noselect) \"/\" \"Later\"\r\n\
+                 f OK LSUB completed\r\n",
+            ),
+            // RENAME carries the subscription along (the backend's job, seen through LSUB).
+            (
+                "g RENAME Entw&APw-rfe Drafts\r\n",
+                "g OK RENAME completed\r\n",
+            ),
+            (
+                "h LSUB \"\" D*\r\n",
+                "* LSUB () \"/\" \"Drafts\"\r\nh OK LSUB completed\r\n",
+            ),
+            ("i SUBSCRIBE \"\"\r\n", "i BAD Invalid mailbox name\r\n"),
+        ],
+    );
+    assert_eq!(
+        *b.subscribed.lock().unwrap(),
+        ["INBOX", "Archive/2024", "Drafts", "Later"]
+    );
+    let (mut fresh, _) = session();
+    transcript(
+        &mut fresh,
+        &[(
+            "a SUBSCRIBE INBOX\r\n",
+            "a BAD SUBSCRIBE requires authentication\r\n",
+        )],
+    );
+}
+
+#[test]
+fn binary_sections_are_decoded() {
+    let mut s = mime_selected();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a FETCH 4 (BINARY.PEEK[2] BINARY.SIZE[2] BINARY.PEEK[1.2]<3.5>)\r\n",
+                &format!(
+                    "* 4 FETCH (BINARY[2] {} BINARY.SIZE[2] 9 BINARY[1.2]<3> {})\r\n\
+                     a OK FETCH completed\r\n",
+                    lit("%PDF-1.4\n"),
+                    lit("Hello"),
+                ),
+            ),
+            (
+                "b FETCH 6 (BINARY.SIZE[1] BINARY.PEEK[3])\r\n",
+                "* 6 FETCH (BINARY.SIZE[1] 20 BINARY[3] NIL)\r\nb OK FETCH completed\r\n",
+            ),
+        ],
+    );
+    // The decoded quoted-printable is ISO-8859-1; BINARY without PEEK sets \Seen.
+    let out = feed(&mut s, "c FETCH 6 (BINARY[1])\r\n");
+    assert_eq!(
+        out.bytes,
+        b"* 6 FETCH (BINARY[1] {20}\r\nCaf\xe9 au lait chaud\r\n FLAGS (\\Seen))\r\n\
+          c OK FETCH completed\r\n"
+    );
+}
+
+#[test]
+fn binary_of_unknown_encoding_is_refused_and_nul_uses_literal8() {
+    let (mut s, b) = logged_in();
+    b.add(
+        "INBOX",
+        6,
+        b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\
+          Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 a\r\n--x\r\n\
+          Content-Transfer-Encoding: base64\r\n\r\nAEE=\r\n--x--\r\n",
+    );
+    feed(&mut s, "s SELECT INBOX\r\n");
+    transcript(
+        &mut s,
+        &[(
+            "a FETCH 4 (BINARY.PEEK[1])\r\n",
+            "a NO [UNKNOWN-CTE] Cannot decode this part's transfer encoding\r\n",
+        )],
+    );
+    let out = feed(&mut s, "b FETCH 4 (BINARY.PEEK[2])\r\n");
+    assert_eq!(
+        out.bytes,
+        b"* 4 FETCH (BINARY[2] ~{2}\r\n\0A)\r\nb OK FETCH completed\r\n"
+    );
 }

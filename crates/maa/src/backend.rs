@@ -142,6 +142,25 @@ mod imap_impl {
                 .map_err(answer)
         }
 
+        async fn subscribe(&mut self, name: &str) -> Result<(), BackendError> {
+            let account = self.account_id().map_err(t)?;
+            self.store.subscribe(account, name).await.map_err(answer)
+        }
+
+        async fn unsubscribe(&mut self, name: &str) -> Result<(), BackendError> {
+            let account = self.account_id().map_err(t)?;
+            self.store
+                .unsubscribe(account, name)
+                .await
+                .map(drop)
+                .map_err(answer)
+        }
+
+        async fn subscriptions(&mut self) -> Result<Vec<String>, BackendError> {
+            let account = self.account_id().map_err(t)?;
+            self.store.subscriptions(account).await.map_err(answer)
+        }
+
         async fn append(
             &mut self,
             name: &str,

@@ -286,6 +286,12 @@ impl Store {
             let id: i64 = row.try_get("id")?;
             for (name, special_use) in DEFAULT_MAILBOXES {
                 create_mailbox_in!(tx, id, name, special_use, now);
+                // The default folders start out subscribed (IMAP clients show only those).
+                sqlx::query("INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
             }
             id
         });

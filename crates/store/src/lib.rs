@@ -21,6 +21,7 @@ mod quota;
 mod scram;
 pub mod sieve;
 pub mod submission;
+mod subscriptions;
 pub mod tokens;
 mod validate;
 

@@ -88,6 +88,30 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            // Subscriptions follow their mailboxes (the old name's subscription moves to the
+            // new name; an existing subscription of the new name is kept).
+            for (id, new_name) in &renamed {
+                let Some((_, old_name)) = names.iter().find(|(i, _)| i == id) else {
+                    continue;
+                };
+                let moved =
+                    sqlx::query("DELETE FROM subscriptions WHERE account_id = $1 AND name = $2")
+                        .bind(account_id)
+                        .bind(old_name)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                if moved > 0 {
+                    sqlx::query(
+                        "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(account_id)
+                    .bind(new_name)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
         });
         Ok(())
     }

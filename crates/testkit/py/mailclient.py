@@ -341,6 +341,42 @@ def cmd_folders(a):
     return out
 
 
+def cmd_mime(a):
+    """Waits for a message in INBOX, then FETCH 1 (BODYSTRUCTURE), BODY.PEEK[2] and
+    BODY.PEEK[2.MIME]; then an LSUB / SUBSCRIBE / UNSUBSCRIBE / RENAME round trip."""
+    m, _ = imap_connect(a)
+    m.login(a.user, a.password)
+    deadline = time.time() + a.wait
+    while True:
+        typ, data = m.select("INBOX")
+        exists = int(data[0]) if typ == "OK" else 0
+        if exists >= a.count or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    typ, bs = m.fetch("1", "(BODYSTRUCTURE)")
+    bodystructure = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in bs).decode()
+    typ, part = m.fetch("1", "(BODY.PEEK[2])")
+    part2 = part[0][1] if part and isinstance(part[0], tuple) else b""
+    typ, mime = m.fetch("1", "(BODY.PEEK[2.MIME])")
+    mime2 = mime[0][1] if mime and isinstance(mime[0], tuple) else b""
+    typ, flags = m.fetch("1", "(FLAGS)")
+
+    def lsub():
+        typ, data = m.lsub()
+        return [d.decode() for d in data if d]
+
+    out = {"bodystructure": bodystructure, "part2_b64": base64.b64encode(part2).decode(),
+           "mime2": mime2.decode(), "flags": flags[0].decode()}
+    out["lsub_before"] = lsub()
+    out["subscribe"] = m.subscribe("Projects")[0]
+    out["unsubscribe"] = m.unsubscribe("Junk")[0]
+    out["lsub_after"] = lsub()
+    out["rename"] = m.rename("Archive", "Old")[0]
+    out["lsub_renamed"] = lsub()
+    m.logout()
+    return out
+
+
 def cmd_imap_wrong_password(a):
     m, _ = imap_connect(a)
     try:
@@ -390,7 +426,7 @@ def main():
     ap.add_argument("--folder", default="INBOX")
     a = ap.parse_args()
     socket.setdefaulttimeout(30)
-    fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch,
+    fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch, "mime": cmd_mime,
           "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3, "mx": cmd_mx,
           "session": cmd_session, "folders": cmd_folders, "lmtp": cmd_lmtp, "auth-attempts": cmd_auth_attempts, "scram": cmd_scram}[a.command]
     json.dump(fn(a), sys.stdout)

@@ -12,6 +12,7 @@ mod queue;
 mod quota;
 mod sieve;
 mod submission;
+mod subscriptions;
 mod tokens;
 
 use std::future::Future;
