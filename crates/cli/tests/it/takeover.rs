@@ -129,3 +129,93 @@ async fn killed_runner_work_is_taken_over_and_delivered_exactly_once() {
     drop(mda);
     store.close().await;
 }
+
+/// Issue 5's crash between commit and reply: the MDA is killed (SIGKILL) while batches are in
+/// flight, so some copies are committed but their replies never reach the runner. The runner
+/// defers those recipients; once the MDA is back (same address) the retries find the delivery
+/// keys already stored and answer "delivered" without a second copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mda_retries_store_nothing_twice() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
+    store.add_domain("example.test").await.unwrap();
+    let bob = store.add_account(BOB.0, BOB.1).await.unwrap();
+    let rcpt = vec![BOB.0.to_string()];
+    for i in 0..MESSAGES {
+        let content = message(&format!("mda-crash-{i}"));
+        store
+            .enqueue(NewMessage {
+                sender: ALICE.0,
+                recipients: &rcpt,
+                content: &content,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    // A fixed port for the MDA, so that the restarted one is where the MTA looks.
+    let mda_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let common = vec![
+        ("TERN_DATABASE_URL", db.url.clone()),
+        ("TERN_HOSTNAME", "mx.example.test".to_string()),
+        ("TERN_ADMIN_TOKEN", "t".to_string()),
+    ];
+    let mut mda_env = common.clone();
+    mda_env.push(("TERN_GRPC_LISTEN", mda_addr.to_string()));
+    let mda = Agent::spawn("tern-mda", &mda_env, dir.path());
+    let mut mta_env = common.clone();
+    mta_env.extend([
+        ("TERN_GRPC_LISTEN", "127.0.0.1:0".to_string()),
+        ("TERN_SMTP_LISTEN", "127.0.0.1:0".to_string()),
+        ("TERN_MDA_URL", format!("http://{mda_addr}")),
+        ("TERN_QUEUE__BATCH", "20".to_string()),
+        ("TERN_QUEUE__POLL_INTERVAL_MS", "50".to_string()),
+        // Deferred recipients come back after a second, not after minutes.
+        ("TERN_QUEUE__RETRY_SCHEDULE_SECS", "[1]".to_string()),
+        ("TERN_QUEUE__JITTER_PERCENT", "0".to_string()),
+    ]);
+    let _mta = Agent::spawn("tern-mta", &mta_env, dir.path());
+
+    let inbox = store.mailbox(bob.id, "INBOX").await.unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.messages(inbox.id).await.unwrap().len() < 20 {
+        assert!(Instant::now() < deadline, "the MDA stored nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    mda.kill();
+    let at_kill = store.messages(inbox.id).await.unwrap().len();
+    assert!(
+        at_kill < MESSAGES,
+        "everything was delivered before the kill: the test proves nothing"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _mda = Agent::spawn("tern-mda", &mda_env, dir.path());
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while delivered(&store).await < MESSAGES {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {MESSAGES} recorded delivered after the MDA came back",
+            delivered(&store).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metas = store.messages(inbox.id).await.unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for m in &metas {
+        let body = store.message_body(inbox.id, m.uid).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&body);
+        let id = text
+            .lines()
+            .find(|l| l.starts_with("Message-ID:"))
+            .unwrap()
+            .to_string();
+        assert!(ids.insert(id.clone()), "stored twice: {id}");
+    }
+    assert_eq!(metas.len(), MESSAGES, "{at_kill} stored before the kill");
+    store.close().await;
+}
