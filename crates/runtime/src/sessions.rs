@@ -4,6 +4,7 @@
 //! metrics (commands by verb, SMTP replies by code, IMAP command latency), so no agent has to.
 
 use std::time::Instant;
+use tracing::Instrument;
 
 use crate::net::{Action, LineProtocol};
 use crate::ops::names;
@@ -63,8 +64,17 @@ impl<H: tern_smtp::Handler + Send> LineProtocol for SmtpConnection<H> {
         g
     }
     async fn feed(&mut self, input: &[u8]) -> (Vec<u8>, Action) {
-        let out = self.session.feed(input, &mut self.handler).await;
-        for verb in self.session.take_verbs() {
+        // One span per read: normally one command (or a pipelined group), else a stretch of
+        // message data. The verbs are known only once the session has parsed the input.
+        let span = tracing::info_span!("smtp.command", smtp.verb = tracing::field::Empty);
+        let out = self
+            .session
+            .feed(input, &mut self.handler)
+            .instrument(span.clone())
+            .await;
+        let verbs = self.session.take_verbs();
+        span.record("smtp.verb", verb_field(&verbs));
+        for verb in verbs {
             metrics::counter!(names::SMTP_COMMANDS, "listener" => self.listener, "verb" => verb)
                 .increment(1);
         }
@@ -96,9 +106,11 @@ impl<B: tern_imap::Backend> LineProtocol for ImapConnection<B> {
     }
     async fn feed(&mut self, input: &[u8]) -> (Vec<u8>, Action) {
         let started = Instant::now();
-        let out = self.0.feed(input).await;
+        let span = tracing::info_span!("imap.command", imap.verb = tracing::field::Empty);
+        let out = self.0.feed(input).instrument(span.clone()).await;
         // Commands pipelined in one read share its time; one command per read is the norm.
         let verbs = self.0.take_verbs();
+        span.record("imap.verb", verb_field(&verbs));
         let each = started.elapsed().as_secs_f64() / verbs.len().max(1) as f64;
         for verb in verbs {
             metrics::counter!(names::IMAP_COMMANDS, "verb" => verb).increment(1);
@@ -147,6 +159,16 @@ impl<B: tern_pop3::Backend> LineProtocol for Pop3Connection<B> {
     fn shutdown_reply(&self) -> Vec<u8> {
         // RFC 1939 has no unsolicited goodbye; a final -ERR line is what clients log.
         b"-ERR [SYS/TEMP] server shutting down\r\n".to_vec()
+    }
+}
+
+/// The `*.verb` field of a command span: the verbs handled in one read, or `data` when the read
+/// carried only message or literal data.
+fn verb_field(verbs: &[&'static str]) -> String {
+    if verbs.is_empty() {
+        "data".to_string()
+    } else {
+        verbs.join(",")
     }
 }
 

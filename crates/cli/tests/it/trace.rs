@@ -103,6 +103,7 @@ async fn one_trace_covers_msa_mta_and_mda() {
         "queue.local",
         "tern.v1.Delivery/DeliverBatch",
         "mda.deliver_batch",
+        "smtp.command",
     ];
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -130,6 +131,16 @@ async fn one_trace_covers_msa_mta_and_mda() {
                 assert_eq!(
                     grpc.attrs.get("rpc.method").map(String::as_str),
                     Some("DeliverBatch")
+                );
+                // The session's commands are spans of their own, named by verb.
+                let verbs: BTreeSet<&str> = spans
+                    .iter()
+                    .filter(|s| s.trace == session.trace && s.name == "smtp.command")
+                    .filter_map(|s| s.attrs.get("smtp.verb").map(String::as_str))
+                    .collect();
+                assert!(
+                    verbs.iter().any(|v| v.contains("MAIL")),
+                    "smtp.command verbs: {verbs:?}"
                 );
                 break;
             }
