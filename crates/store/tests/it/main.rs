@@ -5,6 +5,7 @@
 //! skip when there is none.
 
 mod directory;
+mod changes;
 mod dkim;
 mod mailbox;
 mod mailbox_ops;
