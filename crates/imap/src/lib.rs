@@ -9,7 +9,7 @@
 //!
 //! Deliberately absent: sockets, TLS, timers (the agent asks for [`Session::timeout_reply`] when
 //! its own timer fires), storage and SQL, logging of passwords or message bodies. SUBSCRIBE,
-//! IDLE, BODYSTRUCTURE and numbered MIME parts are answered with `NO [CANNOT]` for now.
+//! BODYSTRUCTURE and numbered MIME parts are answered with `NO [CANNOT]` for now.
 
 use std::future::Future;
 
