@@ -237,6 +237,16 @@ impl<B: Backend> Session<B> {
         }
     }
 
+    /// The selected mailbox's name and the backend, for an agent that waits on the backend
+    /// for changes to that mailbox while the client idles.
+    pub fn selected_mailbox_and_backend(&mut self) -> (Option<&str>, &mut B) {
+        let name = match &self.state {
+            State::Selected(sel) => Some(sel.name.as_str()),
+            _ => None,
+        };
+        (name, &mut self.backend)
+    }
+
     /// While idling: brings the selected mailbox up to date and returns the untagged
     /// EXISTS / EXPUNGE / FETCH responses to send at once (RFC 2177 allows expunges during
     /// IDLE). Outside IDLE it returns nothing: changes are then reported with the next command.
