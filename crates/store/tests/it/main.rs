@@ -4,8 +4,8 @@
 //! The PostgreSQL variants need a reachable server (see `TestDb`); they fail loudly rather than
 //! skip when there is none.
 
-mod directory;
 mod changes;
+mod directory;
 mod dkim;
 mod mailbox;
 mod mailbox_ops;
