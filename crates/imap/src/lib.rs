@@ -8,9 +8,9 @@
 //! `framing.rs`) so that memory stays bounded and literal data is never read as a command.
 //!
 //! Deliberately absent: sockets, TLS, timers (the agent asks for [`Session::timeout_reply`] when
-//! its own timer fires), storage and SQL, logging of passwords or message bodies. IDLE is
-//! answered with `NO [CANNOT]` for now. FETCH BINARY (part of IMAP4rev2) is answered, but the
-//! RFC 3516 `BINARY` capability is not advertised to IMAP4rev1 clients.
+//! its own timer fires), storage and SQL, logging of passwords or message bodies. FETCH BINARY
+//! (part of IMAP4rev2) is answered, but the RFC 3516 `BINARY` capability is not advertised to
+//! IMAP4rev1 clients.
 
 use std::future::Future;
 

@@ -5,8 +5,9 @@
 //! and the next [`Action`] go out in an [`Output`]. It keeps its own snapshot of the selected
 //! mailbox (sequence number → UID) so that numbers only change when the client is told with an
 //! untagged EXPUNGE or EXISTS, never in the middle of FETCH, STORE or SEARCH (RFC 9051 §7.5.1).
-//! Not handled here: IDLE (answered `NO [CANNOT]`) and date-based SEARCH keys. MIME structure
-//! (BODYSTRUCTURE, numbered parts) is read by `mime.rs`.
+//! IDLE (RFC 2177) is a state of its own: the agent watches for changes and calls
+//! [`Session::poll_changes`]. MIME structure (BODYSTRUCTURE, numbered parts) is read by
+//! `mime.rs`. Not handled here: date-based SEARCH keys.
 
 use std::borrow::Cow;
 
@@ -79,6 +80,8 @@ pub struct Session<B: Backend> {
     failed_logins: u32,
     /// Set while an AUTHENTICATE exchange waits for the client's response line.
     auth_pending: Option<Tag<'static>>,
+    /// Set while IDLE (RFC 2177, RFC 9051 §6.3.13) waits for the client's `DONE`.
+    idling: Option<Tag<'static>>,
     closed: bool,
     /// Verbs of the commands handled since the last [`Session::take_verbs`] (for metrics).
     verbs: Vec<&'static str>,
@@ -95,6 +98,7 @@ impl<B: Backend> Session<B> {
             state: State::NotAuthenticated,
             failed_logins: 0,
             auth_pending: None,
+            idling: None,
             closed: false,
             verbs: Vec::new(),
         }
@@ -143,7 +147,15 @@ impl<B: Backend> Session<B> {
         }
         self.framer.push(input);
         loop {
-            let action = if let Some(tag) = self.auth_pending.take() {
+            let action = if let Some(tag) = self.idling.take() {
+                match self.framer.next_raw_line() {
+                    Some(line) => self.idle_input(&tag, &line, &mut out),
+                    None => {
+                        self.idling = Some(tag);
+                        break;
+                    }
+                }
+            } else if let Some(tag) = self.auth_pending.take() {
                 match self.framer.next_raw_line() {
                     Some(line) => self.authenticate_response(&tag, &line, &mut out).await,
                     None => {
@@ -211,6 +223,63 @@ impl<B: Backend> Session<B> {
         }
     }
 
+    /// True while an IDLE command waits for `DONE`: the agent should then also wake on
+    /// changes to [`Session::selected_mailbox`] and call [`Session::poll_changes`].
+    pub fn is_idling(&self) -> bool {
+        self.idling.is_some()
+    }
+
+    /// The name of the selected mailbox (UTF-8, as the backend spells it), if any.
+    pub fn selected_mailbox(&self) -> Option<&str> {
+        match &self.state {
+            State::Selected(sel) => Some(&sel.name),
+            _ => None,
+        }
+    }
+
+    /// The selected mailbox's name and the backend, for an agent that waits on the backend
+    /// for changes to that mailbox while the client idles.
+    pub fn selected_mailbox_and_backend(&mut self) -> (Option<&str>, &mut B) {
+        let name = match &self.state {
+            State::Selected(sel) => Some(sel.name.as_str()),
+            _ => None,
+        };
+        (name, &mut self.backend)
+    }
+
+    /// While idling: brings the selected mailbox up to date and returns the untagged
+    /// EXISTS / EXPUNGE / FETCH responses to send at once (RFC 2177 allows expunges during
+    /// IDLE). Outside IDLE it returns nothing: changes are then reported with the next command.
+    /// A backend failure is reported as an untagged `* NO` and IDLE continues.
+    pub async fn poll_changes(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.idling.is_none() || self.closed {
+            return out;
+        }
+        if self.refresh(true, true, &mut out).await.is_err() {
+            out.extend(response::status(
+                None,
+                imap_codec::imap_types::response::StatusKind::No,
+                None,
+                "Cannot check the mailbox now",
+            ));
+        }
+        out
+    }
+
+    /// A line received during IDLE: `DONE` ends it, anything else is a protocol error that
+    /// also ends it (RFC 2177: the client must send DONE before any other command).
+    fn idle_input(&mut self, tag: &Tag<'static>, line: &[u8], out: &mut Vec<u8>) -> Action {
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.eq_ignore_ascii_case(b"DONE") {
+            out.extend(ok(tag, None, "IDLE terminated"));
+        } else {
+            out.extend(bad(Some(tag), "Expected DONE to end IDLE"));
+        }
+        Action::Continue
+    }
+
     fn login_disabled(&self) -> bool {
         self.config.login_requires_tls && !self.tls_active
     }
@@ -237,6 +306,7 @@ impl<B: Backend> Session<B> {
             "UIDPLUS",
             "MOVE",
             "NAMESPACE",
+            "IDLE",
         ]);
         caps
     }
@@ -273,6 +343,14 @@ impl<B: Backend> Session<B> {
                     return Action::Continue;
                 }
                 out.extend(ok(&tag, None, "Completed"));
+            }
+            CommandBody::Idle if authenticated => {
+                out.extend_from_slice(b"+ idling\r\n");
+                if selected && let Err(err) = self.refresh(true, true, out).await {
+                    out.extend(backend_error(&tag, &err));
+                    return Action::Continue;
+                }
+                self.idling = Some(tag.into_static());
             }
             CommandBody::Logout => {
                 out.extend(response::bye("Logging out"));
@@ -496,6 +574,7 @@ impl<B: Backend> Session<B> {
             | CommandBody::Rename { .. }
             | CommandBody::Append { .. }
             | CommandBody::Namespace
+            | CommandBody::Idle
             | CommandBody::Select { .. }
             | CommandBody::Examine { .. }
             | CommandBody::List { .. }

@@ -418,7 +418,7 @@ fn selected() -> (Session<MemBackend>, MemBackend) {
     (s, b)
 }
 
-const CAPS_PLAIN: &str = "IMAP4rev2 IMAP4REV1 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE";
+const CAPS_PLAIN: &str = "IMAP4rev2 IMAP4REV1 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE";
 
 #[test]
 fn greeting_and_capability() {
@@ -446,7 +446,7 @@ fn login_disabled_until_starttls() {
     assert_eq!(
         String::from_utf8(s.greeting()).unwrap(),
         "* OK [CAPABILITY IMAP4rev2 IMAP4REV1 STARTTLS LOGINDISABLED SASL-IR LITERAL+ ID ENABLE \
-         UNSELECT UIDPLUS MOVE NAMESPACE] mail.example.org Tern IMAP ready\r\n"
+         UNSELECT UIDPLUS MOVE NAMESPACE IDLE] mail.example.org Tern IMAP ready\r\n"
     );
     transcript(
         &mut s,
@@ -471,13 +471,13 @@ fn login_disabled_until_starttls() {
         &[
             (
                 "e CAPABILITY\r\n",
-                "* CAPABILITY IMAP4rev2 IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE\r\n\
+                "* CAPABILITY IMAP4rev2 IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE\r\n\
                  e OK CAPABILITY completed\r\n",
             ),
             ("f STARTTLS\r\n", "f BAD TLS is already active\r\n"),
             (
                 "g LOGIN bob \"secret pw\"\r\n",
-                "g OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
+                "g OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
             ),
         ],
     );
@@ -515,7 +515,7 @@ fn login_good_and_bad_then_too_many_failures() {
             ),
             (
                 "c LOGIN bob \"secret pw\"\r\n",
-                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
             ),
             (
                 "d LOGIN bob \"secret pw\"\r\n",
@@ -545,7 +545,7 @@ fn authenticate_plain_with_initial_response_and_continuation() {
         &mut s,
         &[(
             "a AUTHENTICATE PLAIN AGJvYgBzZWNyZXQgcHc=\r\n",
-            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
         )],
     );
 
@@ -563,7 +563,7 @@ fn authenticate_plain_with_initial_response_and_continuation() {
             ("c AUTHENTICATE PLAIN\r\n", "+ \r\n"),
             (
                 "Ym9iAGJvYgBzZWNyZXQgcHc=\r\n",
-                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
             ),
         ],
     );
@@ -595,7 +595,7 @@ fn literals_synchronizing_and_non_synchronizing() {
             ("bob {9}\r\n", "+ Ready for literal data\r\n"),
             (
                 "secret pw\r\n",
-                "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
+                "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
             ),
         ],
     );
@@ -604,7 +604,7 @@ fn literals_synchronizing_and_non_synchronizing() {
         &mut s,
         &[(
             "a LOGIN {3+}\r\nbob {9+}\r\nsecret pw\r\n",
-            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE] Logged in\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
         )],
     );
     // Over max_literal (1024): refused before the data is sent, or skipped if already sent.
@@ -1576,5 +1576,80 @@ fn binary_of_unknown_encoding_is_refused_and_nul_uses_literal8() {
     assert_eq!(
         out.bytes,
         b"* 4 FETCH (BINARY[2] ~{2}\r\n\0A)\r\nb OK FETCH completed\r\n"
+    );
+}
+
+#[test]
+fn idle_reports_changes_from_another_client_until_done() {
+    let (mut s, b) = selected();
+    transcript(&mut s, &[("i IDLE\r\n", "+ idling\r\n")]);
+    assert!(s.is_idling());
+    assert_eq!(s.selected_mailbox(), Some("INBOX"));
+    // Nothing changed yet: a poll reports nothing.
+    assert!(block_on(s.poll_changes()).is_empty());
+    // A second client delivers a message and expunges another.
+    b.add("INBOX", 6, b"Subject: new\r\n\r\n");
+    assert_eq!(
+        String::from_utf8(block_on(s.poll_changes())).unwrap(),
+        "* 4 EXISTS\r\n"
+    );
+    b.with_box("INBOX", |bx| bx.messages.retain(|m| m.meta.uid != 2));
+    b.with_box("INBOX", |bx| {
+        bx.messages[0].meta.flags = vec!["\\Seen".into()]
+    });
+    assert_eq!(
+        String::from_utf8(block_on(s.poll_changes())).unwrap(),
+        "* 2 EXPUNGE\r\n* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n"
+    );
+    // DONE may arrive in pieces; only then does IDLE end.
+    transcript(
+        &mut s,
+        &[
+            ("DO", ""),
+            ("NE\r\n", "i OK IDLE terminated\r\n"),
+            ("n NOOP\r\n", "n OK Completed\r\n"),
+        ],
+    );
+    assert!(!s.is_idling());
+    // Outside IDLE, polling reports nothing; the next command does.
+    b.add("INBOX", 7, b"Subject: later\r\n\r\n");
+    assert!(block_on(s.poll_changes()).is_empty());
+    transcript(
+        &mut s,
+        &[("m NOOP\r\n", "* 4 EXISTS\r\nm OK Completed\r\n")],
+    );
+}
+
+#[test]
+fn idle_reports_pending_changes_and_refuses_anything_but_done() {
+    let (mut s, b) = selected();
+    b.add("INBOX", 6, b"Subject: new\r\n\r\n");
+    transcript(
+        &mut s,
+        &[
+            ("i IDLE\r\n", "+ idling\r\n* 4 EXISTS\r\n"),
+            // Any other input ends IDLE with BAD; the session goes on.
+            ("j NOOP\r\n", "i BAD Expected DONE to end IDLE\r\n"),
+            ("k NOOP\r\n", "k OK Completed\r\n"),
+        ],
+    );
+    assert!(!s.is_idling());
+}
+
+#[test]
+fn idle_in_authenticated_state_and_not_before_login() {
+    let (mut s, _) = session();
+    transcript(
+        &mut s,
+        &[("i IDLE\r\n", "i BAD IDLE requires authentication\r\n")],
+    );
+    let (mut s, _) = logged_in();
+    assert_eq!(s.selected_mailbox(), None);
+    transcript(
+        &mut s,
+        &[
+            ("i IDLE\r\n", "+ idling\r\n"),
+            ("done\r\n", "i OK IDLE terminated\r\n"),
+        ],
     );
 }

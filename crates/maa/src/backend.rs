@@ -2,8 +2,11 @@
 //! crates see only their own small traits; this file is the whole coupling.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use tern_store::{Account, Store};
+use tern_runtime::sessions::IdleWatch;
+use tern_store::{Account, MailboxChanged, Store};
+use tokio::sync::broadcast;
 
 fn temporary(e: tern_store::Error) -> String {
     tracing::warn!(error = %e, "store error in mailbox session");
@@ -16,6 +19,8 @@ pub struct StoreBackend {
     store: Store,
     account: Option<Account>,
     ids: HashMap<String, i64>,
+    /// Mailbox change notifications, subscribed on the first IMAP IDLE.
+    changes: Option<broadcast::Receiver<MailboxChanged>>,
 }
 
 impl StoreBackend {
@@ -24,6 +29,7 @@ impl StoreBackend {
             store,
             account: None,
             ids: HashMap::new(),
+            changes: None,
         }
     }
 
@@ -50,11 +56,7 @@ impl StoreBackend {
 
     /// Ok(None) when the account has no such mailbox.
     async fn mailbox_id(&mut self, name: &str) -> Result<Option<i64>, String> {
-        let key = if name.eq_ignore_ascii_case("INBOX") {
-            "INBOX".to_string()
-        } else {
-            name.to_string()
-        };
+        let key = canonical(name);
         if let Some(id) = self.ids.get(&key) {
             return Ok(Some(*id));
         }
@@ -66,6 +68,66 @@ impl StoreBackend {
             }
             None => Ok(None),
         }
+    }
+}
+
+/// How often an idling IMAP session looks at its mailbox even without a notification (a lost
+/// listener connection, or SQLite shared with another process).
+const IDLE_POLL: Duration = Duration::from_secs(30);
+
+impl IdleWatch for StoreBackend {
+    /// Waits for a change of the selected mailbox (any change of the account's mailboxes in
+    /// the authenticated state, where IDLE has nothing to report but keeps the client around),
+    /// at most [`IDLE_POLL`]. Holds no database connection while it waits: the notifications
+    /// come from the store's single listener. Cancel-safe: dropping it mid-wait loses no
+    /// event that matters, since the session refreshes from the store after every wake.
+    async fn changed(&mut self, mailbox: Option<&str>) {
+        let Ok(account) = self.account_id() else {
+            return std::future::pending().await;
+        };
+        let Some(receiver) = self.changes.as_mut() else {
+            match self.store.subscribe_changes().await {
+                // Freshly subscribed: look once now, so that nothing committed between the
+                // session's last look and the subscription is missed.
+                Ok(receiver) => self.changes = Some(receiver),
+                Err(err) => {
+                    tracing::warn!(error = %err, "imap.idle cannot subscribe to changes; polling");
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+            return;
+        };
+        // A mailbox that cannot be resolved now is polled.
+        let mailbox_id = mailbox.and_then(|name| self.ids.get(&canonical(name)).copied());
+        let wait = async {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) => {
+                        let relevant = match (mailbox, mailbox_id) {
+                            (Some(_), Some(id)) => event.concerns(account, id),
+                            (Some(_), None) => true,
+                            (None, _) => {
+                                event == MailboxChanged::ANY || event.account_id == account
+                            }
+                        };
+                        if relevant {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(IDLE_POLL, wait).await;
+    }
+}
+
+fn canonical(name: &str) -> String {
+    if name.eq_ignore_ascii_case("INBOX") {
+        "INBOX".to_string()
+    } else {
+        name.to_string()
     }
 }
 

@@ -1,12 +1,25 @@
 //! The gRPC Mailbox service: list mailboxes and messages and fetch a message, authenticated
 //! per call as the account (`authorization: Basic base64(address:password)`).
 //!
-//! Flag changes, moves, deletes and the Watch stream belong to the mailbox-access issue.
+//! Watch streams a mailbox's counters (UIDNEXT, EXISTS, unseen, HIGHESTMODSEQ) whenever the
+//! store reports a change to it (`Store::subscribe_changes`), with a 30 s fallback poll; no
+//! database connection is held between events.
+//!
+//! Flag changes, moves and deletes belong to the mailbox-access issue.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use tern_store::MailboxChanged;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use tern_rpc::v1::mailbox_server::Mailbox;
 use tern_rpc::v1::{
     FetchMessageRequest, FetchMessageResponse, ListMailboxesRequest, ListMailboxesResponse,
-    ListMessagesRequest, ListMessagesResponse, MailboxInfo, MessageSummary,
+    ListMessagesRequest, ListMessagesResponse, MailboxEvent, MailboxInfo, MessageSummary,
+    WatchRequest,
 };
 use tern_runtime::grpc::basic_credentials;
 use tern_store::{Account, Store};
@@ -14,11 +27,22 @@ use tonic::{Request, Response, Status};
 
 pub struct MailboxService {
     store: Store,
+    /// Ends open Watch streams, so that a graceful shutdown is not held up by them.
+    shutdown: CancellationToken,
 }
 
 impl MailboxService {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Watch streams end (cleanly) when `token` is cancelled.
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
     }
 
     async fn account<T>(&self, req: &Request<T>) -> Result<Account, Status> {
@@ -72,8 +96,113 @@ fn summary_headers(raw: &[u8]) -> (String, String, String) {
     (from, subject, date)
 }
 
+/// How often a Watch looks at its mailbox even without a notification.
+const WATCH_POLL: Duration = Duration::from_secs(30);
+
+fn event(m: &tern_store::MailboxInfo) -> MailboxEvent {
+    MailboxEvent {
+        mailbox: m.name.clone(),
+        uid_validity: m.uid_validity,
+        uid_next: m.uid_next,
+        messages: m.messages,
+        unseen: m.unseen,
+        highest_modseq: m.highest_modseq,
+    }
+}
+
+/// One Watch call's state between events.
+struct Watch {
+    store: Store,
+    changes: broadcast::Receiver<MailboxChanged>,
+    account_id: i64,
+    mailbox_id: i64,
+    last: Option<MailboxEvent>,
+    done: bool,
+    shutdown: CancellationToken,
+}
+
+impl Watch {
+    /// The next event that differs from the last one sent; `None` ends the stream.
+    async fn next(&mut self) -> Option<Result<MailboxEvent, Status>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if self.last.is_some() {
+                let shutdown = self.shutdown.clone();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    () = self.wait() => {}
+                }
+            }
+            let info = match self.store.mailbox_by_id(self.mailbox_id).await {
+                Ok(Some(info)) => info,
+                Ok(None) => {
+                    self.done = true;
+                    return Some(Err(Status::not_found("mailbox deleted")));
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(unavailable(e)));
+                }
+            };
+            let now = event(&info);
+            if self.last.as_ref() != Some(&now) {
+                self.last = Some(now.clone());
+                return Some(Ok(now));
+            }
+        }
+    }
+
+    /// Until a notification concerns this mailbox (or may: lag, reconnection), at most
+    /// [`WATCH_POLL`].
+    async fn wait(&mut self) {
+        let (account, mailbox) = (self.account_id, self.mailbox_id);
+        let changes = &mut self.changes;
+        let relevant = async {
+            loop {
+                match changes.recv().await {
+                    Ok(e) if e.concerns(account, mailbox) => return,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(WATCH_POLL, relevant).await;
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<MailboxEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Mailbox for MailboxService {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let account = self.account(&req).await?;
+        let mailbox_id = self.mailbox_id(&account, &req.get_ref().mailbox).await?;
+        // Subscribed before the first read, so no change after that read is missed.
+        let changes = self.store.subscribe_changes().await.map_err(unavailable)?;
+        let watch = Watch {
+            store: self.store.clone(),
+            changes,
+            account_id: account.id,
+            mailbox_id,
+            last: None,
+            done: false,
+            shutdown: self.shutdown.clone(),
+        };
+        let stream = futures::stream::unfold(watch, |mut w| async move {
+            let item = w.next().await?;
+            Some((item, w))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn list_mailboxes(
         &self,
         req: Request<ListMailboxesRequest>,

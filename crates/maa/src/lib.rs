@@ -170,9 +170,11 @@ pub async fn run(
         .trace_fn(tern_runtime::telemetry::grpc_server_span)
         .add_service(health)
         .add_service(
-            tern_rpc::v1::mailbox_server::MailboxServer::new(MailboxService::new(store))
-                .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)
-                .max_encoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES),
+            tern_rpc::v1::mailbox_server::MailboxServer::new(
+                MailboxService::new(store).with_shutdown(token.clone()),
+            )
+            .max_decoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(tern_rpc::MAX_GRPC_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listeners.grpc),

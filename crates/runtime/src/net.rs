@@ -96,6 +96,20 @@ pub trait LineProtocol: Send {
     fn tls_started(&mut self);
     fn timeout_reply(&self) -> Vec<u8>;
     fn shutdown_reply(&self) -> Vec<u8>;
+    /// The silence allowed now, when it differs from [`Timeouts::idle`] (IMAP IDLE: 30 min).
+    fn idle_timeout(&self) -> Option<Duration> {
+        None
+    }
+    /// Completes when the session may have news for a client that is waiting without a
+    /// command under way (IMAP IDLE); `drive` then writes what [`LineProtocol::poll`] returns.
+    /// Never completes by default. Must be cancel-safe: it is raced against socket reads.
+    fn wake(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+    /// Unsolicited output after [`LineProtocol::wake`] completed.
+    fn poll(&mut self) -> impl Future<Output = Vec<u8>> + Send {
+        std::future::ready(Vec::new())
+    }
 }
 
 /// Timeouts for `drive`.
@@ -130,7 +144,11 @@ pub async fn drive<P: LineProtocol>(
     stream.write_all(&session.greeting()).await?;
     stream.flush().await?;
     let mut buf = vec![0u8; 16 * 1024];
+    // The silence allowed is counted from the client's last input, not from the last
+    // unsolicited update we sent it.
+    let mut last_input = tokio::time::Instant::now();
     loop {
+        let deadline = last_input + session.idle_timeout().unwrap_or(timeouts.idle);
         let read = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -138,8 +156,19 @@ pub async fn drive<P: LineProtocol>(
                 let _ = stream.shutdown().await;
                 return Ok(Ended::Shutdown);
             }
-            r = tokio::time::timeout(timeouts.idle, stream.read(&mut buf)) => r,
+            r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => r,
+            () = session.wake() => {
+                let news = session.poll().await;
+                if !news.is_empty() {
+                    if let Err(e) = stream.write_all(&news).await {
+                        return if is_disconnect(&e) { Ok(Ended::ClientGone) } else { Err(e) };
+                    }
+                    stream.flush().await?;
+                }
+                continue;
+            }
         };
+        last_input = tokio::time::Instant::now();
         let n = match read {
             Err(_) => {
                 let _ = stream.write_all(&session.timeout_reply()).await;

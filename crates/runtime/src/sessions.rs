@@ -3,7 +3,8 @@
 //! byte; this only maps their outputs to the driver's actions, and counts what went by for the
 //! metrics (commands by verb, SMTP replies by code, IMAP command latency), so no agent has to.
 
-use std::time::Instant;
+use std::future::Future;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::net::{Action, LineProtocol};
@@ -97,10 +98,22 @@ impl<H: tern_smtp::Handler + Send> LineProtocol for SmtpConnection<H> {
     }
 }
 
+/// How long an IMAP client may stay in IDLE without a word (RFC 2177: clients re-issue IDLE
+/// at least every 29 minutes).
+pub const IMAP_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// The agent side of IMAP IDLE: what the backend waits on while a client idles.
+pub trait IdleWatch: Send {
+    /// Completes when `mailbox` (the selected one, as named to the backend; `None` in the
+    /// authenticated state) may have changed, or when it is time for a fallback poll. Must be
+    /// cancel-safe and must not hold a database connection while it waits.
+    fn changed(&mut self, mailbox: Option<&str>) -> impl Future<Output = ()> + Send;
+}
+
 /// An IMAP session over the agent's mailbox backend.
 pub struct ImapConnection<B: tern_imap::Backend>(pub tern_imap::Session<B>);
 
-impl<B: tern_imap::Backend> LineProtocol for ImapConnection<B> {
+impl<B: tern_imap::Backend + IdleWatch> LineProtocol for ImapConnection<B> {
     fn greeting(&self) -> Vec<u8> {
         self.0.greeting()
     }
@@ -131,6 +144,20 @@ impl<B: tern_imap::Backend> LineProtocol for ImapConnection<B> {
     }
     fn shutdown_reply(&self) -> Vec<u8> {
         self.0.shutdown_reply()
+    }
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.0.is_idling().then_some(IMAP_IDLE_TIMEOUT)
+    }
+    async fn wake(&mut self) {
+        if !self.0.is_idling() {
+            return std::future::pending().await;
+        }
+        let (mailbox, backend) = self.0.selected_mailbox_and_backend();
+        let mailbox = mailbox.map(str::to_string);
+        backend.changed(mailbox.as_deref()).await;
+    }
+    async fn poll(&mut self) -> Vec<u8> {
+        self.0.poll_changes().await
     }
 }
 

@@ -11,6 +11,7 @@
 //! when to bounce): callers own that. Queries are built at run time (`sqlx::query`), never with
 //! the `query!` macros, so building Tern needs no database.
 
+pub mod changes;
 mod directory;
 pub mod dkim;
 mod forward;
@@ -34,6 +35,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use changes::MailboxChanged;
 pub use directory::{Account, Alias, Domain, Resolution};
 pub use forward::Forwarded;
 pub use mailbox::{Delivered, DeliveryItem, FlagOp, MailboxInfo, MessageMeta};
@@ -125,6 +127,8 @@ struct Inner {
     pool: Pool,
     /// Serialises this process's SQLite write transactions (see [`Store::connect`]).
     sqlite_writer: tokio::sync::Mutex<()>,
+    /// Mailbox change notifications (`changes.rs`).
+    changes: changes::Hub,
 }
 
 /// A handle on the database; cloning is cheap and every clone shares one connection pool.
@@ -251,6 +255,7 @@ impl Store {
             inner: Arc::new(Inner {
                 pool,
                 sqlite_writer: tokio::sync::Mutex::new(()),
+                changes: changes::Hub::new(),
             }),
             recipient_delimiter: Arc::from(DEFAULT_RECIPIENT_DELIMITER),
         })

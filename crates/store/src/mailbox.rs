@@ -19,6 +19,7 @@ use std::str::FromStr;
 
 use sqlx::Row;
 
+use crate::changes::mailbox_changed;
 use crate::quota::{Budget, charge, lock_budget, lock_mailbox_owner};
 use crate::{
     Error, Result, Store, is_foreign_key_violation, now_ms, to_u32, to_u64, validate, with_pool,
@@ -475,6 +476,7 @@ impl Store {
             // Mailbox rows are locked in id order, one UPDATE per mailbox for all its copies.
             for (mailbox_id, group) in groups {
                 let (first_uid, first_modseq) = take_uids!(tx, mailbox_id, group.len());
+                mailbox_changed!(self, tx, "id = $1", mailbox_id);
                 for (n, &i) in group.iter().enumerate() {
                     let item = &items[i];
                     let uid = first_uid + n as u32;
@@ -560,6 +562,7 @@ impl Store {
                 return Err(Error::OverQuota(format!("account {account_id}: {why}")));
             }
             let uid = insert_message!(tx, mailbox_id, content, &flags, internal_date);
+            mailbox_changed!(self, tx, "id = $1", mailbox_id);
             charge!(tx, account_id, budget.added_bytes, budget.added_messages);
             Delivered {
                 uid,
@@ -603,6 +606,7 @@ impl Store {
             .await?;
             let bytes: i64 = row.try_get("bytes")?;
             let n: i64 = row.try_get("n")?;
+            mailbox_changed!(self, tx, "account_id = $1 AND name = $2", account_id, name);
             let removed = sqlx::query("DELETE FROM mailboxes WHERE account_id = $1 AND name = $2")
                 .bind(account_id)
                 .bind(name)
@@ -755,6 +759,7 @@ impl Store {
             }
             if !changed.is_empty() {
                 let modseq = bump_modseq!(tx, mailbox_id);
+                mailbox_changed!(self, tx, "id = $1", mailbox_id);
                 let modseq_u64 = to_u64(modseq, "modseq")?;
                 for i in changed {
                     let meta = &mut current[i];
@@ -826,6 +831,7 @@ impl Store {
             }
             if !removed.is_empty() {
                 bump_modseq!(tx, mailbox_id);
+                mailbox_changed!(self, tx, "id = $1", mailbox_id);
                 let count = i64::try_from(removed.len()).unwrap_or(i64::MAX);
                 charge!(tx, account_id, -freed, -count);
             }

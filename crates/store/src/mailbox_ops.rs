@@ -9,6 +9,7 @@
 
 use sqlx::Row;
 
+use crate::changes::mailbox_changed;
 use crate::mailbox::{canonical_mailbox_name, check_mailbox_name};
 use crate::quota::{charge, lock_budget};
 use crate::{Error, Result, Store, to_u32, write_tx};
@@ -213,6 +214,14 @@ impl Store {
             }
             let mut pairs = Vec::with_capacity(found.len());
             if !found.is_empty() {
+                mailbox_changed!(
+                    self,
+                    tx,
+                    "id = $1 OR (id = $2 AND $3)",
+                    dest_id,
+                    source_id,
+                    remove
+                );
                 let count = found.len() as i64;
                 let row = sqlx::query(
                     "UPDATE mailboxes SET uid_next = uid_next + $2, \

@@ -375,6 +375,49 @@ def cmd_mime(a):
     out["lsub_renamed"] = lsub()
     m.logout()
     return out
+def cmd_idle(a):
+    """IMAP IDLE (RFC 2177) by hand (imaplib has no IDLE before Python 3.14): SELECT --folder,
+    IDLE, write --ready-file once the server said "+", then wait up to --wait seconds for an
+    untagged EXISTS above the count SELECT reported, and end with DONE."""
+    m, _ = imap_connect(a)
+    m.login(a.user, a.password)
+    typ, data = m.select(a.folder)
+    exists = int(data[0])
+    caps = list(m.capabilities)
+    m.send(b"i1 IDLE\r\n")
+    cont = m.readline().decode(errors="replace")
+    if a.ready_file:
+        with open(a.ready_file, "w") as f:
+            f.write("idling")
+    untagged = []
+    seen_exists = None
+    at = None
+    m.sock.settimeout(a.wait)
+    deadline = time.time() + a.wait
+    while time.time() < deadline:
+        try:
+            line = m.readline().decode(errors="replace")
+        except (socket.timeout, TimeoutError):
+            break
+        if not line:
+            break
+        untagged.append(line.strip())
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "*" and parts[2].upper() == "EXISTS" and int(parts[1]) > exists:
+            seen_exists, at = int(parts[1]), time.time()
+            break
+    m.sock.settimeout(30)
+    m.send(b"DONE\r\n")
+    done = ""
+    while True:
+        line = m.readline().decode(errors="replace")
+        if not line or line.startswith("i1 "):
+            done = line.strip()
+            break
+        untagged.append(line.strip())
+    m.logout()
+    return {"capabilities": caps, "continuation": cont.strip(), "exists_before": exists,
+            "exists": seen_exists, "exists_at": at, "untagged": untagged, "done": done}
 
 
 def cmd_imap_wrong_password(a):
@@ -424,11 +467,13 @@ def main():
     ap.add_argument("--step", action="append", default=[])
     ap.add_argument("--attempt", action="append", default=[])
     ap.add_argument("--folder", default="INBOX")
+    ap.add_argument("--ready-file", default="")
     a = ap.parse_args()
     socket.setdefaulttimeout(30)
     fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch, "mime": cmd_mime,
           "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3, "mx": cmd_mx,
-          "session": cmd_session, "folders": cmd_folders, "lmtp": cmd_lmtp, "auth-attempts": cmd_auth_attempts, "scram": cmd_scram}[a.command]
+          "session": cmd_session, "folders": cmd_folders, "lmtp": cmd_lmtp, "auth-attempts": cmd_auth_attempts, "scram": cmd_scram,
+          "idle": cmd_idle}[a.command]
     json.dump(fn(a), sys.stdout)
 
 

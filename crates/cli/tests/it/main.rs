@@ -9,6 +9,7 @@ mod dkim;
 mod errors;
 mod grpc;
 mod grpc_submit;
+mod idle;
 mod imap_folders;
 mod imap_mime;
 mod inbound;

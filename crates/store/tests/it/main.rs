@@ -4,6 +4,7 @@
 //! The PostgreSQL variants need a reachable server (see `TestDb`); they fail loudly rather than
 //! skip when there is none.
 
+mod changes;
 mod directory;
 mod dkim;
 mod mailbox;
