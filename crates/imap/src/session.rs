@@ -1290,19 +1290,9 @@ impl<B: Backend> Session<B> {
             out.extend(no(tag, None, "Mailbox is read-only"));
             return;
         }
-        let targets = match resolve(sel, set, uid) {
-            Ok(targets) => targets,
-            Err(()) => {
-                out.extend(bad(Some(tag), "Invalid message sequence number"));
-                return;
-            }
+        let Some((targets, uids)) = live_targets(sel, set, uid, tag, out) else {
+            return;
         };
-        let uids: Vec<u32> = targets
-            .iter()
-            .map(|&i| &sel.view[i])
-            .filter(|e| !e.gone)
-            .map(|e| e.meta.uid)
-            .collect();
         let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
         let updated = match self.backend.store_flags(&sel.name, &uids, op, &flags).await {
             Ok(updated) => updated,
@@ -1508,19 +1498,9 @@ impl<B: Backend> Session<B> {
             out.extend(no(tag, None, "Mailbox is read-only"));
             return;
         }
-        let targets = match resolve(sel, set, uid) {
-            Ok(targets) => targets,
-            Err(()) => {
-                out.extend(bad(Some(tag), "Invalid message sequence number"));
-                return;
-            }
+        let Some((_, uids)) = live_targets(sel, set, uid, tag, out) else {
+            return;
         };
-        let uids: Vec<u32> = targets
-            .iter()
-            .map(|&i| &sel.view[i])
-            .filter(|e| !e.gone)
-            .map(|e| e.meta.uid)
-            .collect();
         let verb = if remove { "MOVE" } else { "COPY" };
         if uids.is_empty() {
             out.extend(ok(tag, None, &format!("{verb} completed, nothing to do")));
@@ -1570,6 +1550,28 @@ impl<B: Backend> Session<B> {
 #[cfg(test)]
 pub(crate) fn uid_set_for_tests(uids: &[u32]) -> String {
     uid_set(uids)
+}
+
+/// The view positions a sequence set names and the UIDs among them not yet expunged, or None
+/// after answering BAD for a sequence number beyond the mailbox.
+fn live_targets(
+    sel: &Selected,
+    set: &SequenceSet,
+    uid: bool,
+    tag: &Tag<'_>,
+    out: &mut Vec<u8>,
+) -> Option<(Vec<usize>, Vec<u32>)> {
+    let Ok(targets) = resolve(sel, set, uid) else {
+        out.extend(bad(Some(tag), "Invalid message sequence number"));
+        return None;
+    };
+    let uids = targets
+        .iter()
+        .map(|&i| &sel.view[i])
+        .filter(|e| !e.gone)
+        .map(|e| e.meta.uid)
+        .collect();
+    Some((targets, uids))
 }
 
 /// A UID set in IMAP syntax with runs compressed: 1,2,3,7 → "1:3,7". Input in ascending order

@@ -7,8 +7,18 @@ use tern_testkit::py::Client;
 
 use crate::common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_binaries_on_postgres_carry_a_message_from_smtplib_to_imaplib() {
+const TOKEN: &str = "process-test-admin-token";
+
+/// A fresh database, a temporary directory with a self-signed certificate, and the `TERN_*`
+/// variables every agent gets (gRPC on an ephemeral port).
+async fn processes_env(
+    token: &str,
+) -> (
+    TestDb,
+    tempfile::TempDir,
+    tern_runtime::tls::CertFiles,
+    Vec<(&'static str, String)>,
+) {
     let db = TestDb::postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let tls = tern_runtime::tls::ensure_self_signed(
@@ -16,16 +26,22 @@ async fn four_binaries_on_postgres_carry_a_message_from_smtplib_to_imaplib() {
         &["localhost".into(), "127.0.0.1".into()],
     )
     .unwrap();
-    let token = "process-test-admin-token".to_string();
-    let any = "127.0.0.1:0".to_string();
     let common = vec![
         ("TERN_DATABASE_URL", db.url.clone()),
         ("TERN_HOSTNAME", "mx.example.test".to_string()),
-        ("TERN_ADMIN_TOKEN", token.clone()),
+        ("TERN_ADMIN_TOKEN", token.to_string()),
         ("TERN_TLS__CERT", tls.cert.display().to_string()),
         ("TERN_TLS__KEY", tls.key.display().to_string()),
-        ("TERN_GRPC_LISTEN", any.clone()),
+        ("TERN_GRPC_LISTEN", "127.0.0.1:0".to_string()),
     ];
+    (db, dir, tls, common)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_binaries_on_postgres_carry_a_message_from_smtplib_to_imaplib() {
+    let (_db, dir, tls, common) = processes_env(TOKEN).await;
+    let token = TOKEN.to_string();
+    let any = "127.0.0.1:0".to_string();
     let with = |extra: &[(&'static str, String)]| {
         let mut v = common.clone();
         v.extend_from_slice(extra);
@@ -156,23 +172,9 @@ async fn four_binaries_on_postgres_carry_a_message_from_smtplib_to_imaplib() {
 /// MAAs read the same mailbox: every message exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_each_agent_on_one_postgres_deliver_every_message_once() {
-    let db = TestDb::postgres().await;
-    let dir = tempfile::tempdir().unwrap();
-    let tls = tern_runtime::tls::ensure_self_signed(
-        &dir.path().join("tls"),
-        &["localhost".into(), "127.0.0.1".into()],
-    )
-    .unwrap();
-    let token = "two-of-each-admin-token".to_string();
+    let (_db, dir, tls, common) = processes_env(TOKEN).await;
+    let token = TOKEN.to_string();
     let any = "127.0.0.1:0".to_string();
-    let common = vec![
-        ("TERN_DATABASE_URL", db.url.clone()),
-        ("TERN_HOSTNAME", "mx.example.test".to_string()),
-        ("TERN_ADMIN_TOKEN", token.clone()),
-        ("TERN_TLS__CERT", tls.cert.display().to_string()),
-        ("TERN_TLS__KEY", tls.key.display().to_string()),
-        ("TERN_GRPC_LISTEN", any.clone()),
-    ];
     let with = |extra: &[(&'static str, String)]| {
         let mut v = common.clone();
         v.extend_from_slice(extra);
