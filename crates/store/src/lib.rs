@@ -15,6 +15,7 @@ pub mod changes;
 mod directory;
 pub mod dkim;
 mod forward;
+mod group_commit;
 mod mailbox;
 mod mailbox_ops;
 mod queue;
@@ -129,6 +130,8 @@ struct Inner {
     sqlite_writer: tokio::sync::Mutex<()>,
     /// Mailbox change notifications (`changes.rs`).
     changes: changes::Hub,
+    /// The PostgreSQL queue writer, started by the first `enqueue` (`group_commit.rs`).
+    group_commit: std::sync::OnceLock<group_commit::GroupCommit>,
 }
 
 /// A handle on the database; cloning is cheap and every clone shares one connection pool.
@@ -256,6 +259,7 @@ impl Store {
                 pool,
                 sqlite_writer: tokio::sync::Mutex::new(()),
                 changes: changes::Hub::new(),
+                group_commit: std::sync::OnceLock::new(),
             }),
             recipient_delimiter: Arc::from(DEFAULT_RECIPIENT_DELIMITER),
         })
@@ -297,6 +301,16 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    /// The queue's group-commit writer (PostgreSQL only), started on first use.
+    pub(crate) fn group_commit(&self) -> &group_commit::GroupCommit {
+        self.inner
+            .group_commit
+            .get_or_init(|| match &self.inner.pool {
+                Pool::Pg(pool) => group_commit::GroupCommit::start(pool.clone()),
+                Pool::Sqlite(_) => unreachable!("group commit is for PostgreSQL"),
+            })
     }
 
     pub(crate) fn sqlite_writer(&self) -> &tokio::sync::Mutex<()> {

@@ -543,37 +543,32 @@ impl Store {
     /// case-sensitive (RFC 5321 §2.4). A recipient named twice is stored once, with the DSN
     /// parameters of its first occurrence.
     ///
-    /// On PostgreSQL this is one statement (a data-modifying CTE) in its own implicit
-    /// transaction: one round trip and one commit, the path every accepted message takes.
+    /// On PostgreSQL this is one statement (a data-modifying CTE), and concurrent calls share
+    /// one transaction (`group_commit.rs`): the path every accepted message takes, where the
+    /// commit is the expensive part. It returns only once the message is committed.
     pub async fn enqueue(&self, msg: NewMessage<'_>) -> Result<String> {
         let prepared = Prepared::new(msg)?;
-        if let crate::Pool::Pg(pool) = self.pool() {
+        if let crate::Pool::Pg(_) = self.pool() {
             let p = &prepared;
-            let addresses: Vec<&str> = p.recipients.iter().map(|r| r.0).collect();
-            let notify: Vec<Option<&str>> = p.recipients.iter().map(|r| r.1.as_deref()).collect();
-            let orcpt: Vec<Option<&str>> = p.recipients.iter().map(|r| r.2).collect();
-            sqlx::query(
-                "WITH m AS (INSERT INTO queue_messages \
-                   (id, sender, content, size, created_at, envid, ret, requiretls, trace_context) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $12)) \
-                 INSERT INTO queue_recipients (message_id, address, next_attempt_at, notify, orcpt) \
-                 SELECT $1, r.address, $5, r.notify, r.orcpt \
-                 FROM UNNEST($9::text[], $10::text[], $11::text[]) AS r (address, notify, orcpt)",
-            )
-            .bind(&p.id)
-            .bind(p.msg.sender)
-            .bind(p.msg.content)
-            .bind(p.size)
-            .bind(p.now)
-            .bind(p.msg.envid)
-            .bind(p.msg.ret.map(Ret::as_str))
-            .bind(p.msg.requiretls)
-            .bind(&addresses)
-            .bind(&notify)
-            .bind(&orcpt)
-            .bind(p.msg.trace_context)
-            .execute(pool)
-            .await?;
+            let row = crate::group_commit::Row {
+                id: p.id.clone(),
+                sender: p.msg.sender.to_string(),
+                content: p.msg.content.to_vec(),
+                size: p.size,
+                now: p.now,
+                envid: p.msg.envid.map(str::to_string),
+                ret: p.msg.ret.map(Ret::as_str),
+                requiretls: p.msg.requiretls,
+                addresses: p.recipients.iter().map(|r| r.0.to_string()).collect(),
+                notify: p.recipients.iter().map(|r| r.1.clone()).collect(),
+                orcpt: p
+                    .recipients
+                    .iter()
+                    .map(|r| r.2.map(str::to_string))
+                    .collect(),
+                trace_context: p.msg.trace_context.map(str::to_string),
+            };
+            self.group_commit().write(row).await?;
             return Ok(prepared.id);
         }
         write_tx!(self, |tx, _backend| {

@@ -1072,3 +1072,35 @@ both!(enqueue_keeps_the_trace_context, |store| async move {
     assert_eq!(got.get(&with).map(String::as_str), Some(traced));
     assert!(store.trace_contexts(&[]).await.unwrap().is_empty());
 });
+
+both!(concurrent_enqueues_are_all_committed, |store| async move {
+    // On PostgreSQL these share transactions (group commit); each call returns only once its
+    // message is committed, so every id it returned is there.
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let rcpt = vec![format!("r{i}@r.test")];
+            store
+                .enqueue(NewMessage {
+                    sender: "sender@example.org",
+                    recipients: &rcpt,
+                    content: format!("Subject: {i}\r\n\r\nbody\r\n").as_bytes(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    let mut ids = HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 60);
+    for id in &ids {
+        let shown = store.queue_show(id).await.unwrap().unwrap();
+        assert_eq!(shown.recipients.len(), 1);
+    }
+    let claimed = store.claim("r1", 100, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 60);
+});
