@@ -26,16 +26,16 @@ async fn delivered(store: &Store) -> usize {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_runner_work_is_taken_over_and_delivered_exactly_once() {
+/// A fresh database with Bob's account and [`MESSAGES`] messages queued for him, each with its
+/// own subject and Message-ID (`{prefix}-{n}`).
+async fn queued_for_bob(prefix: &str) -> (TestDb, Store, tern_store::Account) {
     let db = TestDb::postgres().await;
-    let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&db.url).await.unwrap();
     store.add_domain("example.test").await.unwrap();
     let bob = store.add_account(BOB.0, BOB.1).await.unwrap();
     let rcpt = vec![BOB.0.to_string()];
     for i in 0..MESSAGES {
-        let content = message(&format!("takeover-{i}"));
+        let content = message(&format!("{prefix}-{i}"));
         store
             .enqueue(NewMessage {
                 sender: ALICE.0,
@@ -46,6 +46,13 @@ async fn killed_runner_work_is_taken_over_and_delivered_exactly_once() {
             .await
             .unwrap();
     }
+    (db, store, bob)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_runner_work_is_taken_over_and_delivered_exactly_once() {
+    let (db, store, bob) = queued_for_bob("takeover").await;
+    let dir = tempfile::tempdir().unwrap();
 
     let common = vec![
         ("TERN_DATABASE_URL", db.url.clone()),
@@ -136,24 +143,8 @@ async fn killed_runner_work_is_taken_over_and_delivered_exactly_once() {
 /// keys already stored and answer "delivered" without a second copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mda_retries_store_nothing_twice() {
-    let db = TestDb::postgres().await;
+    let (db, store, bob) = queued_for_bob("mda-crash").await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&db.url).await.unwrap();
-    store.add_domain("example.test").await.unwrap();
-    let bob = store.add_account(BOB.0, BOB.1).await.unwrap();
-    let rcpt = vec![BOB.0.to_string()];
-    for i in 0..MESSAGES {
-        let content = message(&format!("mda-crash-{i}"));
-        store
-            .enqueue(NewMessage {
-                sender: ALICE.0,
-                recipients: &rcpt,
-                content: &content,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
     // A fixed port for the MDA, so that the restarted one is where the MTA looks.
     let mda_addr = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
