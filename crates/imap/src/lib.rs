@@ -9,8 +9,8 @@
 //!
 //! Deliberately absent: sockets, TLS, timers (the agent asks for [`Session::timeout_reply`] when
 //! its own timer fires), storage and SQL, logging of passwords or message bodies. FETCH BINARY
-//! (part of IMAP4rev2) is answered, but the RFC 3516 `BINARY` capability is not advertised to
-//! IMAP4rev1 clients.
+//! and APPEND of `~{n}` literals (RFC 3516, part of IMAP4rev2) are answered, and `BINARY` is
+//! advertised for IMAP4rev1 clients.
 
 use std::future::Future;
 

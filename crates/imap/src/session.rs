@@ -307,6 +307,7 @@ impl<B: Backend> Session<B> {
             "MOVE",
             "NAMESPACE",
             "IDLE",
+            "BINARY",
         ]);
         caps
     }

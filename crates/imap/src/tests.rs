@@ -418,7 +418,7 @@ fn selected() -> (Session<MemBackend>, MemBackend) {
     (s, b)
 }
 
-const CAPS_PLAIN: &str = "IMAP4rev2 IMAP4REV1 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE";
+const CAPS_PLAIN: &str = "IMAP4rev2 IMAP4REV1 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY";
 
 #[test]
 fn greeting_and_capability() {
@@ -446,7 +446,7 @@ fn login_disabled_until_starttls() {
     assert_eq!(
         String::from_utf8(s.greeting()).unwrap(),
         "* OK [CAPABILITY IMAP4rev2 IMAP4REV1 STARTTLS LOGINDISABLED SASL-IR LITERAL+ ID ENABLE \
-         UNSELECT UIDPLUS MOVE NAMESPACE IDLE] mail.example.org Tern IMAP ready\r\n"
+         UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] mail.example.org Tern IMAP ready\r\n"
     );
     transcript(
         &mut s,
@@ -471,13 +471,13 @@ fn login_disabled_until_starttls() {
         &[
             (
                 "e CAPABILITY\r\n",
-                "* CAPABILITY IMAP4rev2 IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE\r\n\
+                "* CAPABILITY IMAP4rev2 IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY\r\n\
                  e OK CAPABILITY completed\r\n",
             ),
             ("f STARTTLS\r\n", "f BAD TLS is already active\r\n"),
             (
                 "g LOGIN bob \"secret pw\"\r\n",
-                "g OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
+                "g OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
             ),
         ],
     );
@@ -515,7 +515,7 @@ fn login_good_and_bad_then_too_many_failures() {
             ),
             (
                 "c LOGIN bob \"secret pw\"\r\n",
-                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
             ),
             (
                 "d LOGIN bob \"secret pw\"\r\n",
@@ -545,7 +545,7 @@ fn authenticate_plain_with_initial_response_and_continuation() {
         &mut s,
         &[(
             "a AUTHENTICATE PLAIN AGJvYgBzZWNyZXQgcHc=\r\n",
-            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
         )],
     );
 
@@ -563,7 +563,7 @@ fn authenticate_plain_with_initial_response_and_continuation() {
             ("c AUTHENTICATE PLAIN\r\n", "+ \r\n"),
             (
                 "Ym9iAGJvYgBzZWNyZXQgcHc=\r\n",
-                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
             ),
         ],
     );
@@ -595,7 +595,7 @@ fn literals_synchronizing_and_non_synchronizing() {
             ("bob {9}\r\n", "+ Ready for literal data\r\n"),
             (
                 "secret pw\r\n",
-                "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
+                "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
             ),
         ],
     );
@@ -604,7 +604,7 @@ fn literals_synchronizing_and_non_synchronizing() {
         &mut s,
         &[(
             "a LOGIN {3+}\r\nbob {9+}\r\nsecret pw\r\n",
-            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE] Logged in\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
         )],
     );
     // Over max_literal (1024): refused before the data is sent, or skipped if already sent.
@@ -1652,4 +1652,23 @@ fn idle_in_authenticated_state_and_not_before_login() {
             ("done\r\n", "i OK IDLE terminated\r\n"),
         ],
     );
+}
+
+#[test]
+fn append_takes_a_binary_literal() {
+    let (mut s, backend) = logged_in();
+    let out = feed(&mut s, "a APPEND Sent ~{5}\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.bytes),
+        "+ Ready for literal data\r\n"
+    );
+    let out = feed(&mut s, "a\0b\r\n\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.bytes),
+        "a OK [APPENDUID 42 1] APPEND completed\r\n"
+    );
+    let body = backend
+        .with_box("Sent", |b| b.messages[0].body.clone())
+        .unwrap();
+    assert_eq!(body, b"a\0b\r\n");
 }
