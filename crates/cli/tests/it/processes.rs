@@ -37,6 +37,36 @@ async fn processes_env(
     (db, dir, tls, common)
 }
 
+/// example.test with Alice and Bob, through the MDA's Admin service and the configured token.
+async fn provision(target: &tern::admin::Target) {
+    let mut admin = tern::admin::admin(target).await.unwrap();
+    admin
+        .add_domain(tern_rpc::v1::DomainRequest {
+            name: "example.test".into(),
+        })
+        .await
+        .unwrap();
+    for (address, password) in [ALICE, BOB] {
+        admin
+            .add_account(tern_rpc::v1::AddAccountRequest {
+                address: address.into(),
+                password: password.into(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// The port of the address an agent logged as `field`.
+fn port(a: &Agent, field: &str) -> u16 {
+    a.address(field)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_binaries_on_postgres_carry_a_message_from_smtplib_to_imaplib() {
     let (_db, dir, tls, common) = processes_env(TOKEN).await;
@@ -84,31 +114,8 @@ async fn four_binaries_on_postgres_carry_a_message_from_smtplib_to_imaplib() {
         queue_url: format!("http://{}", mta.address("grpc.address")),
         token,
     };
-    let mut admin = tern::admin::admin(&target).await.unwrap();
-    admin
-        .add_domain(tern_rpc::v1::DomainRequest {
-            name: "example.test".into(),
-        })
-        .await
-        .unwrap();
-    for (address, password) in [ALICE, BOB] {
-        admin
-            .add_account(tern_rpc::v1::AddAccountRequest {
-                address: address.into(),
-                password: password.into(),
-            })
-            .await
-            .unwrap();
-    }
+    provision(&target).await;
 
-    let port = |a: &Agent, field: &str| {
-        a.address(field)
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse::<u16>()
-            .unwrap()
-    };
     let sent_msg = message("separate-processes");
     let sent = Client::new(
         "send",
@@ -233,30 +240,7 @@ async fn two_of_each_agent_on_one_postgres_deliver_every_message_once() {
         queue_url: format!("http://{}", mtas[0].address("grpc.address")),
         token,
     };
-    let mut admin = tern::admin::admin(&target).await.unwrap();
-    admin
-        .add_domain(tern_rpc::v1::DomainRequest {
-            name: "example.test".into(),
-        })
-        .await
-        .unwrap();
-    for (address, password) in [ALICE, BOB] {
-        admin
-            .add_account(tern_rpc::v1::AddAccountRequest {
-                address: address.into(),
-                password: password.into(),
-            })
-            .await
-            .unwrap();
-    }
-    let port = |a: &Agent, field: &str| {
-        a.address(field)
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse::<u16>()
-            .unwrap()
-    };
+    provision(&target).await;
 
     // Three messages through each MSA, one through each MTA's port 25.
     let mut expected = Vec::new();
