@@ -203,6 +203,15 @@ macro_rules! write_tx {
 }
 pub(crate) use write_tx;
 
+/// `$first, $first+1, …` for `count` bound values, for `IN (…)` lists. Only these numbered
+/// placeholders are ever spliced into SQL text; the values themselves are bound.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Store {
     /// Opens a pool on `url` and applies pending migrations.
     ///
@@ -386,6 +395,13 @@ pub(crate) fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_number_from_first() {
+        assert_eq!(placeholders(1, 3), "$1, $2, $3");
+        assert_eq!(placeholders(2, 1), "$2");
+        assert_eq!(placeholders(5, 0), "");
+    }
 
     #[test]
     fn temporary_errors_are_the_stores_own_trouble() {

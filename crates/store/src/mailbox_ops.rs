@@ -189,12 +189,10 @@ impl Store {
             }
             let mut found = Vec::new();
             for chunk in wanted.chunks(UID_CHUNK) {
-                // Only numbered placeholders are spliced in; the UIDs are bound.
-                let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
                 let sql = format!(
                     "SELECT uid, flags, seen, deleted, size, internal_date, content \
                      FROM messages WHERE mailbox_id = $1 AND uid IN ({}) ORDER BY uid",
-                    marks.join(", ")
+                    crate::placeholders(2, chunk.len())
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(source_id);
                 for uid in chunk {
@@ -260,11 +258,9 @@ impl Store {
                 }
                 if remove {
                     for chunk in pairs.chunks(UID_CHUNK) {
-                        let marks: Vec<String> =
-                            (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
                         let sql = format!(
                             "DELETE FROM messages WHERE mailbox_id = $1 AND uid IN ({})",
-                            marks.join(", ")
+                            crate::placeholders(2, chunk.len())
                         );
                         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(source_id);
                         for (old, _) in chunk {

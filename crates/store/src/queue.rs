@@ -632,10 +632,9 @@ impl Store {
         if queue_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders: Vec<String> = (1..=queue_ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT id, content FROM queue_messages WHERE id IN ({})",
-            placeholders.join(", ")
+            crate::placeholders(1, queue_ids.len())
         );
         with_pool!(self, |pool| {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
@@ -656,11 +655,10 @@ impl Store {
         if queue_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let placeholders: Vec<String> = (1..=queue_ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT id, trace_context FROM queue_messages \
              WHERE trace_context IS NOT NULL AND id IN ({})",
-            placeholders.join(", ")
+            crate::placeholders(1, queue_ids.len())
         );
         with_pool!(self, |pool| {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));

@@ -338,12 +338,10 @@ impl Store {
     ) -> Result<HashMap<i64, ActiveScript>> {
         let mut out = HashMap::new();
         for chunk in account_ids.chunks(IDS_PER_QUERY) {
-            // Only numbered placeholders are spliced in; the values are bound.
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT account_id, id, updated_at FROM sieve_scripts \
                  WHERE active = 1 AND account_id IN ({})",
-                placeholders.join(", ")
+                crate::placeholders(1, chunk.len())
             );
             with_pool!(self, |pool| {
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
