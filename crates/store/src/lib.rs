@@ -212,6 +212,15 @@ pub(crate) fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// `($first, …), (…), …`: `rows` tuples of `columns` numbered placeholders each, for
+/// multi-row `VALUES` lists; like [`placeholders`], only placeholders are spliced into SQL.
+pub(crate) fn value_rows(first: usize, rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(first + r * columns, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Store {
     /// Opens a pool on `url` and applies pending migrations.
     ///
@@ -401,6 +410,13 @@ mod tests {
         assert_eq!(placeholders(1, 3), "$1, $2, $3");
         assert_eq!(placeholders(2, 1), "$2");
         assert_eq!(placeholders(5, 0), "");
+    }
+
+    #[test]
+    fn value_rows_number_across_rows() {
+        assert_eq!(value_rows(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(value_rows(3, 1, 2), "($3, $4)");
+        assert_eq!(value_rows(1, 0, 4), "");
     }
 
     #[test]

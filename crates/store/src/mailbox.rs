@@ -14,7 +14,7 @@
 //! Deliberately absent: message parsing (no envelope or body-structure cache), `\Recent`
 //! (per-session state that IMAP4rev2 dropped).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 
 use sqlx::Row;
@@ -22,13 +22,38 @@ use sqlx::Row;
 use crate::changes::mailbox_changed;
 use crate::quota::{Budget, charge, lock_budget, lock_mailbox_owner};
 use crate::{
-    Error, Result, Store, is_foreign_key_violation, now_ms, to_u32, to_u64, validate, with_pool,
-    write_tx,
+    Error, Result, Store, is_foreign_key_violation, now_ms, to_u32, to_u64, validate, value_rows,
+    with_pool, write_tx,
 };
 
 /// Keys looked up per query by [`Store::deliver_many`] (two bound parameters each, far below
 /// either backend's limit).
 const SEEN_QUERY_ITEMS: usize = 500;
+
+/// Rows per multi-row INSERT in [`Store::deliver_many`] (at most nine bound parameters each).
+const INSERT_ROWS: usize = 200;
+
+/// Content bytes per multi-row INSERT of messages: a batch of large messages is stored in
+/// several statements, each far below PostgreSQL's 1 GiB message limit.
+const INSERT_BYTES: usize = 16 << 20;
+
+/// Splits rows of the given content sizes into consecutive ranges of at most [`INSERT_ROWS`]
+/// rows and, unless a single row is larger, [`INSERT_BYTES`] bytes.
+fn insert_chunks(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, &size) in sizes.iter().enumerate() {
+        if i > start && (i - start == INSERT_ROWS || bytes + size > INSERT_BYTES) {
+            ranges.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        ranges.push(start..sizes.len());
+    }
+    ranges
+}
 
 /// One copy for [`Store::deliver_many`].
 #[derive(Debug, Clone, Copy)]
@@ -398,14 +423,10 @@ impl Store {
             // touch no mailbox and leave no gap in its UIDs.
             let mut seen: HashMap<(i64, String), Delivered> = HashMap::new();
             for chunk in items.chunks(SEEN_QUERY_ITEMS) {
-                // Only numbered placeholders are spliced in; the values are bound.
-                let pairs: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-                    .collect();
                 let sql = format!(
                     "SELECT account_id, delivery_key, mailbox_id, uid FROM deliveries \
                      WHERE (account_id, delivery_key) IN (VALUES {})",
-                    pairs.join(", ")
+                    value_rows(1, chunk.len(), 2)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
                 for item in chunk {
@@ -428,11 +449,23 @@ impl Store {
             let mut mailboxes: HashMap<(i64, String), i64> = HashMap::new();
             let mut groups: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
             let mut budgets: BTreeMap<i64, Budget> = BTreeMap::new();
+            // A key named twice in one batch: the later copies are the first one's duplicates.
+            let mut first_of: HashMap<(i64, &str), usize> = HashMap::new();
+            let mut repeats: Vec<(usize, usize)> = Vec::new();
             for &i in &order {
                 let item = &items[i];
                 if let Some(d) = seen.get(&(item.account_id, item.delivery_key.to_string())) {
                     out[i] = Some(Ok(*d));
                     continue;
+                }
+                match first_of.entry((item.account_id, item.delivery_key)) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        repeats.push((i, *e.get()));
+                        continue;
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(i);
+                    }
                 }
                 let budget = match budgets.entry(item.account_id) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -473,59 +506,123 @@ impl Store {
                 };
                 groups.entry(mailbox_id).or_default().push(i);
             }
-            // Mailbox rows are locked in id order, one UPDATE per mailbox for all its copies.
+            // Mailbox rows are locked in id order, one UPDATE per mailbox for all its copies;
+            // then one multi-row INSERT records the group's delivery keys and one stores its
+            // messages, instead of two statements per copy.
             for (mailbox_id, group) in groups {
                 let (first_uid, first_modseq) = take_uids!(tx, mailbox_id, group.len());
                 mailbox_changed!(self, tx, "id = $1", mailbox_id);
-                for (n, &i) in group.iter().enumerate() {
-                    let item = &items[i];
-                    let uid = first_uid + n as u32;
-                    let modseq = first_modseq + n as i64;
-                    let claimed = sqlx::query(
+                let rows: Vec<(usize, u32, i64)> = group
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &i)| (i, first_uid + n as u32, first_modseq + n as i64))
+                    .collect();
+                // A key that a concurrent transaction recorded first is not returned: on
+                // PostgreSQL this insert waits for that transaction, then skips the row.
+                let mut recorded: HashSet<String> = HashSet::with_capacity(rows.len());
+                for chunk in rows.chunks(INSERT_ROWS) {
+                    let sql = format!(
                         "INSERT INTO deliveries \
                            (account_id, delivery_key, mailbox_id, uid, created_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(item.account_id)
-                    .bind(item.delivery_key)
-                    .bind(mailbox_id)
-                    .bind(i64::from(uid))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await;
-                    let claimed = match claimed {
-                        Ok(done) => done.rows_affected(),
+                         VALUES {} ON CONFLICT DO NOTHING RETURNING delivery_key",
+                        value_rows(1, chunk.len(), 5)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+                    for &(i, uid, _) in chunk {
+                        query = query
+                            .bind(items[i].account_id)
+                            .bind(items[i].delivery_key)
+                            .bind(mailbox_id)
+                            .bind(i64::from(uid))
+                            .bind(now);
+                    }
+                    let returned = match query.fetch_all(&mut *tx).await {
+                        Ok(returned) => returned,
                         Err(err) if is_foreign_key_violation(&err) => {
-                            return Err(Error::NotFound(format!("account {}", item.account_id)));
+                            return Err(Error::NotFound(format!(
+                                "account of mailbox {mailbox_id}"
+                            )));
                         }
                         Err(err) => return Err(err.into()),
                     };
-                    out[i] = Some(Ok(if claimed == 0 {
-                        if let Some(budget) = budgets.get_mut(&item.account_id) {
-                            budget.refund(content_size(item.content)?);
-                        }
-                        let row = sqlx::query(
-                            "SELECT mailbox_id, uid FROM deliveries \
-                             WHERE account_id = $1 AND delivery_key = $2",
-                        )
-                        .bind(item.account_id)
-                        .bind(item.delivery_key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        Delivered {
-                            uid: to_u32(row.try_get("uid")?, "uid")?,
-                            mailbox_id: row.try_get("mailbox_id")?,
-                            duplicate: true,
-                        }
-                    } else {
-                        store_message!(tx, mailbox_id, uid, modseq, item.content, &flags[i], now);
-                        Delivered {
+                    for row in &returned {
+                        recorded.insert(row.try_get("delivery_key")?);
+                    }
+                }
+                let fresh: Vec<(usize, u32, i64)> = rows
+                    .iter()
+                    .copied()
+                    .filter(|&(i, _, _)| recorded.contains(items[i].delivery_key))
+                    .collect();
+                let sizes: Vec<usize> = fresh
+                    .iter()
+                    .map(|&(i, _, _)| items[i].content.len())
+                    .collect();
+                for range in insert_chunks(&sizes) {
+                    let chunk = &fresh[range];
+                    let sql = format!(
+                        "INSERT INTO messages \
+                           (mailbox_id, uid, modseq, flags, seen, deleted, size, internal_date, \
+                            content) \
+                         VALUES {}",
+                        value_rows(1, chunk.len(), 9)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+                    for &(i, uid, modseq) in chunk {
+                        let flags = &flags[i];
+                        query = query
+                            .bind(mailbox_id)
+                            .bind(i64::from(uid))
+                            .bind(modseq)
+                            .bind(flags.join(" "))
+                            .bind(i16::from(validate::has_flag(flags, validate::SEEN)))
+                            .bind(i16::from(validate::has_flag(flags, validate::DELETED)))
+                            .bind(content_size(items[i].content)?)
+                            .bind(now)
+                            .bind(items[i].content);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                for &(i, uid, _) in &rows {
+                    let item = &items[i];
+                    if recorded.contains(item.delivery_key) {
+                        out[i] = Some(Ok(Delivered {
                             uid,
                             mailbox_id,
                             duplicate: false,
-                        }
+                        }));
+                        continue;
+                    }
+                    // Its UID stays unused: a gap, which IMAP allows.
+                    if let Some(budget) = budgets.get_mut(&item.account_id) {
+                        budget.refund(content_size(item.content)?);
+                    }
+                    let row = sqlx::query(
+                        "SELECT mailbox_id, uid FROM deliveries \
+                         WHERE account_id = $1 AND delivery_key = $2",
+                    )
+                    .bind(item.account_id)
+                    .bind(item.delivery_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    out[i] = Some(Ok(Delivered {
+                        uid: to_u32(row.try_get("uid")?, "uid")?,
+                        mailbox_id: row.try_get("mailbox_id")?,
+                        duplicate: true,
                     }));
                 }
+            }
+            for (i, first) in repeats {
+                out[i] = Some(match &out[first] {
+                    Some(Ok(d)) => Ok(Delivered {
+                        duplicate: true,
+                        ..*d
+                    }),
+                    Some(Err(Error::OverQuota(why))) => Err(Error::OverQuota(why.clone())),
+                    _ => Err(Error::Internal(
+                        "repeated delivery key without result".into(),
+                    )),
+                });
             }
             for (account_id, budget) in &budgets {
                 charge!(tx, *account_id, budget.added_bytes, budget.added_messages);
@@ -847,6 +944,20 @@ mod tests {
 
     fn v(flags: &[&str]) -> Vec<String> {
         flags.iter().map(|f| (*f).to_string()).collect()
+    }
+
+    #[test]
+    fn insert_chunks_bound_rows_and_bytes() {
+        assert!(insert_chunks(&[]).is_empty());
+        assert_eq!(insert_chunks(&[10; 3]), [0..3]);
+        assert_eq!(
+            insert_chunks(&[1; INSERT_ROWS + 1]),
+            [0..INSERT_ROWS, INSERT_ROWS..INSERT_ROWS + 1]
+        );
+        let big = INSERT_BYTES / 2 + 1;
+        assert_eq!(insert_chunks(&[big, big, 5]), [0..1, 1..3]);
+        // A row larger than the budget goes alone, never into an empty chunk.
+        assert_eq!(insert_chunks(&[1, INSERT_BYTES * 2, 1]), [0..1, 1..2, 2..3]);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! Deliberately absent: retry schedules, composing bounces and routing, which belong to the
 //! MTA; the store only keeps the notification the MTA hands it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use rand::Rng;
@@ -403,6 +403,9 @@ macro_rules! claim_from_row {
 /// same row; in READ COMMITTED a row updated meanwhile is re-checked against the WHERE clause
 /// once locked. SQLite has no row locks: the whole statement runs inside one IMMEDIATE
 /// transaction, which already excludes every other writer.
+/// Outcomes per UPDATE in [`Store::record_outcomes`] (five bound parameters each).
+const OUTCOME_ROWS: usize = 500;
+
 const CLAIM_PG: &str = concat!(
     "UPDATE queue_recipients \
      SET lease_owner = $1, lease_expires = $2 + $3, attempts = attempts + 1, last_attempt_at = $2 \
@@ -809,24 +812,52 @@ impl Store {
         }
         let mut out = Vec::with_capacity(prepared.len());
         write_tx!(self, |tx, _backend| {
-            for (recipient_id, state, reply, next_at, warned, note) in &prepared {
-                let updated = sqlx::query(
-                    "UPDATE queue_recipients SET state = $1, last_reply = $2, \
-                       next_attempt_at = COALESCE($3, next_attempt_at), \
-                       delay_warned = (delay_warned OR $6), \
+            // One UPDATE per chunk for every outcome, joined to a VALUES list of them; it
+            // returns the ids it updated, so a lost lease is told apart per recipient.
+            let mut updated: HashSet<i64> = HashSet::with_capacity(prepared.len());
+            for chunk in prepared.chunks(OUTCOME_ROWS) {
+                let rows = (0..chunk.len())
+                    .map(|r| {
+                        let p = 2 + r * 5;
+                        format!(
+                            "(CAST(${} AS BIGINT), CAST(${} AS TEXT), CAST(${} AS TEXT), \
+                              CAST(${} AS BIGINT), CAST(${} AS BOOLEAN))",
+                            p,
+                            p + 1,
+                            p + 2,
+                            p + 3,
+                            p + 4
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "WITH v (id, state, reply, next_at, warned) AS (VALUES {rows}) \
+                     UPDATE queue_recipients SET state = v.state, last_reply = v.reply, \
+                       next_attempt_at = COALESCE(v.next_at, queue_recipients.next_attempt_at), \
+                       delay_warned = (queue_recipients.delay_warned OR v.warned), \
                        lease_owner = NULL, lease_expires = NULL \
-                     WHERE id = $4 AND lease_owner = $5 AND state = 'queued'",
-                )
-                .bind(state.as_str())
-                .bind(*reply)
-                .bind(*next_at)
-                .bind(*recipient_id)
-                .bind(owner)
-                .bind(*warned)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated == 0 {
+                     FROM v \
+                     WHERE queue_recipients.id = v.id AND queue_recipients.lease_owner = $1 \
+                       AND queue_recipients.state = 'queued' \
+                     RETURNING queue_recipients.id"
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(owner);
+                for (recipient_id, state, reply, next_at, warned, _) in chunk {
+                    query = query
+                        .bind(*recipient_id)
+                        .bind(state.as_str())
+                        .bind(*reply)
+                        .bind(*next_at)
+                        .bind(*warned);
+                }
+                for row in query.fetch_all(&mut *tx).await? {
+                    updated.insert(row.try_get("id")?);
+                }
+            }
+            for (recipient_id, _, _, _, _, note) in &prepared {
+                // `remove`: a recipient named twice is updated once, by its first record.
+                if !updated.remove(recipient_id) {
                     out.push(Recorded::LeaseLost);
                     continue;
                 }

@@ -328,6 +328,37 @@ both!(create_and_delete_mailboxes, |store| async move {
     assert_ne!(again.id, made.id);
 });
 
+both!(deliver_many_repeated_key_is_one_copy, |store| async move {
+    let a = alice(&store).await;
+    let item = |key: &'static str, content: &'static [u8]| DeliveryItem {
+        account_id: a.id,
+        mailbox: "INBOX",
+        delivery_key: key,
+        content,
+        flags: &[],
+    };
+    let items = [item("k1", b"one"), item("k2", b"two"), item("k1", b"one")];
+    let done: Vec<_> = store
+        .deliver_many(&items)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        done.iter()
+            .map(|d| (d.uid, d.duplicate))
+            .collect::<Vec<_>>(),
+        [(1, false), (2, false), (1, true)]
+    );
+    let inbox = store.mailbox(a.id, "INBOX").await.unwrap().unwrap();
+    // One copy per key, and no UID spent on the repeat.
+    assert_eq!((inbox.messages, inbox.uid_next), (2, 3));
+    let usage = store.quota(&a.address).await.unwrap().used;
+    assert_eq!(usage.messages, 2);
+    assert_eq!(usage.bytes, 6);
+});
+
 both!(
     deliver_many_stores_in_order_once_per_key,
     |store| async move {
