@@ -53,6 +53,10 @@ fn by_message(claims: Vec<Claim>) -> BTreeMap<String, Vec<Claim>> {
     out
 }
 
+/// At most how many finished messages a runner deletes per sweep, in rounds of a batch.
+const PURGE_BATCH: u32 = 1000;
+const PURGE_ROUNDS: usize = 10;
+
 /// Queue runner settings; defaults close to Postfix's.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -73,6 +77,9 @@ pub struct RunnerConfig {
     pub max_age_secs: u64,
     /// After this long undelivered, the sender gets one "delayed" DSN (0: never).
     pub delay_warning_secs: u64,
+    /// A message whose recipients are all delivered or failed stays in the queue this long
+    /// (for `tern queue list|show`), then its content and history are deleted.
+    pub keep_finished_secs: u64,
 }
 
 impl Default for RunnerConfig {
@@ -86,8 +93,15 @@ impl Default for RunnerConfig {
             jitter_percent: 10,
             max_age_secs: 5 * 24 * 3600,
             delay_warning_secs: 4 * 3600,
+            keep_finished_secs: 24 * 3600,
         }
     }
+}
+
+/// How often a runner deletes finished messages: a quarter of the time they are kept, between
+/// one second and one minute.
+fn purge_every(cfg: &RunnerConfig) -> Duration {
+    Duration::from_secs((cfg.keep_finished_secs / 4).clamp(1, 60))
 }
 
 /// Delay before the next attempt after `attempts` attempts, with jitter.
@@ -256,6 +270,32 @@ impl Runner {
         &self.owner
     }
 
+    /// Deletes finished messages older than `keep_finished_secs`, a bounded amount per call
+    /// so one sweep never holds the runner up for long.
+    async fn purge_finished(&self) {
+        let keep_ms =
+            i64::try_from(self.cfg.keep_finished_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let before = tern_store::now_ms().saturating_sub(keep_ms);
+        let mut total = 0;
+        for _ in 0..PURGE_ROUNDS {
+            match self.store.purge_finished(before, PURGE_BATCH).await {
+                Ok(n) => {
+                    total += n;
+                    if n < u64::from(PURGE_BATCH) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging finished queue messages failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(messages = total, "finished queue messages purged");
+        }
+    }
+
     /// Runs until `token` is cancelled; attempts under way finish, then leases are released.
     pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
         let this = Arc::new(self);
@@ -263,8 +303,13 @@ impl Runner {
         let mut tasks = JoinSet::new();
         let poll = Duration::from_millis(this.cfg.poll_interval_ms.max(10));
         tracing::info!(runner = %this.owner, "queue runner started");
+        let mut last_purge: Option<std::time::Instant> = None;
         while !token.is_cancelled() {
             while tasks.try_join_next().is_some() {}
+            if last_purge.is_none_or(|at| at.elapsed() >= purge_every(&this.cfg)) {
+                last_purge = Some(std::time::Instant::now());
+                this.purge_finished().await;
+            }
             // Claim only what can start soon: a lease is a promise to try within its time.
             let free = permits.available_permits().max(1) as u32;
             let claims = match this
@@ -1081,6 +1126,20 @@ mod tests {
                 at_ms: t0 + 5 * H + 600_000,
                 warn: false
             }
+        );
+    }
+
+    #[test]
+    fn purge_sweeps_follow_the_retention() {
+        let with = |secs| RunnerConfig {
+            keep_finished_secs: secs,
+            ..RunnerConfig::default()
+        };
+        assert_eq!(purge_every(&with(0)), Duration::from_secs(1));
+        assert_eq!(purge_every(&with(20)), Duration::from_secs(5));
+        assert_eq!(
+            purge_every(&RunnerConfig::default()),
+            Duration::from_secs(60)
         );
     }
 

@@ -870,6 +870,33 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes up to `limit` finished messages (no recipient still queued) whose last attempt,
+    /// like their arrival, is older than `before_ms`, with their recipients. The delivery keys
+    /// the mailboxes keep are not touched, and recipient ids are never reused (an identity on
+    /// PostgreSQL, AUTOINCREMENT on SQLite), so no later message can be mistaken for one
+    /// delivered before. Returns how many messages went.
+    pub async fn purge_finished(&self, before_ms: i64, limit: u32) -> Result<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let purged = write_tx!(self, |tx, _backend| {
+            sqlx::query(
+                "DELETE FROM queue_messages WHERE id IN ( \
+                   SELECT m.id FROM queue_messages m WHERE m.created_at < $1 \
+                   AND NOT EXISTS (SELECT 1 FROM queue_recipients r \
+                     WHERE r.message_id = m.id \
+                     AND (r.state = 'queued' OR COALESCE(r.last_attempt_at, 0) >= $1)) \
+                   ORDER BY m.created_at LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        });
+        Ok(purged)
+    }
+
     /// Gives up every lease `owner` holds (a runner shutting down), making those recipients
     /// claimable at once. The attempts already recorded stay counted. Returns how many.
     pub async fn release_leases(&self, owner: &str) -> Result<u64> {

@@ -249,3 +249,30 @@ async fn forward_to_another_domain_is_queued_once_per_key() {
     assert_eq!(forwards[0].sender, "someone@far.test");
     c.stop().await;
 }
+
+/// A message delivered to every recipient leaves the queue once `keep_finished_secs` is over:
+/// the queue does not keep every message's content for ever, and the mailbox copy stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_messages_leave_the_queue() {
+    let c = TestCluster::start_with("postgres", |o| {
+        o.queue.keep_finished_secs = 0;
+    })
+    .await;
+    c.provision("example.test", &[BOB]).await;
+    let sent = mx(&c, "someone@far.test", BOB.0, &message("purged"))
+        .run()
+        .await;
+    assert_eq!(sent["data"][0], 250, "{sent}");
+    eventually("delivered", Duration::from_secs(20), || async {
+        inbox(c.store(), BOB.0).await.len() == 1
+    })
+    .await;
+    eventually(
+        "the finished message purged from the queue",
+        Duration::from_secs(20),
+        || async { c.store().queue_list(None, 10).await.unwrap().is_empty() },
+    )
+    .await;
+    assert_eq!(inbox(c.store(), BOB.0).await.len(), 1);
+    c.stop().await;
+}

@@ -1104,3 +1104,54 @@ both!(concurrent_enqueues_are_all_committed, |store| async move {
     let claimed = store.claim("r1", 100, 60_000).await.unwrap();
     assert_eq!(claimed.len(), 60);
 });
+
+both!(
+    purge_finished_removes_only_old_finished_messages,
+    |store| async move {
+        // The finished message is the newest, so its recipients hold the highest ids.
+        let half = enqueue(&store, &["c@remote.test", "d@remote.test"]).await;
+        let done = enqueue(&store, &["a@remote.test", "b@remote.test"]).await;
+        let claims = store.claim("r", 10, 60_000).await.unwrap();
+        for c in &claims {
+            if c.queue_id == done {
+                if c.address == "a@remote.test" {
+                    store
+                        .mark_delivered(c.recipient_id, "r", "250 ok")
+                        .await
+                        .unwrap();
+                } else {
+                    store
+                        .mark_failed(c.recipient_id, "r", "550 no")
+                        .await
+                        .unwrap();
+                }
+            } else if c.address == "c@remote.test" {
+                store
+                    .mark_delivered(c.recipient_id, "r", "250 ok")
+                    .await
+                    .unwrap();
+            }
+        }
+        // Nothing is old enough yet.
+        assert_eq!(
+            store.purge_finished(now_ms() - 60_000, 10).await.unwrap(),
+            0
+        );
+        // Later: the finished message goes with its recipients; the one with a recipient still
+        // queued (and leased) stays whole.
+        let later = now_ms() + 1;
+        assert_eq!(store.purge_finished(later, 10).await.unwrap(), 1);
+        assert!(store.queue_show(&done).await.unwrap().is_none());
+        let kept = store.queue_show(&half).await.unwrap().unwrap();
+        assert_eq!(kept.recipients.len(), 2);
+        assert_eq!(store.purge_finished(later, 10).await.unwrap(), 0);
+        assert_eq!(store.purge_finished(later, 0).await.unwrap(), 0);
+
+        // A new message after the purge gets new recipient ids: delivery keys stay unique.
+        let before: HashSet<i64> = claims.iter().map(|c| c.recipient_id).collect();
+        enqueue(&store, &["e@remote.test"]).await;
+        let fresh = store.claim("r2", 10, 60_000).await.unwrap();
+        assert_eq!(fresh.len(), 1);
+        assert!(fresh[0].recipient_id > *before.iter().max().unwrap());
+    }
+);
