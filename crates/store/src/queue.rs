@@ -455,6 +455,28 @@ pub(crate) struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
+    /// The owned form the PostgreSQL group commit writes.
+    pub(crate) fn group_row(&self) -> crate::group_commit::Row {
+        crate::group_commit::Row {
+            id: self.id.clone(),
+            sender: self.msg.sender.to_string(),
+            content: self.msg.content.to_vec(),
+            size: self.size,
+            now: self.now,
+            envid: self.msg.envid.map(str::to_string),
+            ret: self.msg.ret.map(Ret::as_str),
+            requiretls: self.msg.requiretls,
+            addresses: self.recipients.iter().map(|r| r.0.to_string()).collect(),
+            notify: self.recipients.iter().map(|r| r.1.clone()).collect(),
+            orcpt: self
+                .recipients
+                .iter()
+                .map(|r| r.2.map(str::to_string))
+                .collect(),
+            trace_context: self.msg.trace_context.map(str::to_string),
+        }
+    }
+
     pub(crate) fn new(msg: NewMessage<'a>) -> Result<Prepared<'a>> {
         if msg.recipients.is_empty() {
             return Err(Error::Invalid("message has no recipients".into()));
@@ -552,25 +574,7 @@ impl Store {
     pub async fn enqueue(&self, msg: NewMessage<'_>) -> Result<String> {
         let prepared = Prepared::new(msg)?;
         if let crate::Pool::Pg(_) = self.pool() {
-            let p = &prepared;
-            let row = crate::group_commit::Row {
-                id: p.id.clone(),
-                sender: p.msg.sender.to_string(),
-                content: p.msg.content.to_vec(),
-                size: p.size,
-                now: p.now,
-                envid: p.msg.envid.map(str::to_string),
-                ret: p.msg.ret.map(Ret::as_str),
-                requiretls: p.msg.requiretls,
-                addresses: p.recipients.iter().map(|r| r.0.to_string()).collect(),
-                notify: p.recipients.iter().map(|r| r.1.clone()).collect(),
-                orcpt: p
-                    .recipients
-                    .iter()
-                    .map(|r| r.2.map(str::to_string))
-                    .collect(),
-                trace_context: p.msg.trace_context.map(str::to_string),
-            };
+            let row = prepared.group_row();
             self.group_commit().write(row).await?;
             return Ok(prepared.id);
         }
