@@ -949,7 +949,10 @@ mod tests {
     #[test]
     fn insert_chunks_bound_rows_and_bytes() {
         assert!(insert_chunks(&[]).is_empty());
-        assert_eq!(insert_chunks(&[10; 3]), [0..3]);
+        assert_eq!(
+            insert_chunks(&[10; 3]),
+            vec![std::ops::Range { start: 0, end: 3 }]
+        );
         assert_eq!(
             insert_chunks(&[1; INSERT_ROWS + 1]),
             [0..INSERT_ROWS, INSERT_ROWS..INSERT_ROWS + 1]
