@@ -171,8 +171,11 @@ impl Framer {
                             });
                         }
                         Some(size) => {
-                            let literals =
-                                self.parts.iter().filter(|p| matches!(p, Part::Text(_))).count();
+                            let literals = self
+                                .parts
+                                .iter()
+                                .filter(|p| matches!(p, Part::Text(_)))
+                                .count();
                             if self.failed.is_none() && literals > MAX_LITERALS {
                                 self.failed = Some(Frame::TooManyParts);
                             }
@@ -280,7 +283,10 @@ mod tests {
         let got = frames(&mut f, b"xxxxxxxxxx\r\nNOOP\r\n");
         assert_eq!(
             got,
-            [Frame::LiteralTooBig(1000), Frame::Command(vec![text("NOOP")])]
+            [
+                Frame::LiteralTooBig(1000),
+                Frame::Command(vec![text("NOOP")])
+            ]
         );
     }
 

@@ -115,7 +115,12 @@ impl<B: Backend> Session<B> {
     /// Sent between commands when the server shuts down.
     pub fn shutdown_reply(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        response::status(&mut out, "BYE", Some(Code::TryLater), "Server shutting down");
+        response::status(
+            &mut out,
+            "BYE",
+            Some(Code::TryLater),
+            "Server shutting down",
+        );
         out
     }
 
@@ -261,7 +266,9 @@ impl<B: Backend> Session<B> {
             }
             "NOOP" => match args {
                 [] => response::ok(out, "Done"),
-                [Arg::Str(tag)] => response::status(out, "OK", Some(Code::Tag(tag.clone())), "Done"),
+                [Arg::Str(tag)] => {
+                    response::status(out, "OK", Some(Code::Tag(tag.clone())), "Done")
+                }
                 _ => return self.syntax_error(out, "NOOP takes an optional tag string"),
             },
             "STARTTLS" => {
@@ -486,7 +493,11 @@ impl<B: Backend> Session<B> {
                     return Effect::Close;
                 }
                 if outcome == AuthOutcome::Blocked {
-                    response::no(out, Some(Code::TryLater), "Too many failed logins, try later");
+                    response::no(
+                        out,
+                        Some(Code::TryLater),
+                        "Too many failed logins, try later",
+                    );
                 } else {
                     response::no(out, None, "Authentication failed");
                 }
@@ -546,9 +557,11 @@ const VERBS: &[&str] = &[
 
 fn backend_error(out: &mut Vec<u8>, e: BackendError) {
     match e {
-        BackendError::NonExistent => {
-            response::no(out, Some(Code::NonExistent), "There is no script by that name")
-        }
+        BackendError::NonExistent => response::no(
+            out,
+            Some(Code::NonExistent),
+            "There is no script by that name",
+        ),
         BackendError::AlreadyExists => response::no(
             out,
             Some(Code::AlreadyExists),
@@ -637,7 +650,8 @@ fn split(parts: Vec<Part>) -> Result<Vec<Arg>, &'static str> {
                 _ => {
                     let start = i;
                     while i < line.len() && line[i] != b' ' && line[i] != b'\t' {
-                        if matches!(line[i], b'"' | b'{' | b'}' | b'(' | b')' | b'\\') || line[i] < 0x20
+                        if matches!(line[i], b'"' | b'{' | b'}' | b'(' | b')' | b'\\')
+                            || line[i] < 0x20
                         {
                             return Err("Bad character in command");
                         }

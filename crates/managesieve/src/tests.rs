@@ -191,7 +191,10 @@ fn greeting_lists_capabilities_without_sasl_before_tls() {
 #[test]
 fn starttls_then_capabilities_again_and_pipelined_input_dropped() {
     let mut s = Session::new(config(), Memory::default(), false);
-    let out = feed(&mut s, "STARTTLS\r\nAUTHENTICATE \"PLAIN\" \"AGJvYgBwdw==\"\r\n");
+    let out = feed(
+        &mut s,
+        "STARTTLS\r\nAUTHENTICATE \"PLAIN\" \"AGJvYgBwdw==\"\r\n",
+    );
     assert_eq!(out.bytes, b"OK \"Begin TLS negotiation now\"\r\n");
     assert_eq!(out.action, Action::StartTls);
     let after = String::from_utf8(s.tls_started()).unwrap();
@@ -349,7 +352,9 @@ fn store_trouble_is_trylater() {
         let mut s = Session::new(config(), Memory::default(), true);
         s.feed(login().as_bytes()).await;
         s.backend_mut().broken = true;
-        let out = s.feed(b"LISTSCRIPTS\r\nPUTSCRIPT \"a\" \"keep;\"\r\n").await;
+        let out = s
+            .feed(b"LISTSCRIPTS\r\nPUTSCRIPT \"a\" \"keep;\"\r\n")
+            .await;
         assert_eq!(
             String::from_utf8_lossy(&out.bytes),
             "NO (TRYLATER) \"The script store is unavailable, try again later\"\r\n\
@@ -380,7 +385,10 @@ fn bad_syntax_gets_no_and_too_much_gets_bye() {
 fn unauthenticate_returns_to_the_start() {
     transcript(
         true,
-        &format!("{}UNAUTHENTICATE\r\nLISTSCRIPTS\r\nUNAUTHENTICATE\r\n", login()),
+        &format!(
+            "{}UNAUTHENTICATE\r\nLISTSCRIPTS\r\nUNAUTHENTICATE\r\n",
+            login()
+        ),
         "OK \"Logged in\"\r\nOK\r\nNO \"Authenticate first\"\r\nNO \"Authenticate first\"\r\n",
     );
 }
@@ -425,7 +433,10 @@ fn garbage_in_random_chunks_never_panics_and_the_session_still_answers() {
                     break;
                 }
                 // At most four text parts and four literals, and one chunk not yet framed.
-                assert!(s.framer_buffered() <= 4 * (200 + 100) + 200 + 64, "buffer bounded");
+                assert!(
+                    s.framer_buffered() <= 4 * (200 + 100) + 200 + 64,
+                    "buffer bounded"
+                );
             }
             if !closed && !s.framer_skipping() {
                 // Whatever state the garbage left, a literal that may still be open is
@@ -437,7 +448,9 @@ fn garbage_in_random_chunks_never_panics_and_the_session_still_answers() {
                 let out = s.feed(&tail).await;
                 let text = String::from_utf8_lossy(&out.bytes);
                 assert!(
-                    text.contains("OK \"Done\"") || text.contains("BYE") || out.action == Action::Close,
+                    text.contains("OK \"Done\"")
+                        || text.contains("BYE")
+                        || out.action == Action::Close,
                     "{text}"
                 );
             }

@@ -21,8 +21,8 @@ use tern_rpc::v1::admin_server::AdminServer;
 use tern_rpc::v1::delivery_server::DeliveryServer;
 use tern_runtime::Shutdown;
 use tern_runtime::config::{ManageSieveLimits, SmtpLimits};
-use tern_runtime::tls::CertFiles;
 use tern_runtime::telemetry::LogFormat;
+use tern_runtime::tls::CertFiles;
 use tern_store::Store;
 use tokio::net::TcpListener;
 

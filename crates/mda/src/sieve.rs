@@ -71,9 +71,9 @@ pub fn check(source: &str) -> Result<Arc<sieve::Sieve>, String> {
     let runtime = runtime("localhost");
     let mut ctx = runtime.filter(b"");
     match ctx.run(Input::script("check", script.clone())) {
-        Some(Err(RuntimeError::CapabilityNotAllowed(c))) => Err(format!(
-            "extension \"{c}\" is not available on this server"
-        )),
+        Some(Err(RuntimeError::CapabilityNotAllowed(c))) => {
+            Err(format!("extension \"{c}\" is not available on this server"))
+        }
         Some(Err(RuntimeError::CapabilityNotSupported(c))) => {
             Err(format!("extension \"{c}\" is not supported"))
         }
@@ -489,7 +489,10 @@ impl ScriptCache {
 /// (RFC 5228 §4.2: redirecting twice to one address sends one message). Alias forwards use
 /// the bare delivery key, which never contains `>`.
 fn redirect_key(delivery_key: &str, account_id: i64, to: &str) -> String {
-    format!("{delivery_key}>sieve:{account_id}:{}", to.to_ascii_lowercase())
+    format!(
+        "{delivery_key}>sieve:{account_id}:{}",
+        to.to_ascii_lowercase()
+    )
 }
 
 /// One account copy to decide for.
@@ -806,13 +809,22 @@ mod tests {
     #[test]
     fn uploads_are_checked_for_disabled_extensions() {
         assert!(check("require \"fileinto\";\nfileinto \"A\";").is_ok());
-        let err = check("require [\"fileinto\", \"duplicate\"];\nif duplicate { discard; }")
-            .unwrap_err();
+        let err =
+            check("require [\"fileinto\", \"duplicate\"];\nif duplicate { discard; }").unwrap_err();
         assert!(err.contains("\"duplicate\" is not available"), "{err}");
-        assert!(check("keep;\nfileinto \"x\";").unwrap_err().contains("line 2"));
+        assert!(
+            check("keep;\nfileinto \"x\";")
+                .unwrap_err()
+                .contains("line 2")
+        );
         let ext = extensions();
         let has = |name: &str| ext.split(' ').any(|e| e == name);
-        for name in ["fileinto", "vacation", "reject", "comparator-i;ascii-numeric"] {
+        for name in [
+            "fileinto",
+            "vacation",
+            "reject",
+            "comparator-i;ascii-numeric",
+        ] {
             assert!(has(name), "{name} missing from {ext}");
         }
         for name in ["duplicate", "include", "enotify", "comparator-elbonia"] {

@@ -85,7 +85,10 @@ pub mod names {
         (SMTP_REPLIES, "SMTP replies sent, by code"),
         (IMAP_COMMANDS, "IMAP commands received, by verb"),
         (IMAP_COMMAND_SECONDS, "IMAP command latency"),
-        (MANAGESIEVE_COMMANDS, "ManageSieve commands received, by verb"),
+        (
+            MANAGESIEVE_COMMANDS,
+            "ManageSieve commands received, by verb",
+        ),
         (MESSAGES_ACCEPTED, "Messages accepted onto the queue"),
         (MESSAGES_REJECTED, "Messages refused at the end of DATA"),
         (QUEUE_RECIPIENTS, "Queue recipients per state"),

@@ -211,7 +211,10 @@ impl<B: tern_managesieve::Backend> LineProtocol for ManageSieveConnection<B> {
         self.session.greeting()
     }
     async fn feed(&mut self, input: &[u8]) -> (Vec<u8>, Action) {
-        let span = tracing::info_span!("managesieve.command", managesieve.verb = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "managesieve.command",
+            managesieve.verb = tracing::field::Empty
+        );
         let out = self.session.feed(input).instrument(span.clone()).await;
         let verbs = self.session.take_verbs();
         span.record("managesieve.verb", verb_field(&verbs));
