@@ -521,7 +521,8 @@ impl<B: Backend> Session<B> {
         let sasl_allowed = self.tls || !self.config.login_requires_tls;
         cap("SASL", Some(if sasl_allowed { "PLAIN" } else { "" }));
         cap("SIEVE", Some(&self.config.sieve_extensions));
-        if self.config.tls_available && !self.tls {
+        // STARTTLS is only for the non-authenticated state (RFC 5804 §2.2).
+        if self.config.tls_available && !self.tls && self.state != State::Authenticated {
             cap("STARTTLS", None);
         }
         if let Some(n) = self.config.max_redirects {

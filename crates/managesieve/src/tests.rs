@@ -457,3 +457,29 @@ fn garbage_in_random_chunks_never_panics_and_the_session_still_answers() {
         }
     });
 }
+
+#[test]
+fn plaintext_login_when_allowed_and_no_starttls_once_authenticated() {
+    run(async {
+        let mut cfg = config();
+        cfg.login_requires_tls = false;
+        let mut s = Session::new(cfg, Memory::default(), false);
+        let greeting = String::from_utf8(s.greeting()).unwrap();
+        assert!(
+            greeting.contains("\"SASL\" \"PLAIN\"\r\n\"SIEVE\""),
+            "{greeting}"
+        );
+        assert!(greeting.contains("\"STARTTLS\"\r\n"), "{greeting}");
+        let out = s
+            .feed(format!("{}CAPABILITY\r\nSTARTTLS\r\n", login()).as_bytes())
+            .await;
+        let text = String::from_utf8(out.bytes).unwrap();
+        assert!(text.starts_with("OK \"Logged in\"\r\n"), "{text}");
+        assert!(!text.contains("\"STARTTLS\""), "{text}");
+        assert!(
+            text.ends_with("NO \"STARTTLS only before authentication\"\r\n"),
+            "{text}"
+        );
+        assert_eq!(out.action, Action::Continue);
+    });
+}
