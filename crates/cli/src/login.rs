@@ -361,6 +361,7 @@ mod tests {
             pop3: a(110),
             pop3s: a(995),
             lmtp: a(24),
+            managesieve: None,
             grpc_msa: a(1),
             grpc_mta: a(2),
             grpc_mda: a(3),

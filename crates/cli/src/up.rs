@@ -31,6 +31,8 @@ pub struct Ports {
     pub pop3s: u16,
     /// LMTP into the MDA (RFC 2033), for other MTAs on this machine.
     pub lmtp: u16,
+    /// ManageSieve (RFC 5804; 4190 in production), for editing Sieve scripts with a client.
+    pub managesieve: u16,
     /// gRPC ports are `grpc_base` (MSA), +1 (MTA), +2 (MDA), +3 (MAA); 0 for ephemeral.
     pub grpc_base: u16,
     /// HTTP `/metrics`, `/healthz` and `/readyz` for all agents of the process.
@@ -47,6 +49,7 @@ impl Ports {
         pop3: 2110,
         pop3s: 2995,
         lmtp: 2024,
+        managesieve: 24190,
         grpc_base: 50051,
         http: 2980,
     };
@@ -59,6 +62,7 @@ impl Ports {
         pop3: 0,
         pop3s: 0,
         lmtp: 0,
+        managesieve: 0,
         grpc_base: 0,
         http: 0,
     };
@@ -128,6 +132,9 @@ pub struct State {
     pub pop3: SocketAddr,
     pub pop3s: SocketAddr,
     pub lmtp: SocketAddr,
+    /// ManageSieve (absent in state files of older versions).
+    #[serde(default)]
+    pub managesieve: Option<SocketAddr>,
     pub grpc_msa: SocketAddr,
     pub grpc_mta: SocketAddr,
     pub grpc_mda: SocketAddr,
@@ -164,6 +171,11 @@ impl State {
             ("POP3 (STLS)", self.pop3.to_string()),
             ("POP3 (TLS)", self.pop3s.to_string()),
             ("LMTP (MDA, local MTAs)", self.lmtp.to_string()),
+            (
+                "ManageSieve (STARTTLS)",
+                self.managesieve
+                    .map_or_else(|| "-".to_string(), |a| a.to_string()),
+            ),
             ("gRPC MSA (Submission)", self.grpc_msa.to_string()),
             ("gRPC MTA (Queue)", self.grpc_mta.to_string()),
             ("gRPC MDA (Delivery, Admin)", self.grpc_mda.to_string()),
@@ -254,6 +266,7 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
     let pop3 = bind(ip, p.pop3, "POP3").await?;
     let pop3s = bind(ip, p.pop3s, "POP3S").await?;
     let lmtp = bind(ip, p.lmtp, "LMTP").await?;
+    let managesieve = bind(ip, p.managesieve, "ManageSieve").await?;
     let grpc_msa = bind(ip, p.grpc(0), "gRPC (MSA)").await?;
     let grpc_mta = bind(ip, p.grpc(1), "gRPC (MTA)").await?;
     let grpc_mda = bind(ip, p.grpc(2), "gRPC (MDA)").await?;
@@ -272,6 +285,7 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
         pop3: pop3.local_addr()?,
         pop3s: pop3s.local_addr()?,
         lmtp: lmtp.local_addr()?,
+        managesieve: Some(managesieve.local_addr()?),
         grpc_msa: grpc_msa.local_addr()?,
         grpc_mta: grpc_mta.local_addr()?,
         grpc_mda: grpc_mda.local_addr()?,
@@ -296,10 +310,14 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
                 hostname: opts.hostname.clone(),
                 lmtp: limits.clone(),
                 delivery: opts.delivery.clone(),
+                managesieve: tern_runtime::config::ManageSieveLimits::default(),
+                tls: Some(cert.clone()),
+                auth_limits: opts.msa.auth.clone(),
             },
             tern_mda::Listeners {
                 grpc: grpc_mda,
                 lmtp: Some(lmtp),
+                managesieve: Some(managesieve),
             },
             store.clone(),
             shutdown.clone(),

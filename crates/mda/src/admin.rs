@@ -464,7 +464,7 @@ impl Admin for AdminService {
         let r = req.get_ref();
         tern_store::sieve::check_script_name(&r.name).map_err(status)?;
         // RFC 5804 §2.6: a script is checked before it is stored; the error names the line.
-        crate::sieve::compile(&r.source)
+        crate::sieve::check(&r.source)
             .map_err(|e| Status::invalid_argument(format!("script {:?}: {e}", r.name)))?;
         let stored = self
             .store

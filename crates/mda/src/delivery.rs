@@ -5,7 +5,8 @@
 //! recipient), and the store keeps at most one message per (account, key), in the same
 //! transaction as the message itself. A retried call after a lost reply therefore stores
 //! nothing twice and answers "delivered" again. Forwards to alias targets in other domains are
-//! queued under the same key (`Store::enqueue_forward`), so they too happen once.
+//! queued under the same key (`Store::enqueue_forward`), and Sieve redirects under keys
+//! derived from it, so they too happen once.
 //!
 //! A copy that would take its account over quota is refused alone (the other copies of the
 //! batch are stored): 452 4.2.2 by default, so the MTA retries and the mail arrives once the
@@ -395,7 +396,7 @@ impl DeliveryService {
             };
             match self
                 .filter
-                .carry_out(copy.account.id, envelope, &req.content, decision)
+                .carry_out(copy.account.id, key, envelope, &req.content, decision)
                 .await
             {
                 Ok(notes) => done.extend(notes),
@@ -602,6 +603,38 @@ mod tests {
             .remove(0);
         assert_eq!(out.outcomes[0].status, OutcomeStatus::Delivered as i32);
         assert_eq!(count(&store, bob.id, "INBOX").await, 1);
+    }
+
+    /// Regression: a redirect was queued again each time the MTA retried a delivery (same
+    /// delivery key) after a lost reply.
+    #[tokio::test]
+    async fn sieve_redirect_is_queued_once_per_delivery_key() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        store.add_domain("example.org").await.unwrap();
+        store.add_account("bob@example.org", "pw").await.unwrap();
+        store
+            .put_sieve_script(
+                "bob@example.org",
+                "main",
+                "redirect \"carol@example.com\";\n",
+                true,
+            )
+            .await
+            .unwrap();
+        let service = DeliveryService::new(store.clone(), DeliverySettings::default());
+        for attempt in 0..3 {
+            let out = service
+                .deliver_messages(&[request("fwd", "q:7")])
+                .await
+                .remove(0);
+            let o = &out.outcomes[0];
+            assert_eq!(o.status, OutcomeStatus::Delivered as i32, "{o:?}");
+            assert_eq!(o.reply.contains("already queued"), attempt > 0, "{o:?}");
+        }
+        let queued = store.queue_list(None, 100).await.unwrap();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert_eq!(queued[0].recipients[0].address, "carol@example.com");
+        assert_eq!(queued[0].sender, "ann@example.net");
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! directory administration API.
 //!
 //! It serves two gRPC services: `Delivery` (called by the MTA's queue runners) and `Admin`
-//! (domains, accounts, aliases, quotas; bearer token required), and optionally LMTP (RFC 2033)
-//! for other MTAs, through the same delivery logic. It does not speak SMTP and does not decide
+//! (domains, accounts, aliases, quotas; bearer token required), optionally LMTP (RFC 2033)
+//! for other MTAs, through the same delivery logic, and optionally ManageSieve (RFC 5804) for
+//! users editing their Sieve scripts. It does not speak SMTP and does not decide
 //! routing: the MTA sends it only recipients of local domains.
 
 mod admin;
 mod delivery;
 mod lmtp;
+mod managesieve;
 pub mod sieve;
 
 use std::net::SocketAddr;
@@ -18,8 +20,9 @@ use serde::Deserialize;
 use tern_rpc::v1::admin_server::AdminServer;
 use tern_rpc::v1::delivery_server::DeliveryServer;
 use tern_runtime::Shutdown;
-use tern_runtime::config::SmtpLimits;
+use tern_runtime::config::{ManageSieveLimits, SmtpLimits};
 use tern_runtime::telemetry::LogFormat;
+use tern_runtime::tls::CertFiles;
 use tern_store::Store;
 use tokio::net::TcpListener;
 
@@ -45,6 +48,19 @@ pub struct Config {
     /// Limits of LMTP sessions (message size, recipients, connections, idle timeout).
     #[serde(default)]
     pub lmtp: SmtpLimits,
+    /// Where ManageSieve (RFC 5804, standard port 4190) listens; off unless set.
+    #[serde(default)]
+    pub managesieve_listen: Option<SocketAddr>,
+    /// Limits and login policy of ManageSieve sessions.
+    #[serde(default)]
+    pub managesieve: ManageSieveLimits,
+    /// Certificate for ManageSieve's STARTTLS. Without it no TLS is offered, and logins are
+    /// possible only with `managesieve.login_requires_tls = false`.
+    #[serde(default)]
+    pub tls: Option<CertFiles>,
+    /// Failed-login throttling for ManageSieve (the MSA's `auth_limits`, counted per process).
+    #[serde(default)]
+    pub auth_limits: tern_msa::AuthLimits,
     /// Delivery policy: sub-addressing, what over quota means.
     #[serde(default)]
     pub delivery: DeliverySettings,
@@ -63,6 +79,7 @@ fn default_hostname() -> String {
 pub struct Listeners {
     pub grpc: TcpListener,
     pub lmtp: Option<TcpListener>,
+    pub managesieve: Option<TcpListener>,
 }
 
 /// What `run` needs besides the sockets.
@@ -72,6 +89,10 @@ pub struct Parts {
     pub hostname: String,
     pub lmtp: SmtpLimits,
     pub delivery: DeliverySettings,
+    pub managesieve: ManageSieveLimits,
+    /// STARTTLS for ManageSieve.
+    pub tls: Option<CertFiles>,
+    pub auth_limits: tern_msa::AuthLimits,
 }
 
 impl From<&Config> for Parts {
@@ -81,7 +102,26 @@ impl From<&Config> for Parts {
             hostname: c.hostname.clone(),
             lmtp: c.lmtp.clone(),
             delivery: c.delivery.clone(),
+            managesieve: c.managesieve.clone(),
+            tls: c.tls.clone(),
+            auth_limits: c.auth_limits.clone(),
         }
+    }
+}
+
+impl Config {
+    /// Settings that cannot work together, found before anything is bound.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.managesieve_listen.is_some()
+            && self.tls.is_none()
+            && self.managesieve.login_requires_tls
+        {
+            anyhow::bail!(
+                "managesieve_listen needs [tls] (or managesieve.login_requires_tls = false on a \
+                 loopback listener): nobody could log in"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -89,15 +129,19 @@ fn default_grpc_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 50053))
 }
 
-/// Serves Delivery and Admin on `listeners.grpc`, and LMTP when a listener is given, until
-/// `shutdown` is cancelled.
+/// Serves Delivery and Admin on `listeners.grpc`, and LMTP and ManageSieve when their
+/// listeners are given, until `shutdown` is cancelled.
 pub async fn run(
     parts: Parts,
     listeners: Listeners,
     store: Store,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let Listeners { grpc, lmtp } = listeners;
+    let Listeners {
+        grpc,
+        lmtp,
+        managesieve,
+    } = listeners;
     let addr = grpc.local_addr()?;
     tracing::info!(grpc.address = %addr, "mda serving");
     let delivery = DeliveryService::new(store.clone(), parts.delivery.clone());
@@ -109,6 +153,24 @@ pub async fn run(
                 parts.hostname.clone(),
                 parts.lmtp.clone(),
                 std::sync::Arc::new(delivery.clone()),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    let managesieve_task = match managesieve {
+        Some(listener) => {
+            tracing::info!(managesieve.address = %listener.local_addr()?, "mda serving managesieve");
+            let tls = match &parts.tls {
+                Some(files) => Some(tern_runtime::tls::acceptor(files)?),
+                None => None,
+            };
+            Some(tokio::spawn(managesieve::serve(
+                listener,
+                tls,
+                parts.managesieve.clone(),
+                std::sync::Arc::new(tern_msa::throttle::Throttle::new(parts.auth_limits.clone())),
+                store.clone(),
                 shutdown.clone(),
             )))
         }
@@ -134,7 +196,7 @@ pub async fn run(
             token.cancelled_owned(),
         )
         .await;
-    if let Some(task) = lmtp_task {
+    for task in [lmtp_task, managesieve_task].into_iter().flatten() {
         task.await?;
     }
     served?;

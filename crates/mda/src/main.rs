@@ -8,6 +8,10 @@ use tern_runtime::{Shutdown, ops, shutdown, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: Config = tern_runtime::config::from_args_or_exit("tern-mda");
+    if let Err(e) = config.check() {
+        eprintln!("tern-mda: configuration error: {e:#}");
+        std::process::exit(64);
+    }
     telemetry::init(config.log_format);
     let store = tern_store::Store::connect(&config.database_url)
         .await
@@ -23,6 +27,14 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let managesieve = match config.managesieve_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind ManageSieve listener {addr}"))?,
+        ),
+        None => None,
+    };
     let sd = Shutdown::new();
     let s = store.clone();
     let probe = ops::probe(move || {
@@ -32,7 +44,11 @@ async fn main() -> anyhow::Result<()> {
     ops::spawn(ops::bind(&config.metrics).await?, &sd, probe);
     let task = tokio::spawn(tern_mda::run(
         tern_mda::Parts::from(&config),
-        tern_mda::Listeners { grpc, lmtp },
+        tern_mda::Listeners {
+            grpc,
+            lmtp,
+            managesieve,
+        },
         store.clone(),
         sd.clone(),
     ));

@@ -16,7 +16,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sieve::compiler::grammar::Capability;
+use sieve::compiler::grammar::{Capability, Comparator};
+use sieve::runtime::RuntimeError;
 use sieve::{Compiler, Envelope as SieveEnvelope, Event, Input, Mailbox, Recipient, Runtime};
 use tern_store::sieve::ActiveScript;
 use tern_store::{NewMessage, Notify, RecipientDsn, Store};
@@ -49,12 +50,49 @@ const DISABLED: &[Capability] = &[
     Capability::ServerMetadata,
 ];
 
+/// Redirects one script run may make (the `MAXREDIRECTS` ManageSieve capability).
+pub const MAX_REDIRECTS: u32 = 4;
+
 /// Compiles `source`, or explains why not with its line and column.
 pub fn compile(source: &str) -> Result<Arc<sieve::Sieve>, String> {
     Compiler::new()
         .compile(source.as_bytes())
         .map(Arc::new)
         .map_err(|e| format!("line {}, column {}: {}", e.line_num(), e.line_pos(), e))
+}
+
+/// What an uploaded script must pass (Admin `PutSieveScript`, ManageSieve `PUTSCRIPT` and
+/// `CHECKSCRIPT`): it compiles, and it requires no extension this server has switched off.
+/// The compiler accepts every extension it knows; the interpreter refuses a disabled one when
+/// it reaches the `require`, which comes before any other command (RFC 5228 §3.2), so one
+/// step over an empty message finds it without running anything else of the script.
+pub fn check(source: &str) -> Result<Arc<sieve::Sieve>, String> {
+    let script = compile(source)?;
+    let runtime = runtime("localhost");
+    let mut ctx = runtime.filter(b"");
+    match ctx.run(Input::script("check", script.clone())) {
+        Some(Err(RuntimeError::CapabilityNotAllowed(c))) => {
+            Err(format!("extension \"{c}\" is not available on this server"))
+        }
+        Some(Err(RuntimeError::CapabilityNotSupported(c))) => {
+            Err(format!("extension \"{c}\" is not supported"))
+        }
+        _ => Ok(script),
+    }
+}
+
+/// The Sieve extensions scripts may require here, space-separated, as ManageSieve's `SIEVE`
+/// capability lists them: every one sieve-rs implements, less [`DISABLED`] (and RFC 5228's
+/// joke comparator).
+pub fn extensions() -> String {
+    Capability::all()
+        .iter()
+        .filter(|c| {
+            !DISABLED.contains(c) && !matches!(c, Capability::Comparator(Comparator::Elbonia))
+        })
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The envelope of one delivery, as the script's `envelope` test sees it.
@@ -152,7 +190,7 @@ pub enum Outcome {
 pub fn runtime(hostname: &str) -> Runtime {
     let mut runtime = Runtime::new()
         .with_cpu_limit(CPU_LIMIT)
-        .with_max_redirects(4)
+        .with_max_redirects(MAX_REDIRECTS as usize)
         .with_max_out_messages(3)
         .with_default_vacation_expiry(DEFAULT_VACATION_DAYS * 86_400)
         .with_vacation_default_subject("Automated reply")
@@ -446,6 +484,17 @@ impl ScriptCache {
     }
 }
 
+/// The forward key of one redirect: the delivery key (one per queue recipient), the account
+/// (an alias fans one key out to several accounts, each with its own script) and the target
+/// (RFC 5228 §4.2: redirecting twice to one address sends one message). Alias forwards use
+/// the bare delivery key, which never contains `>`.
+fn redirect_key(delivery_key: &str, account_id: i64, to: &str) -> String {
+    format!(
+        "{delivery_key}>sieve:{account_id}:{}",
+        to.to_ascii_lowercase()
+    )
+}
+
 /// One account copy to decide for.
 #[derive(Debug, Clone, Copy)]
 pub struct CopyRef<'a> {
@@ -612,13 +661,17 @@ impl Filter {
     }
 
     /// Carries out what a decision asks beyond storing, once the copies are stored: redirects
-    /// are queued from the original return path (an error is returned, so the caller answers
-    /// with a temporary failure and the retry queues them again); the vacation reply is claimed
-    /// (once per sender, handle and period) and queued from the null sender, signed with the
-    /// account domain's DKIM key when there is one. A failed vacation reply is only logged.
+    /// are queued from the original return path, each under its own key derived from the
+    /// copy's delivery key (`Store::enqueue_forward`, as alias forwards), so a retried
+    /// delivery queues none of them twice; an error is returned, so the caller answers with a
+    /// temporary failure and the retry queues only what is missing. The vacation reply is
+    /// claimed (once per sender, handle and period) and queued from the null sender, signed
+    /// with the account domain's DKIM key when there is one. A failed vacation reply is only
+    /// logged.
     pub async fn carry_out(
         &self,
         account_id: i64,
+        delivery_key: &str,
         envelope: Envelope<'_>,
         original: &[u8],
         decision: &Decision,
@@ -626,17 +679,28 @@ impl Filter {
         let mut notes = Vec::new();
         for (to, content) in &decision.redirects {
             let recipients = [to.clone()];
-            let id = self
+            let forwarded = self
                 .store
-                .enqueue(NewMessage {
-                    sender: envelope.from,
-                    recipients: &recipients,
-                    content: content.as_deref().unwrap_or(original),
-                    ..Default::default()
-                })
+                .enqueue_forward(
+                    &redirect_key(delivery_key, account_id, to),
+                    NewMessage {
+                        sender: envelope.from,
+                        recipients: &recipients,
+                        content: content.as_deref().unwrap_or(original),
+                        ..Default::default()
+                    },
+                )
                 .await?;
-            tracing::info!(queue.id = %id, "sieve: redirect queued");
-            notes.push(format!("redirected as {id}"));
+            tracing::info!(queue.id = %forwarded.queue_id, duplicate = forwarded.duplicate, "sieve: redirect queued");
+            notes.push(format!(
+                "redirected as {}{}",
+                forwarded.queue_id,
+                if forwarded.duplicate {
+                    " (already queued)"
+                } else {
+                    ""
+                }
+            ));
         }
         if let Some(v) = &decision.vacation {
             let period_ms = i64::try_from(v.period_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -740,6 +804,32 @@ mod tests {
         let err = compile("keep;\nfileinto \"Work\";\n").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
         assert!(compile("keep;").is_ok());
+    }
+
+    #[test]
+    fn uploads_are_checked_for_disabled_extensions() {
+        assert!(check("require \"fileinto\";\nfileinto \"A\";").is_ok());
+        let err =
+            check("require [\"fileinto\", \"duplicate\"];\nif duplicate { discard; }").unwrap_err();
+        assert!(err.contains("\"duplicate\" is not available"), "{err}");
+        assert!(
+            check("keep;\nfileinto \"x\";")
+                .unwrap_err()
+                .contains("line 2")
+        );
+        let ext = extensions();
+        let has = |name: &str| ext.split(' ').any(|e| e == name);
+        for name in [
+            "fileinto",
+            "vacation",
+            "reject",
+            "comparator-i;ascii-numeric",
+        ] {
+            assert!(has(name), "{name} missing from {ext}");
+        }
+        for name in ["duplicate", "include", "enotify", "comparator-elbonia"] {
+            assert!(!has(name), "{name} offered in {ext}");
+        }
     }
 
     #[test]

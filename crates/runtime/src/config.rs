@@ -669,6 +669,40 @@ impl Default for SmtpLimits {
     }
 }
 
+/// Limits and policy of a ManageSieve listener (RFC 5804; the MDA's `[managesieve]` section).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManageSieveLimits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// How long a client may stay silent (RFC 5804 sets no figure; a user editing a script in
+    /// a client that holds the connection open should not be cut off too soon).
+    pub idle_timeout_secs: u64,
+    /// After this many rejected logins on one connection the session says BYE.
+    pub max_failed_logins: u32,
+    /// After this many malformed commands on one connection the session says BYE.
+    pub max_errors: u32,
+    /// Longest command line, literals excluded (script names are at most 128 characters).
+    pub max_line: usize,
+    /// AUTHENTICATE only inside TLS (SASL PLAIN carries the password), as IMAP's
+    /// LOGINDISABLED. Turn off only for a listener on loopback.
+    pub login_requires_tls: bool,
+}
+
+impl Default for ManageSieveLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 500,
+            max_connections_per_ip: 10,
+            idle_timeout_secs: 30 * 60,
+            max_failed_logins: 3,
+            max_errors: 20,
+            max_line: 8 * 1024,
+            login_requires_tls: true,
+        }
+    }
+}
+
 /// The start of every agent's `main`: reads `--config FILE` (or `TERN_CONFIG`) and the `TERN_*`
 /// environment into `T`. On an error it prints the first problem (serde stops there) and exits with status 64
 /// (EX_USAGE), before anything is bound.

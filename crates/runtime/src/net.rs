@@ -94,6 +94,11 @@ pub trait LineProtocol: Send {
     fn greeting(&self) -> Vec<u8>;
     fn feed(&mut self, input: &[u8]) -> impl Future<Output = (Vec<u8>, Action)> + Send;
     fn tls_started(&mut self);
+    /// What to send the client right after the TLS handshake (ManageSieve, RFC 5804 §2.2,
+    /// re-issues its capabilities); nothing by default.
+    fn after_tls(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
     fn timeout_reply(&self) -> Vec<u8>;
     fn shutdown_reply(&self) -> Vec<u8>;
     /// The silence allowed now, when it differs from [`Timeouts::idle`] (IMAP IDLE: 30 min).
@@ -210,6 +215,11 @@ pub async fn drive<P: LineProtocol>(
                     Ok(Err(_)) | Err(_) => return Ok(Ended::TlsFailed),
                 };
                 session.tls_started();
+                let hello = session.after_tls();
+                if !hello.is_empty() {
+                    stream.write_all(&hello).await?;
+                    stream.flush().await?;
+                }
             }
         }
     }

@@ -50,6 +50,8 @@ pub mod names {
     pub const IMAP_COMMANDS: &str = "tern_imap_commands_total";
     /// Time from an IMAP command's bytes to its tagged reply. Labels: `verb`.
     pub const IMAP_COMMAND_SECONDS: &str = "tern_imap_command_duration_seconds";
+    /// ManageSieve commands received. Labels: `verb` (PUTSCRIPT, LISTSCRIPTS, …, `unknown`).
+    pub const MANAGESIEVE_COMMANDS: &str = "tern_managesieve_commands_total";
     /// Messages put on the queue. Labels: `agent` (msa: submission, mta: port 25).
     pub const MESSAGES_ACCEPTED: &str = "tern_messages_accepted_total";
     /// Messages refused at the end of DATA (or a gRPC submission refused). Labels: `agent`,
@@ -83,6 +85,10 @@ pub mod names {
         (SMTP_REPLIES, "SMTP replies sent, by code"),
         (IMAP_COMMANDS, "IMAP commands received, by verb"),
         (IMAP_COMMAND_SECONDS, "IMAP command latency"),
+        (
+            MANAGESIEVE_COMMANDS,
+            "ManageSieve commands received, by verb",
+        ),
         (MESSAGES_ACCEPTED, "Messages accepted onto the queue"),
         (MESSAGES_REJECTED, "Messages refused at the end of DATA"),
         (QUEUE_RECIPIENTS, "Queue recipients per state"),

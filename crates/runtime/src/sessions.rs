@@ -1,7 +1,8 @@
-//! Adapters from the I/O-free protocol sessions (`tern-smtp`, `tern-imap`, `tern-pop3`) to the
-//! `LineProtocol` the socket driver runs. A few lines each: the sessions already decide every
-//! byte; this only maps their outputs to the driver's actions, and counts what went by for the
-//! metrics (commands by verb, SMTP replies by code, IMAP command latency), so no agent has to.
+//! Adapters from the I/O-free protocol sessions (`tern-smtp`, `tern-imap`, `tern-pop3`,
+//! `tern-managesieve`) to the `LineProtocol` the socket driver runs. A few lines each: the
+//! sessions already decide every byte; this only maps their outputs to the driver's actions,
+//! and counts what went by for the metrics (commands by verb, SMTP replies by code, IMAP
+//! command latency), so no agent has to.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -186,6 +187,58 @@ impl<B: tern_pop3::Backend> LineProtocol for Pop3Connection<B> {
     fn shutdown_reply(&self) -> Vec<u8> {
         // RFC 1939 has no unsolicited goodbye; a final -ERR line is what clients log.
         b"-ERR [SYS/TEMP] server shutting down\r\n".to_vec()
+    }
+}
+
+/// A ManageSieve session over the agent's script backend. RFC 5804 §2.2: after STARTTLS
+/// the server speaks first, re-issuing its capabilities.
+pub struct ManageSieveConnection<B: tern_managesieve::Backend> {
+    session: tern_managesieve::Session<B>,
+    after_tls: Vec<u8>,
+}
+
+impl<B: tern_managesieve::Backend> ManageSieveConnection<B> {
+    pub fn new(session: tern_managesieve::Session<B>) -> Self {
+        Self {
+            session,
+            after_tls: Vec::new(),
+        }
+    }
+}
+
+impl<B: tern_managesieve::Backend> LineProtocol for ManageSieveConnection<B> {
+    fn greeting(&self) -> Vec<u8> {
+        self.session.greeting()
+    }
+    async fn feed(&mut self, input: &[u8]) -> (Vec<u8>, Action) {
+        let span = tracing::info_span!(
+            "managesieve.command",
+            managesieve.verb = tracing::field::Empty
+        );
+        let out = self.session.feed(input).instrument(span.clone()).await;
+        let verbs = self.session.take_verbs();
+        span.record("managesieve.verb", verb_field(&verbs));
+        for verb in verbs {
+            metrics::counter!(names::MANAGESIEVE_COMMANDS, "verb" => verb).increment(1);
+        }
+        let action = match out.action {
+            tern_managesieve::Action::Continue => Action::Continue,
+            tern_managesieve::Action::StartTls => Action::StartTls,
+            tern_managesieve::Action::Close => Action::Close,
+        };
+        (out.bytes, action)
+    }
+    fn tls_started(&mut self) {
+        self.after_tls = self.session.tls_started();
+    }
+    fn after_tls(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.after_tls)
+    }
+    fn timeout_reply(&self) -> Vec<u8> {
+        self.session.timeout_reply()
+    }
+    fn shutdown_reply(&self) -> Vec<u8> {
+        self.session.shutdown_reply()
     }
 }
 

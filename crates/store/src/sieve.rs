@@ -330,6 +330,45 @@ impl Store {
         Ok(())
     }
 
+    /// Renames script `old` to `new` (RFC 5804 §2.11.1), keeping its source and whether it
+    /// is active, in one statement. `NotFound` for an unknown account or script, `Conflict`
+    /// when the account already has a script called `new`, `Invalid` for a bad new name.
+    pub async fn rename_sieve_script(&self, address: &str, old: &str, new: &str) -> Result<()> {
+        let address = validate::normalize_address(address)?;
+        check_script_name(new)?;
+        let now = now_ms();
+        write_tx!(self, |tx, _backend| {
+            let account_id = account_id!(&mut *tx, &address);
+            let taken =
+                sqlx::query("SELECT id FROM sieve_scripts WHERE account_id = $1 AND name = $2")
+                    .bind(account_id)
+                    .bind(new)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if taken.is_some() && old != new {
+                return Err(Error::Conflict(format!(
+                    "{address} already has a script {new:?}"
+                )));
+            }
+            let renamed = sqlx::query(
+                "UPDATE sieve_scripts SET name = $1, \
+                   updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END \
+                 WHERE account_id = $3 AND name = $4",
+            )
+            .bind(new)
+            .bind(now)
+            .bind(account_id)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if renamed == 0 {
+                return Err(Error::NotFound(format!("script {old:?} of {address}")));
+            }
+        });
+        Ok(())
+    }
+
     /// The active script of each of `account_ids` that has one (one query per 500 ids), for
     /// the delivery path: accounts without Sieve cost nothing more than this lookup.
     pub async fn active_sieve_scripts(

@@ -444,6 +444,67 @@ def cmd_pop3(a):
     return {"count": count, "size": size, "uidl": uidl, "raw_b64": base64.b64encode(raw).decode()}
 
 
+def cmd_managesieve(a):
+    """A ManageSieve (RFC 5804) session over a plain socket upgraded with STARTTLS (ssl module).
+    Each --step is one of: `starttls`; `auth` (AUTHENTICATE PLAIN, the response sent after the
+    server's empty challenge, as a literal); `put:NAME:B64` (PUTSCRIPT with a {n+} literal);
+    `raw:LINE` (a command line as given). Reports the greeting and each step's response lines."""
+    sock = socket.create_connection((a.host, a.port), timeout=30)
+    state = {"f": sock.makefile("rb")}
+
+    def read_response():
+        lines = []
+        while True:
+            line = state["f"].readline()
+            if not line:
+                lines.append("<closed>")
+                return lines
+            text = line.rstrip(b"\r\n")
+            # A string sent as a literal ({n}): its octets follow, then the rest of the line.
+            while text.endswith(b"}") and b"{" in text:
+                n = text[text.rindex(b"{") + 1:-1]
+                if not n.isdigit():
+                    break
+                data = state["f"].read(int(n))
+                rest = state["f"].readline().rstrip(b"\r\n")
+                text = text[:text.rindex(b"{")] + b"{" + n + b"}" + data + rest
+            lines.append(text.decode("utf-8", "replace"))
+            if text.split(b" ", 1)[0] in (b"OK", b"NO", b"BYE"):
+                return lines
+
+    def send(data):
+        state["sock"].sendall(data) if "sock" in state else sock.sendall(data)
+
+    out = {"greeting": read_response(), "steps": []}
+    for step in a.step:
+        if step == "starttls":
+            send(b"STARTTLS\r\n")
+            lines = read_response()
+            if lines[-1].startswith("OK"):
+                tls = tls_context(a.ca).wrap_socket(sock, server_hostname=a.host)
+                state["sock"] = tls
+                state["f"] = tls.makefile("rb")
+                lines += read_response()
+        elif step == "auth":
+            send(b'AUTHENTICATE "PLAIN"\r\n')
+            challenge = state["f"].readline().rstrip(b"\r\n").decode()
+            resp = base64.b64encode(("\0%s\0%s" % (a.user, a.password)).encode())
+            send(b"{%d+}\r\n%s\r\n" % (len(resp), resp))
+            lines = [challenge] + read_response()
+        elif step.startswith("put:"):
+            _, name, script = step.split(":", 2)
+            body = base64.b64decode(script)
+            send(b'PUTSCRIPT "%s" {%d+}\r\n%s\r\n' % (name.encode(), len(body), body))
+            lines = read_response()
+        elif step.startswith("raw:"):
+            send(step[4:].encode() + b"\r\n")
+            lines = read_response()
+        else:
+            raise SystemExit("unknown step " + step)
+        out["steps"].append({"step": step.split(":", 1)[0], "lines": lines})
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("command")
@@ -473,7 +534,7 @@ def main():
     fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch, "mime": cmd_mime,
           "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3, "mx": cmd_mx,
           "session": cmd_session, "folders": cmd_folders, "lmtp": cmd_lmtp, "auth-attempts": cmd_auth_attempts, "scram": cmd_scram,
-          "idle": cmd_idle}[a.command]
+          "idle": cmd_idle, "managesieve": cmd_managesieve}[a.command]
     json.dump(fn(a), sys.stdout)
 
 

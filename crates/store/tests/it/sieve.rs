@@ -248,3 +248,60 @@ both!(deliver_many_sets_initial_flags, |store| async move {
         Err(Error::Invalid(_))
     ));
 });
+
+both!(
+    sieve_script_rename_keeps_source_and_active_flag,
+    |store| async move {
+        store.add_domain("example.org").await.unwrap();
+        let bob = store.add_account("bob@example.org", "pw").await.unwrap();
+        let main = store
+            .put_sieve_script("bob@example.org", "main", "keep;", true)
+            .await
+            .unwrap();
+        store
+            .put_sieve_script("bob@example.org", "other", "discard;", false)
+            .await
+            .unwrap();
+        store
+            .rename_sieve_script("bob@example.org", "main", "work")
+            .await
+            .unwrap();
+        let work = store.sieve_script("bob@example.org", "work").await.unwrap();
+        assert_eq!(
+            (work.id, work.source.as_str(), work.active),
+            (main.id, "keep;", true)
+        );
+        assert_eq!(
+            store.active_sieve_scripts(&[bob.id]).await.unwrap()[&bob.id].id,
+            main.id
+        );
+        assert!(matches!(
+            store.sieve_script("bob@example.org", "main").await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            store
+                .rename_sieve_script("bob@example.org", "work", "other")
+                .await,
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            store
+                .rename_sieve_script("bob@example.org", "gone", "x")
+                .await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            store
+                .rename_sieve_script("bob@example.org", "work", "a/b")
+                .await,
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            store
+                .rename_sieve_script("nobody@example.org", "work", "x")
+                .await,
+            Err(Error::NotFound(_))
+        ));
+    }
+);
