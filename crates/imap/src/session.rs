@@ -549,9 +549,10 @@ impl<B: Backend> Session<B> {
                     StoreType::Replace => FlagOp::Replace,
                 };
                 let silent = response == StoreResponse::Silent;
-                let unchanged_since = modifiers.iter().find_map(|m| match m {
-                    StoreModifier::UnchangedSince(n) => Some(*n),
-                });
+                let unchanged_since = modifiers
+                    .iter()
+                    .map(|StoreModifier::UnchangedSince(n)| *n)
+                    .next();
                 self.store(
                     &tag,
                     &sequence_set,

@@ -11,6 +11,8 @@ use crate::{
     Action, Backend, BackendError, Config, FlagOp, MailboxEntry, MessageMeta, Output, Session,
 };
 
+mod condstore;
+
 struct MemMessage {
     meta: MessageMeta,
     body: Vec<u8>,

@@ -223,9 +223,10 @@ fn contains(haystack: &str, needle: &str) -> bool {
     needle.is_empty() || haystack.to_lowercase().contains(needle)
 }
 
-/// The decoded text of one header value: addresses as `name <address>`, text as decoded.
+/// The decoded text of one header value: addresses as `name <address>`, text as decoded,
+/// unfolded (RFC 5322 §2.2.3: a line break before white space is not part of the value).
 fn header_text(raw: &[u8], header: &mail_parser::Header<'_>) -> String {
-    match &header.value {
+    let text = match &header.value {
         HeaderValue::Address(address) => address
             .iter()
             .map(|addr| match (&addr.name, &addr.address) {
@@ -246,7 +247,8 @@ fn header_text(raw: &[u8], header: &mail_parser::Header<'_>) -> String {
                 .trim()
                 .to_string()
         }
-    }
+    };
+    text.replace("\r\n", "").replace('\n', "")
 }
 
 /// HEADER / FROM / TO / ... : a field called `name` whose decoded value contains `needle`; an
