@@ -78,13 +78,7 @@ both!(
         assert_eq!(store.vanished_since(inbox.id, mark).await.unwrap(), [5]);
         assert_eq!(highest(&store, a.id, "INBOX").await, mark + 1);
         let keep = store.mailbox(a.id, "Keep").await.unwrap().unwrap();
-        assert!(
-            store
-                .vanished_since(keep.id, 0)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(store.vanished_since(keep.id, 0).await.unwrap().is_empty());
         assert_eq!(
             store.vanished_since(inbox.id, 0).await.unwrap(),
             [1, 3, 4, 5]
@@ -108,13 +102,7 @@ both!(
         store.delete_mailbox(a.id, "Keep").await.unwrap();
         store.create_mailbox(a.id, "Keep").await.unwrap();
         let keep = store.mailbox(a.id, "Keep").await.unwrap().unwrap();
-        assert!(
-            store
-                .vanished_since(keep.id, 0)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(store.vanished_since(keep.id, 0).await.unwrap().is_empty());
     }
 );
 
