@@ -1222,7 +1222,9 @@ impl<B: Backend> Session<B> {
             out.extend(backend_error(tag, &err));
             return;
         }
-        let condstore = self.enabled.condstore;
+        let Enabled {
+            condstore, qresync, ..
+        } = self.enabled;
         let State::Selected(sel) = &mut self.state else {
             return;
         };
@@ -1331,14 +1333,16 @@ impl<B: Backend> Session<B> {
                 && !items.iter().any(|i| matches!(i, Item::Flags));
             // A \Seen set by this FETCH is a flag change: under CONDSTORE its new MODSEQ
             // goes with it (RFC 7162 §3.1.4.2).
+            // Under QRESYNC the UID too (RFC 7162 §3.2.4).
             let add_modseq =
                 add_flags && condstore && !items.iter().any(|i| matches!(i, Item::ModSeq));
+            let add_uid = add_flags && qresync && !items.iter().any(|i| matches!(i, Item::Uid));
             out.extend(render_fetch(
                 index + 1,
                 &entry.meta,
                 &items,
                 body.as_deref(),
-                (add_flags, add_modseq),
+                (add_flags, add_modseq, add_uid),
             ));
         }
         if vanished {
@@ -2088,7 +2092,7 @@ fn render_fetch(
     meta: &MessageMeta,
     items: &[Item],
     body: Option<&[u8]>,
-    (add_flags, add_modseq): (bool, bool),
+    (add_flags, add_modseq, add_uid): (bool, bool, bool),
 ) -> Vec<u8> {
     let mut out = format!("* {seq} FETCH (").into_bytes();
     let flags = || format!("FLAGS ({})", meta.flags.join(" ")).into_bytes();
@@ -2207,6 +2211,9 @@ fn render_fetch(
     if add_modseq {
         out.push(b' ');
         out.extend(condstore::modseq_item(meta).into_bytes());
+    }
+    if add_uid {
+        out.extend(format!(" UID {}", meta.uid).into_bytes());
     }
     out.extend_from_slice(b")\r\n");
     out

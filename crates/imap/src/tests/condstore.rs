@@ -260,6 +260,12 @@ fn qresync_reports_vanished_and_changes_since_a_modseq() {
                 "o STORE 1 FLAGS (\\Draft)\r\n",
                 "* 1 FETCH (UID 2 FLAGS (\\Draft) MODSEQ (7))\r\no OK STORE completed\r\n",
             ),
+            // ... and a \\Seen set by FETCH BODY[] comes with FLAGS, MODSEQ and UID.
+            (
+                "p FETCH 1 (BODY[TEXT])\r\n",
+                "* 1 FETCH (BODY[TEXT] {20}\r\nLine one\r\nLine two\r\n FLAGS (\\Draft \\Seen) MODSEQ (8) UID 2)\r\n\
+                 p OK FETCH completed\r\n",
+            ),
         ],
     );
 }
