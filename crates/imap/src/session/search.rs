@@ -150,7 +150,12 @@ impl Context {
         let sent = || {
             msg.parsed
                 .as_ref()
-                .and_then(|m| m.date())
+                .and_then(|m| {
+                    root_headers(m)
+                        .iter()
+                        .find(|h| h.name.as_str().eq_ignore_ascii_case("Date"))
+                })
+                .and_then(|h| h.value.as_datetime())
                 .filter(|d| d.is_valid())
                 .map(|d| (i64::from(d.year), i64::from(d.month), i64::from(d.day)))
                 .unwrap_or_else(internal)
@@ -255,14 +260,21 @@ fn header_text(raw: &[u8], header: &mail_parser::Header<'_>) -> String {
 /// empty needle matches any message with such a field (RFC 9051 §6.4.4).
 fn header_contains(msg: &mail_parser::Message<'_>, name: &str, needle: &[u8]) -> bool {
     let needle = self::needle(needle);
-    msg.headers()
+    root_headers(msg)
         .iter()
         .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
         .any(|h| contains(&header_text(&msg.raw_message, h), &needle))
 }
 
+/// The message's own header fields (mail-parser's `headers()` indexes without checking).
+fn root_headers<'a>(msg: &'a mail_parser::Message<'_>) -> &'a [mail_parser::Header<'a>] {
+    msg.parts
+        .first()
+        .map_or(&[], |part| part.headers.as_slice())
+}
+
 fn headers_contain(msg: &mail_parser::Message<'_>, needle: &str) -> bool {
-    msg.headers().iter().any(|h| {
+    root_headers(msg).iter().any(|h| {
         contains(h.name.as_str(), needle) || contains(&header_text(&msg.raw_message, h), needle)
     })
 }
@@ -353,7 +365,7 @@ impl<B: Backend> Session<B> {
                 meta: &meta,
                 parsed: content
                     .as_deref()
-                    .map(|c| MessageParser::default().parse(c).unwrap_or_default()),
+                    .and_then(|c| MessageParser::default().parse(c)),
             };
             if criteria.iter().all(|key| ctx.matches(key, &candidate)) {
                 hits.push((if uid { meta.uid } else { seq }, meta.modseq));

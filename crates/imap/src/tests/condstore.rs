@@ -431,3 +431,36 @@ fn search_every_key() {
         )],
     );
 }
+
+#[test]
+fn search_survives_messages_that_are_not_mail() {
+    let (mut s, b) = selected();
+    add_dated(&b, 6, b"\0\xff no header at all", 0, &[]);
+    add_dated(
+        &b,
+        7,
+        b"Date: not a date\r\nSubject: =?x?Q?broken?=\r\n\r\n=?",
+        0,
+        &[],
+    );
+    transcript(
+        &mut s,
+        &[
+            ("a NOOP\r\n", "* 5 EXISTS\r\na OK Completed\r\n"),
+            // Both fall back to their internal date, 1 Jan 1970.
+            (
+                "b SEARCH SENTBEFORE 2-Jan-1970\r\n",
+                "* SEARCH 4 5\r\nb OK SEARCH completed\r\n",
+            ),
+            // 4's text says "no header at all"; 5's subject is left as written.
+            (
+                "c SEARCH OR HEADER Subject broken TEXT header\r\n",
+                "* SEARCH 4 5\r\nc OK SEARCH completed\r\n",
+            ),
+            (
+                "d SEARCH HEADER Subject \"\"\r\n",
+                "* SEARCH 1 2 3 5\r\nd OK SEARCH completed\r\n",
+            ),
+        ],
+    );
+}
