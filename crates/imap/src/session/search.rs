@@ -310,29 +310,27 @@ pub(super) fn check_charset(tag: &Tag<'_>, charset: &str, out: &mut Vec<u8>) -> 
 }
 
 impl<B: Backend> Session<B> {
-    /// SEARCH / UID SEARCH. `options` is the RETURN clause (RFC 4731); without one the answer
-    /// is `* SEARCH`, or under IMAP4rev2 `* ESEARCH ... ALL` (RFC 9051 §6.4.4).
-    pub(super) async fn search(
+    /// The messages of the selected mailbox that match every key of `criteria` (ANDed), as
+    /// (sequence number, metadata) in sequence order; None after answering the client with a
+    /// backend failure. SEARCH uses it, and so can any command that searches first (SORT).
+    pub(super) async fn matching(
         &mut self,
         tag: &Tag<'_>,
         criteria: &[SearchKey<'_>],
-        uid: bool,
-        options: Option<ReturnOptions>,
         out: &mut Vec<u8>,
-    ) {
-        let with_modseq = criteria.iter().any(uses_modseq);
-        if with_modseq {
+    ) -> Option<Vec<(u32, MessageMeta)>> {
+        if criteria.iter().any(uses_modseq) {
             // RFC 7162 §3.1: SEARCH MODSEQ is a CONDSTORE-enabling command.
             self.enabled.condstore = true;
         }
         if let Err(err) = self.refresh(false, false, out).await {
             out.extend(backend_error(tag, &err));
-            return;
+            return None;
         }
         let State::Selected(sel) = &self.state else {
-            return;
+            return None;
         };
-        let body = criteria.iter().any(needs_body);
+        let read = criteria.iter().any(needs_body);
         let ctx = Context {
             largest_seq: sel.count(),
             largest_uid: sel.largest_uid(),
@@ -345,16 +343,15 @@ impl<B: Backend> Session<B> {
             .map(|(i, e)| (u32::try_from(i + 1).unwrap_or(u32::MAX), e.meta.clone()))
             .collect();
         let name = sel.name.clone();
-        // (the number reported, the message's mod-sequence)
-        let mut hits: Vec<(u32, u64)> = Vec::new();
+        let mut found = Vec::new();
         for (seq, meta) in candidates {
-            let content = if body {
+            let content = if read {
                 match self.backend.body(&name, meta.uid).await {
                     Ok(Some(content)) => Some(content),
                     Ok(None) => continue,
                     Err(err) => {
                         out.extend(backend_error(tag, &err));
-                        return;
+                        return None;
                     }
                 }
             } else {
@@ -368,9 +365,32 @@ impl<B: Backend> Session<B> {
                     .and_then(|c| MessageParser::default().parse(c)),
             };
             if criteria.iter().all(|key| ctx.matches(key, &candidate)) {
-                hits.push((if uid { meta.uid } else { seq }, meta.modseq));
+                drop(candidate);
+                found.push((seq, meta));
             }
         }
+        Some(found)
+    }
+
+    /// SEARCH / UID SEARCH. `options` is the RETURN clause (RFC 4731); without one the answer
+    /// is `* SEARCH`, or under IMAP4rev2 `* ESEARCH ... ALL` (RFC 9051 §6.4.4).
+    pub(super) async fn search(
+        &mut self,
+        tag: &Tag<'_>,
+        criteria: &[SearchKey<'_>],
+        uid: bool,
+        options: Option<ReturnOptions>,
+        out: &mut Vec<u8>,
+    ) {
+        let with_modseq = criteria.iter().any(uses_modseq);
+        let Some(found) = self.matching(tag, criteria, out).await else {
+            return;
+        };
+        // (the number reported, the message's mod-sequence)
+        let hits: Vec<(u32, u64)> = found
+            .iter()
+            .map(|(seq, meta)| (if uid { meta.uid } else { *seq }, meta.modseq))
+            .collect();
         let options = match options {
             Some(options) => Some(options),
             None if self.enabled.rev2 => Some(ReturnOptions {
