@@ -158,6 +158,24 @@ pub trait Backend: Send {
         name: &str,
         uids: Option<&[u32]>,
     ) -> impl Future<Output = Result<Vec<u32>, BackendError>> + Send;
+    /// CONDSTORE's conditional STORE (RFC 7162 §3.1.3): like [`Backend::store_flags`], but a
+    /// message whose mod-sequence is above `unchanged_since` is not changed and its UID is
+    /// returned in the second list instead. Test and change are one atomic step.
+    fn store_flags_unchanged_since(
+        &mut self,
+        name: &str,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+        unchanged_since: u64,
+    ) -> impl Future<Output = Result<(Vec<MessageMeta>, Vec<u32>), BackendError>> + Send;
+    /// The UIDs expunged from the mailbox at a mod-sequence above `since`, ascending
+    /// (QRESYNC's `VANISHED (EARLIER)`, RFC 7162 §3.2.5).
+    fn vanished(
+        &mut self,
+        name: &str,
+        since: u64,
+    ) -> impl Future<Output = Result<Vec<u32>, BackendError>> + Send;
     /// Creates a mailbox (`Exists` when the name is taken).
     fn create_mailbox(
         &mut self,

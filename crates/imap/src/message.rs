@@ -141,6 +141,12 @@ pub fn internal_date(ms: i64) -> String {
     )
 }
 
+/// The UTC calendar date (year, month, day) of an internal date, as SEARCH BEFORE/ON/SINCE
+/// compare it (the date INTERNALDATE shows).
+pub fn civil_date(ms: i64) -> (i64, i64, i64) {
+    civil_from_days(ms.div_euclid(1000).div_euclid(86_400))
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); the well-known
 /// era-based algorithm, exact for the whole i64 day range we can be handed.
 fn civil_from_days(days: i64) -> (i64, i64, i64) {

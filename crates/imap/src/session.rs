@@ -7,7 +7,8 @@
 //! untagged EXPUNGE or EXISTS, never in the middle of FETCH, STORE or SEARCH (RFC 9051 §7.5.1).
 //! IDLE (RFC 2177) is a state of its own: the agent watches for changes and calls
 //! [`Session::poll_changes`]. MIME structure (BODYSTRUCTURE, numbered parts) is read by
-//! `mime.rs`. Not handled here: date-based SEARCH keys.
+//! `mime.rs`. SEARCH lives in `session/search.rs`; ENABLE, CONDSTORE and QRESYNC (RFC 7162)
+//! in `session/condstore.rs`.
 
 use std::borrow::Cow;
 
@@ -15,13 +16,13 @@ use imap_codec::decode::Decoder;
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::command::{FetchModifier, SelectParameter, StoreModifier};
 use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
 use imap_codec::imap_types::flag::{Flag, FlagPerm, StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_codec::imap_types::response::{Code, Data};
-use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_codec::imap_types::status::StatusDataItemName;
 use imap_codec::{AuthenticateDataCodec, CommandCodec};
@@ -32,6 +33,11 @@ use crate::{
     Action, Backend, BackendError, Config, FlagOp, MailboxEntry, MessageMeta, Output, message,
     mime, mutf7, subscriptions,
 };
+
+mod condstore;
+mod search;
+
+use condstore::Enabled;
 
 /// The hierarchy delimiter we present (RFC 9051 §6.3.9).
 const DELIMITER: char = '/';
@@ -85,6 +91,8 @@ pub struct Session<B: Backend> {
     closed: bool,
     /// Verbs of the commands handled since the last [`Session::take_verbs`] (for metrics).
     verbs: Vec<&'static str>,
+    /// Extensions the client turned on (ENABLE, or implicitly for CONDSTORE).
+    enabled: Enabled,
 }
 
 impl<B: Backend> Session<B> {
@@ -101,6 +109,7 @@ impl<B: Backend> Session<B> {
             idling: None,
             closed: false,
             verbs: Vec::new(),
+            enabled: Enabled::default(),
         }
     }
 
@@ -308,14 +317,44 @@ impl<B: Backend> Session<B> {
             "NAMESPACE",
             "IDLE",
             "BINARY",
+            "CONDSTORE",
+            "QRESYNC",
+            "ESEARCH",
         ]);
         caps
     }
 
     async fn command(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Action {
+        // RFC 4731: imap-codec does not know SEARCH RETURN (...); take it off first.
+        let (bytes, search_return): (Cow<'_, [u8]>, _) = match search::split_return(bytes) {
+            Ok(None) => (Cow::Borrowed(bytes), None),
+            Ok(Some((command, options))) => (Cow::Owned(command), Some(options)),
+            Err(text) => {
+                self.verbs.push("SEARCH");
+                out.extend(bad(leading_tag(bytes).as_ref(), text));
+                return Action::Continue;
+            }
+        };
+        let bytes = bytes.as_ref();
         match CommandCodec::default().decode(bytes) {
             Ok((&[], command)) => {
                 self.verbs.push(command.name());
+                if let CommandBody::Search {
+                    charset,
+                    criteria,
+                    uid,
+                } = &command.body
+                    && matches!(self.state, State::Selected(_))
+                {
+                    if charset
+                        .as_ref()
+                        .is_none_or(|c| search::check_charset(&command.tag, c.as_ref(), out))
+                    {
+                        self.search(&command.tag, criteria.as_ref(), *uid, search_return, out)
+                            .await;
+                    }
+                    return Action::Continue;
+                }
                 self.dispatch(command, out).await
             }
             _ => {
@@ -403,23 +442,24 @@ impl<B: Backend> Session<B> {
                     }
                 }
             }
-            CommandBody::Enable { .. } if authenticated => {
-                // RFC 5161 §3.1: nothing we know of is enabled; the client stays in the
-                // IMAP4rev1 mode it started in (RFC 9051 Appendix E).
-                out.extend(response::data(Data::Enabled {
-                    capabilities: Vec::new(),
-                }));
-                out.extend(ok(&tag, None, "ENABLE completed"));
+            CommandBody::Enable { capabilities } if authenticated => {
+                self.enable(&tag, capabilities.as_ref(), out);
             }
             CommandBody::Id { .. } => {
                 out.extend_from_slice(b"* ID (\"name\" \"Tern\")\r\n");
                 out.extend(ok(&tag, None, "ID completed"));
             }
-            CommandBody::Select { mailbox, .. } if authenticated => {
-                self.select(&tag, &mailbox, false, out).await;
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } if authenticated => {
+                self.select(&tag, &mailbox, false, &parameters, out).await;
             }
-            CommandBody::Examine { mailbox, .. } if authenticated => {
-                self.select(&tag, &mailbox, true, out).await;
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } if authenticated => {
+                self.select(&tag, &mailbox, true, &parameters, out).await;
             }
             CommandBody::List {
                 reference,
@@ -479,33 +519,21 @@ impl<B: Backend> Session<B> {
             CommandBody::ExpungeUid { sequence_set } if selected => {
                 self.expunge(&tag, Some(&sequence_set), out).await;
             }
-            CommandBody::Search {
-                charset,
-                criteria,
-                uid,
-            } if selected => {
-                if let Some(charset) = charset {
-                    let name = charset.as_ref();
-                    if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII")
-                    {
-                        out.extend(no(
-                            &tag,
-                            Some(Code::badcharset(Vec::new())),
-                            "Only UTF-8 and US-ASCII are supported",
-                        ));
-                        return Action::Continue;
-                    }
-                }
-                self.search(&tag, criteria.as_ref(), uid, out).await;
-            }
             CommandBody::Fetch {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
+                modifiers,
             } if selected => {
-                self.fetch(&tag, &sequence_set, &macro_or_item_names, uid, out)
-                    .await;
+                self.fetch(
+                    &tag,
+                    &sequence_set,
+                    &macro_or_item_names,
+                    uid,
+                    &modifiers,
+                    out,
+                )
+                .await;
             }
             CommandBody::Store {
                 sequence_set,
@@ -513,7 +541,7 @@ impl<B: Backend> Session<B> {
                 response,
                 flags,
                 uid,
-                ..
+                modifiers,
             } if selected => {
                 let op = match kind {
                     StoreType::Add => FlagOp::Add,
@@ -521,8 +549,20 @@ impl<B: Backend> Session<B> {
                     StoreType::Replace => FlagOp::Replace,
                 };
                 let silent = response == StoreResponse::Silent;
-                self.store(&tag, &sequence_set, op, &flags, silent, uid, out)
-                    .await;
+                let unchanged_since = modifiers
+                    .iter()
+                    .map(|StoreModifier::UnchangedSince(n)| *n)
+                    .next();
+                self.store(
+                    &tag,
+                    &sequence_set,
+                    (op, &flags),
+                    silent,
+                    uid,
+                    unchanged_since,
+                    out,
+                )
+                .await;
             }
             CommandBody::Create { mailbox } if authenticated => {
                 self.create(&tag, &mailbox, out).await;
@@ -743,8 +783,29 @@ impl<B: Backend> Session<B> {
         tag: &Tag<'_>,
         mailbox: &Mailbox<'_>,
         read_only: bool,
+        parameters: &[SelectParameter],
         out: &mut Vec<u8>,
     ) {
+        let mut qresync = None;
+        for parameter in parameters {
+            match parameter {
+                // RFC 7162 §3.1.2: SELECT/EXAMINE (CONDSTORE) is a CONDSTORE-enabling command.
+                SelectParameter::CondStore => self.enabled.condstore = true,
+                SelectParameter::QResync {
+                    uid_validity,
+                    mod_sequence_value,
+                    known_uids,
+                    ..
+                } => {
+                    // RFC 7162 §3.2.5: only after ENABLE QRESYNC.
+                    if !self.enabled.qresync {
+                        out.extend(bad(Some(tag), "QRESYNC must be enabled first"));
+                        return;
+                    }
+                    qresync = Some((uid_validity.get(), mod_sequence_value.get(), known_uids));
+                }
+            }
+        }
         // RFC 9051 §6.3.2: selecting deselects first, even when the new SELECT fails.
         if matches!(self.state, State::Selected(_)) {
             self.state = State::Authenticated;
@@ -781,14 +842,22 @@ impl<B: Backend> Session<B> {
         out.extend(response::data(Data::Exists(
             u32::try_from(messages.len()).unwrap_or(u32::MAX),
         )));
-        // RFC 3501 §7.3.2: IMAP4rev1 clients expect RECENT; we never set \Recent.
-        out.extend(response::data(Data::Recent(0)));
-        if let Some(first_unseen) = messages
-            .iter()
-            .position(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
-            && let Ok(code) = Code::unseen(u32::try_from(first_unseen + 1).unwrap_or(u32::MAX))
-        {
-            out.extend(response::untagged_ok(Some(code), "First unseen"));
+        if self.enabled.rev2 {
+            // RFC 9051 §6.3.2: IMAP4rev2 has a LIST response here, and no RECENT or UNSEEN.
+            let mut line = format!("* LIST () \"{DELIMITER}\" ").into_bytes();
+            line.extend(response::string(mutf7::encode(&entry.name).as_bytes()));
+            line.extend_from_slice(b"\r\n");
+            out.extend(line);
+        } else {
+            // RFC 3501 §7.3.2: IMAP4rev1 clients expect RECENT; we never set \Recent.
+            out.extend(response::data(Data::Recent(0)));
+            if let Some(first_unseen) = messages
+                .iter()
+                .position(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
+                && let Ok(code) = Code::unseen(u32::try_from(first_unseen + 1).unwrap_or(u32::MAX))
+            {
+                out.extend(response::untagged_ok(Some(code), "First unseen"));
+            }
         }
         let permanent: Vec<FlagPerm<'_>> = if read_only {
             Vec::new()
@@ -812,6 +881,16 @@ impl<B: Backend> Session<B> {
         if let Ok(code) = Code::uidnext(uid_next) {
             out.extend(response::untagged_ok(Some(code), "Predicted next UID"));
         }
+        // RFC 7162 §3.1.2.1: every mailbox keeps mod-sequences, so every SELECT says where
+        // they stand.
+        out.extend(
+            format!(
+                "* OK [HIGHESTMODSEQ {}] Highest\r\n",
+                entry.highest_modseq.max(1)
+            )
+            .into_bytes(),
+        );
+        let validity = entry.uid_validity;
         self.state = State::Selected(Selected {
             name: entry.name,
             read_only,
@@ -820,6 +899,15 @@ impl<B: Backend> Session<B> {
                 .map(|meta| Entry { meta, gone: false })
                 .collect(),
         });
+        if let Some((uid_validity, modseq, known_uids)) = qresync
+            && let Err(err) = self
+                .qresync_select(uid_validity, validity, modseq, known_uids.as_ref(), out)
+                .await
+        {
+            self.state = State::Authenticated;
+            out.extend(backend_error(tag, &err));
+            return;
+        }
         let (code, verb) = if read_only {
             (Code::ReadOnly, "EXAMINE completed")
         } else {
@@ -913,6 +1001,11 @@ impl<B: Backend> Session<B> {
                     parts.push(format!("UIDVALIDITY {}", entry.uid_validity));
                 }
                 StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", entry.unseen)),
+                StatusDataItemName::HighestModSeq => {
+                    // RFC 7162 §3.1.2: STATUS HIGHESTMODSEQ is CONDSTORE-enabling.
+                    self.enabled.condstore = true;
+                    parts.push(format!("HIGHESTMODSEQ {}", entry.highest_modseq.max(1)));
+                }
                 StatusDataItemName::Deleted => {
                     if messages.is_none() {
                         match self.backend.messages(&entry.name).await {
@@ -961,11 +1054,16 @@ impl<B: Backend> Session<B> {
         };
         let mut fresh = self.backend.messages(&sel.name).await?;
         fresh.sort_by_key(|m| m.uid);
+        let condstore = self.enabled.condstore;
         let mut changed = vec![false; sel.view.len()];
         for (i, entry) in sel.view.iter_mut().enumerate() {
             match fresh.binary_search_by_key(&entry.meta.uid, |m| m.uid) {
                 Ok(pos) => {
-                    if !same_flags(&fresh[pos].flags, &entry.meta.flags) {
+                    // Under CONDSTORE a new mod-sequence is news even if the flags look the
+                    // same again (RFC 7162 §3.1.4.2).
+                    if !same_flags(&fresh[pos].flags, &entry.meta.flags)
+                        || (condstore && fresh[pos].modseq != entry.meta.modseq)
+                    {
                         changed[i] = true;
                     }
                     entry.meta = fresh[pos].clone();
@@ -974,20 +1072,33 @@ impl<B: Backend> Session<B> {
             }
         }
         if expunge_ok {
+            // RFC 7162 §3.2.10: once QRESYNC is enabled, one VANISHED replaces the EXPUNGEs.
+            let mut vanished = Vec::new();
             for i in (0..sel.view.len()).rev() {
                 if sel.view[i].gone {
-                    out.extend(format!("* {} EXPUNGE\r\n", i + 1).into_bytes());
+                    if self.enabled.qresync {
+                        vanished.push(sel.view[i].meta.uid);
+                    } else {
+                        out.extend(format!("* {} EXPUNGE\r\n", i + 1).into_bytes());
+                    }
                     sel.view.remove(i);
                     changed.remove(i);
                 }
             }
+            out.extend(condstore::vanished_line(&vanished, false));
         }
         if report_flags {
             for (i, entry) in sel.view.iter().enumerate() {
                 if changed[i] && !entry.gone {
+                    // RFC 7162 §3.1.4.2: with CONDSTORE, MODSEQ goes with every such FETCH.
+                    let modseq = if condstore {
+                        format!(" {}", condstore::modseq_item(&entry.meta))
+                    } else {
+                        String::new()
+                    };
                     out.extend(
                         format!(
-                            "* {} FETCH (UID {} FLAGS ({}))\r\n",
+                            "* {} FETCH (UID {} FLAGS ({}){modseq})\r\n",
                             i + 1,
                             entry.meta.uid,
                             entry.meta.flags.join(" ")
@@ -1038,83 +1149,32 @@ impl<B: Backend> Session<B> {
         }
     }
 
-    async fn search(
-        &mut self,
-        tag: &Tag<'_>,
-        criteria: &[SearchKey<'_>],
-        uid: bool,
-        out: &mut Vec<u8>,
-    ) {
-        for key in criteria {
-            if let Err(what) = supported_key(key) {
-                out.extend(no(
-                    tag,
-                    Some(code_other("CANNOT")),
-                    &format!("SEARCH {what} is not supported yet"),
-                ));
-                return;
-            }
-        }
-        if let Err(err) = self.refresh(false, false, out).await {
-            out.extend(backend_error(tag, &err));
-            return;
-        }
-        let State::Selected(sel) = &self.state else {
-            return;
-        };
-        let needs_body = criteria.iter().any(key_needs_body);
-        let ctx = SearchContext {
-            largest_seq: sel.count(),
-            largest_uid: sel.largest_uid(),
-        };
-        let candidates: Vec<(u32, MessageMeta)> = sel
-            .view
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| !e.gone)
-            .map(|(i, e)| (u32::try_from(i + 1).unwrap_or(u32::MAX), e.meta.clone()))
-            .collect();
-        let name = sel.name.clone();
-        let mut hits = Vec::new();
-        for (seq, meta) in candidates {
-            let body = if needs_body {
-                match self.backend.body(&name, meta.uid).await {
-                    Ok(Some(body)) => Some(body),
-                    Ok(None) => continue,
-                    Err(err) => {
-                        out.extend(backend_error(tag, &err));
-                        return;
-                    }
-                }
-            } else {
-                None
-            };
-            let msg = SearchMessage {
-                seq,
-                meta: &meta,
-                body: body.as_deref(),
-            };
-            if criteria.iter().all(|key| ctx.matches(key, &msg)) {
-                hits.push(if uid { meta.uid } else { seq });
-            }
-        }
-        let mut line = b"* SEARCH".to_vec();
-        for hit in hits {
-            line.extend(format!(" {hit}").into_bytes());
-        }
-        line.extend_from_slice(b"\r\n");
-        out.extend(line);
-        out.extend(ok(tag, None, "SEARCH completed"));
-    }
-
     async fn fetch(
         &mut self,
         tag: &Tag<'_>,
         set: &SequenceSet,
         names: &MacroOrMessageDataItemNames<'_>,
         uid: bool,
+        modifiers: &[FetchModifier],
         out: &mut Vec<u8>,
     ) {
+        // RFC 7162 §3.1.4.1, §3.2.6: CHANGEDSINCE n, and VANISHED only with it, only in
+        // UID FETCH and only once QRESYNC is enabled.
+        let mut changed_since = None;
+        let mut want_vanished = false;
+        for modifier in modifiers {
+            match modifier {
+                FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
+                FetchModifier::Vanished => want_vanished = true,
+            }
+        }
+        if want_vanished && (!uid || !self.enabled.qresync || changed_since.is_none()) {
+            out.extend(bad(
+                Some(tag),
+                "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC",
+            ));
+            return;
+        }
         let expanded;
         let names: &[MessageDataItemName<'_>] = match names {
             MacroOrMessageDataItemNames::Macro(m) => {
@@ -1131,6 +1191,7 @@ impl<B: Backend> Session<B> {
         for name in names {
             match fetch_item(name) {
                 Ok(Item::Uid) if uid => {}
+                Ok(Item::ModSeq) if changed_since.is_some() => {}
                 Ok(item) => items.push(item),
                 Err(what) => {
                     out.extend(no(
@@ -1142,20 +1203,41 @@ impl<B: Backend> Session<B> {
                 }
             }
         }
+        if changed_since.is_some() {
+            // CHANGEDSINCE implies the MODSEQ item (RFC 7162 §3.1.4.1).
+            items.push(Item::ModSeq);
+        }
+        if items.iter().any(|i| matches!(i, Item::ModSeq)) {
+            // RFC 7162 §3.1: FETCH MODSEQ and CHANGEDSINCE are CONDSTORE-enabling.
+            self.enabled.condstore = true;
+        }
         if let Err(err) = self.refresh(false, false, out).await {
             out.extend(backend_error(tag, &err));
             return;
         }
+        if let Some(since) = changed_since
+            && want_vanished
+            && let Err(err) = self.vanished_earlier(set, since, out).await
+        {
+            out.extend(backend_error(tag, &err));
+            return;
+        }
+        let Enabled {
+            condstore, qresync, ..
+        } = self.enabled;
         let State::Selected(sel) = &mut self.state else {
             return;
         };
-        let targets = match resolve(sel, set, uid) {
+        let mut targets = match resolve(sel, set, uid) {
             Ok(targets) => targets,
             Err(()) => {
                 out.extend(bad(Some(tag), "Invalid message sequence number"));
                 return;
             }
         };
+        if let Some(since) = changed_since {
+            targets.retain(|&i| sel.view[i].meta.modseq > since);
+        }
 
         // RFC 9051 §6.4.5: BODY[...] without .PEEK sets \Seen, and the changed FLAGS are
         // returned even when not asked for.
@@ -1249,12 +1331,18 @@ impl<B: Backend> Session<B> {
             }
             let add_flags = seen_changed.contains(&entry.meta.uid)
                 && !items.iter().any(|i| matches!(i, Item::Flags));
+            // A \Seen set by this FETCH is a flag change: under CONDSTORE its new MODSEQ
+            // goes with it (RFC 7162 §3.1.4.2).
+            // Under QRESYNC the UID too (RFC 7162 §3.2.4).
+            let add_modseq =
+                add_flags && condstore && !items.iter().any(|i| matches!(i, Item::ModSeq));
+            let add_uid = add_flags && qresync && !items.iter().any(|i| matches!(i, Item::Uid));
             out.extend(render_fetch(
                 index + 1,
                 &entry.meta,
                 &items,
                 body.as_deref(),
-                add_flags,
+                (add_flags, add_modseq, add_uid),
             ));
         }
         if vanished {
@@ -1269,21 +1357,31 @@ impl<B: Backend> Session<B> {
         }
     }
 
+    /// STORE / UID STORE (RFC 9051 §6.4.6), with CONDSTORE's UNCHANGEDSINCE (RFC 7162
+    /// §3.1.3): messages changed after that mod-sequence are left alone and named in
+    /// `[MODIFIED ...]`.
     #[allow(clippy::too_many_arguments)]
     async fn store(
         &mut self,
         tag: &Tag<'_>,
         set: &SequenceSet,
-        op: FlagOp,
-        flags: &[Flag<'_>],
+        (op, flags): (FlagOp, &[Flag<'_>]),
         silent: bool,
         uid: bool,
+        unchanged_since: Option<u64>,
         out: &mut Vec<u8>,
     ) {
+        if unchanged_since.is_some() {
+            // RFC 7162 §3.1: STORE UNCHANGEDSINCE is CONDSTORE-enabling.
+            self.enabled.condstore = true;
+        }
         if let Err(err) = self.refresh(false, false, out).await {
             out.extend(backend_error(tag, &err));
             return;
         }
+        let Enabled {
+            condstore, qresync, ..
+        } = self.enabled;
         let State::Selected(sel) = &mut self.state else {
             return;
         };
@@ -1295,8 +1393,20 @@ impl<B: Backend> Session<B> {
             return;
         };
         let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-        let updated = match self.backend.store_flags(&sel.name, &uids, op, &flags).await {
-            Ok(updated) => updated,
+        let result = match unchanged_since {
+            Some(limit) => {
+                self.backend
+                    .store_flags_unchanged_since(&sel.name, &uids, op, &flags, limit)
+                    .await
+            }
+            None => self
+                .backend
+                .store_flags(&sel.name, &uids, op, &flags)
+                .await
+                .map(|updated| (updated, Vec::new())),
+        };
+        let (updated, modified) = match result {
+            Ok(done) => done,
             Err(err) => {
                 out.extend(backend_error(tag, &err));
                 return;
@@ -1304,24 +1414,47 @@ impl<B: Backend> Session<B> {
         };
         for meta in updated {
             if let Some(index) = sel.view.iter().position(|e| e.meta.uid == meta.uid) {
+                let bumped = sel.view[index].meta.modseq != meta.modseq;
                 sel.view[index].meta = meta;
-                if !silent {
-                    let entry = &sel.view[index].meta;
-                    let uid_part = if uid {
-                        format!("UID {} ", entry.uid)
-                    } else {
-                        String::new()
-                    };
+                let entry = &sel.view[index].meta;
+                // RFC 7162 §3.1.3: under CONDSTORE the new MODSEQ is sent even for .SILENT.
+                let parts: Vec<String> = [
+                    (uid || qresync).then(|| format!("UID {}", entry.uid)),
+                    (!silent).then(|| format!("FLAGS ({})", entry.flags.join(" "))),
+                    condstore.then(|| condstore::modseq_item(entry)),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if !silent || (condstore && bumped) {
                     out.extend(
-                        format!(
-                            "* {} FETCH ({uid_part}FLAGS ({}))\r\n",
-                            index + 1,
-                            entry.flags.join(" ")
-                        )
-                        .into_bytes(),
+                        format!("* {} FETCH ({})\r\n", index + 1, parts.join(" ")).into_bytes(),
                     );
                 }
             }
+        }
+        if !modified.is_empty() {
+            // The MODIFIED set names UIDs for UID STORE, sequence numbers for STORE.
+            let mut numbers: Vec<u32> = if uid {
+                modified
+            } else {
+                sel.view
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| modified.contains(&e.meta.uid))
+                    .map(|(i, _)| u32::try_from(i + 1).unwrap_or(u32::MAX))
+                    .collect()
+            };
+            numbers.sort_unstable();
+            out.extend(
+                format!(
+                    "{} OK [MODIFIED {}] Conditional STORE failed\r\n",
+                    tag.as_ref(),
+                    uid_set(&numbers)
+                )
+                .into_bytes(),
+            );
+            return;
         }
         let gone = targets.iter().any(|&i| sel.view[i].gone);
         if gone {
@@ -1789,6 +1922,8 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, (
 enum Item {
     Uid,
     Flags,
+    /// MODSEQ (RFC 7162 §3.1.4.1).
+    ModSeq,
     InternalDate,
     Size,
     Envelope,
@@ -1833,6 +1968,7 @@ fn fetch_item(name: &MessageDataItemName<'_>) -> Result<Item, &'static str> {
     Ok(match name {
         MessageDataItemName::Uid => Item::Uid,
         MessageDataItemName::Flags => Item::Flags,
+        MessageDataItemName::ModSeq => Item::ModSeq,
         MessageDataItemName::InternalDate => Item::InternalDate,
         MessageDataItemName::Rfc822Size => Item::Size,
         MessageDataItemName::Envelope => Item::Envelope,
@@ -1956,7 +2092,7 @@ fn render_fetch(
     meta: &MessageMeta,
     items: &[Item],
     body: Option<&[u8]>,
-    add_flags: bool,
+    (add_flags, add_modseq, add_uid): (bool, bool, bool),
 ) -> Vec<u8> {
     let mut out = format!("* {seq} FETCH (").into_bytes();
     let flags = || format!("FLAGS ({})", meta.flags.join(" ")).into_bytes();
@@ -1969,6 +2105,7 @@ fn render_fetch(
         match item {
             Item::Uid => out.extend(format!("UID {}", meta.uid).into_bytes()),
             Item::Flags => out.extend(flags()),
+            Item::ModSeq => out.extend(condstore::modseq_item(meta).into_bytes()),
             Item::InternalDate => out.extend(
                 format!(
                     "INTERNALDATE {}",
@@ -2071,128 +2208,15 @@ fn render_fetch(
         }
         out.extend(flags());
     }
+    if add_modseq {
+        out.push(b' ');
+        out.extend(condstore::modseq_item(meta).into_bytes());
+    }
+    if add_uid {
+        out.extend(format!(" UID {}", meta.uid).into_bytes());
+    }
     out.extend_from_slice(b")\r\n");
     out
-}
-
-/// Rejects search keys this round does not evaluate, by name.
-fn supported_key(key: &SearchKey<'_>) -> Result<(), &'static str> {
-    match key {
-        SearchKey::And(keys) => keys.as_ref().iter().try_for_each(supported_key),
-        SearchKey::Not(key) => supported_key(key),
-        SearchKey::Or(a, b) => supported_key(a).and(supported_key(b)),
-        SearchKey::All
-        | SearchKey::SequenceSet(_)
-        | SearchKey::Uid(_)
-        | SearchKey::Answered
-        | SearchKey::Unanswered
-        | SearchKey::Deleted
-        | SearchKey::Undeleted
-        | SearchKey::Draft
-        | SearchKey::Undraft
-        | SearchKey::Flagged
-        | SearchKey::Unflagged
-        | SearchKey::Seen
-        | SearchKey::Unseen
-        | SearchKey::New
-        | SearchKey::Old
-        | SearchKey::Recent
-        | SearchKey::Keyword(_)
-        | SearchKey::Unkeyword(_)
-        | SearchKey::Larger(_)
-        | SearchKey::Smaller(_)
-        | SearchKey::Bcc(_)
-        | SearchKey::Cc(_)
-        | SearchKey::From(_)
-        | SearchKey::To(_)
-        | SearchKey::Subject(_)
-        | SearchKey::Header(..)
-        | SearchKey::Body(_)
-        | SearchKey::Text(_) => Ok(()),
-        _ => Err("by date"),
-    }
-}
-
-fn key_needs_body(key: &SearchKey<'_>) -> bool {
-    match key {
-        SearchKey::And(keys) => keys.as_ref().iter().any(key_needs_body),
-        SearchKey::Not(key) => key_needs_body(key),
-        SearchKey::Or(a, b) => key_needs_body(a) || key_needs_body(b),
-        SearchKey::Bcc(_)
-        | SearchKey::Cc(_)
-        | SearchKey::From(_)
-        | SearchKey::To(_)
-        | SearchKey::Subject(_)
-        | SearchKey::Header(..)
-        | SearchKey::Body(_)
-        | SearchKey::Text(_) => true,
-        _ => false,
-    }
-}
-
-struct SearchContext {
-    largest_seq: u32,
-    largest_uid: u32,
-}
-
-struct SearchMessage<'a> {
-    seq: u32,
-    meta: &'a MessageMeta,
-    body: Option<&'a [u8]>,
-}
-
-impl SearchContext {
-    fn matches(&self, key: &SearchKey<'_>, msg: &SearchMessage<'_>) -> bool {
-        let header = || message::split(msg.body.unwrap_or_default()).0;
-        let field_contains = |name: &str, needle: &[u8]| {
-            message::value(header(), name).is_some_and(|v| contains_ci(&v, needle))
-        };
-        match key {
-            SearchKey::And(keys) => keys.as_ref().iter().all(|k| self.matches(k, msg)),
-            SearchKey::Not(key) => !self.matches(key, msg),
-            SearchKey::Or(a, b) => self.matches(a, msg) || self.matches(b, msg),
-            SearchKey::All => true,
-            SearchKey::SequenceSet(set) => in_set(set, msg.seq, self.largest_seq),
-            SearchKey::Uid(set) => in_set(set, msg.meta.uid, self.largest_uid),
-            SearchKey::Answered => has_flag(msg.meta, "\\Answered"),
-            SearchKey::Unanswered => !has_flag(msg.meta, "\\Answered"),
-            SearchKey::Deleted => has_flag(msg.meta, "\\Deleted"),
-            SearchKey::Undeleted => !has_flag(msg.meta, "\\Deleted"),
-            SearchKey::Draft => has_flag(msg.meta, "\\Draft"),
-            SearchKey::Undraft => !has_flag(msg.meta, "\\Draft"),
-            SearchKey::Flagged => has_flag(msg.meta, "\\Flagged"),
-            SearchKey::Unflagged => !has_flag(msg.meta, "\\Flagged"),
-            SearchKey::Seen => has_flag(msg.meta, "\\Seen"),
-            SearchKey::Unseen => !has_flag(msg.meta, "\\Seen"),
-            // We never set \Recent (RFC 9051 removed it), so nothing is new or recent.
-            SearchKey::New | SearchKey::Recent => false,
-            SearchKey::Old => true,
-            SearchKey::Keyword(atom) => has_flag(msg.meta, atom.as_ref()),
-            SearchKey::Unkeyword(atom) => !has_flag(msg.meta, atom.as_ref()),
-            SearchKey::Larger(n) => msg.meta.size > u64::from(*n),
-            SearchKey::Smaller(n) => msg.meta.size < u64::from(*n),
-            SearchKey::Bcc(s) => field_contains("Bcc", s.as_ref()),
-            SearchKey::Cc(s) => field_contains("Cc", s.as_ref()),
-            SearchKey::From(s) => field_contains("From", s.as_ref()),
-            SearchKey::To(s) => field_contains("To", s.as_ref()),
-            SearchKey::Subject(s) => field_contains("Subject", s.as_ref()),
-            SearchKey::Header(name, s) => std::str::from_utf8(name.as_ref())
-                .is_ok_and(|name| field_contains(name, s.as_ref())),
-            SearchKey::Body(s) => {
-                contains_ci(message::split(msg.body.unwrap_or_default()).1, s.as_ref())
-            }
-            SearchKey::Text(s) => contains_ci(msg.body.unwrap_or_default(), s.as_ref()),
-            _ => false,
-        }
-    }
-}
-
-/// Case-insensitive (ASCII) substring test, as RFC 9051 §6.4.4 asks for string keys.
-fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || haystack
-            .windows(needle.len())
-            .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use crate::{
     Action, Backend, BackendError, Config, FlagOp, MailboxEntry, MessageMeta, Output, Session,
 };
 
+mod condstore;
+
 struct MemMessage {
     meta: MessageMeta,
     body: Vec<u8>,
@@ -19,6 +21,25 @@ struct MemMessage {
 struct MemBox {
     entry: MailboxEntry,
     messages: Vec<MemMessage>,
+    /// (UID, mod-sequence of its expunge), as the store remembers them for QRESYNC.
+    expunged: Vec<(u32, u64)>,
+}
+
+impl MemBox {
+    /// Raises the mailbox's highest mod-sequence and returns it, as every change does.
+    fn bump(&mut self) -> u64 {
+        self.entry.highest_modseq += 1;
+        self.entry.highest_modseq
+    }
+
+    fn remove(&mut self, uids: &[u32]) {
+        if uids.is_empty() {
+            return;
+        }
+        let modseq = self.bump();
+        self.messages.retain(|m| !uids.contains(&m.meta.uid));
+        self.expunged.extend(uids.iter().map(|&u| (u, modseq)));
+    }
 }
 
 /// A Vec of mailboxes behind a shared lock, so a test can act as a second client.
@@ -72,20 +93,24 @@ impl MemBackend {
                     body: MSG3.to_vec(),
                 },
             ],
+            expunged: Vec::new(),
         };
         let boxes = vec![
             inbox,
             MemBox {
                 entry: entry("Sent", Some("\\Sent")),
                 messages: Vec::new(),
+                expunged: Vec::new(),
             },
             MemBox {
                 entry: entry("Archive/2024", Some("\\Archive")),
                 messages: Vec::new(),
+                expunged: Vec::new(),
             },
             MemBox {
                 entry: entry("Entw\u{fc}rfe", Some("\\Drafts")),
                 messages: Vec::new(),
+                expunged: Vec::new(),
             },
         ];
         Self {
@@ -105,11 +130,28 @@ impl MemBackend {
 
     fn add(&self, name: &str, uid: u32, body: &[u8]) {
         self.with_box(name, |b| {
+            let mut meta = meta(uid, &[], body);
+            meta.modseq = b.bump();
             b.messages.push(MemMessage {
-                meta: meta(uid, &[], body),
+                meta,
                 body: body.to_vec(),
             })
         });
+    }
+
+    /// Another client's STORE: new flags and a new mod-sequence.
+    fn set_flags(&self, name: &str, uid: u32, flags: &[&str]) {
+        self.with_box(name, |b| {
+            let modseq = b.bump();
+            let m = b.messages.iter_mut().find(|m| m.meta.uid == uid).unwrap();
+            m.meta.flags = flags.iter().map(|f| f.to_string()).collect();
+            m.meta.modseq = modseq;
+        });
+    }
+
+    /// Another client's EXPUNGE of these UIDs.
+    fn expunge_uids(&self, name: &str, uids: &[u32]) {
+        self.with_box(name, |b| b.remove(uids));
     }
 }
 
@@ -184,23 +226,42 @@ impl Backend for MemBackend {
         flags: &[String],
     ) -> impl Future<Output = Result<Vec<MessageMeta>, BackendError>> + Send {
         ready(
+            self.with_box(name, |b| mem_store(b, uids, op, flags, None).0)
+                .ok_or(BackendError::NotFound),
+        )
+    }
+
+    fn store_flags_unchanged_since(
+        &mut self,
+        name: &str,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+        unchanged_since: u64,
+    ) -> impl Future<Output = Result<(Vec<MessageMeta>, Vec<u32>), BackendError>> + Send {
+        ready(
             self.with_box(name, |b| {
-                let mut updated = Vec::new();
-                for m in b.messages.iter_mut().filter(|m| uids.contains(&m.meta.uid)) {
-                    match op {
-                        FlagOp::Replace => m.meta.flags = flags.to_vec(),
-                        FlagOp::Add => {
-                            for f in flags {
-                                if !m.meta.flags.contains(f) {
-                                    m.meta.flags.push(f.clone());
-                                }
-                            }
-                        }
-                        FlagOp::Remove => m.meta.flags.retain(|f| !flags.contains(f)),
-                    }
-                    updated.push(m.meta.clone());
-                }
-                updated
+                mem_store(b, uids, op, flags, Some(unchanged_since))
+            })
+            .ok_or(BackendError::NotFound),
+        )
+    }
+
+    fn vanished(
+        &mut self,
+        name: &str,
+        since: u64,
+    ) -> impl Future<Output = Result<Vec<u32>, BackendError>> + Send {
+        ready(
+            self.with_box(name, |b| {
+                let mut uids: Vec<u32> = b
+                    .expunged
+                    .iter()
+                    .filter(|e| e.1 > since)
+                    .map(|e| e.0)
+                    .collect();
+                uids.sort_unstable();
+                uids
             })
             .ok_or(BackendError::NotFound),
         )
@@ -220,7 +281,7 @@ impl Backend for MemBackend {
                     .filter(|m| uids.is_none_or(|u| u.contains(&m.meta.uid)))
                     .map(|m| m.meta.uid)
                     .collect();
-                b.messages.retain(|m| !doomed.contains(&m.meta.uid));
+                b.remove(&doomed);
                 doomed
             })
             .ok_or(BackendError::NotFound),
@@ -238,6 +299,7 @@ impl Backend for MemBackend {
             boxes.push(MemBox {
                 entry: entry(name, None),
                 messages: Vec::new(),
+                expunged: Vec::new(),
             });
             Ok(())
         };
@@ -295,6 +357,7 @@ impl Backend for MemBackend {
                 let uid = described(b).uid_next;
                 let mut m = meta(uid, &[], content);
                 m.flags = flags.to_vec();
+                m.modseq = b.bump();
                 b.messages.push(MemMessage {
                     meta: m,
                     body: content.to_vec(),
@@ -334,13 +397,13 @@ impl Backend for MemBackend {
             for (next, (old, flags, body)) in (first..).zip(picked) {
                 let mut m = meta(next, &[], &body);
                 m.flags = flags;
+                m.modseq = boxes[dst].bump();
                 boxes[dst].messages.push(MemMessage { meta: m, body });
                 pairs.push((old, next));
             }
             if remove {
-                boxes[src]
-                    .messages
-                    .retain(|m| !pairs.iter().any(|p| p.0 == m.meta.uid));
+                let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+                boxes[src].remove(&moved);
             }
             Ok((boxes[dst].entry.uid_validity, pairs))
         })();
@@ -363,6 +426,48 @@ impl Backend for MemBackend {
     fn subscriptions(&mut self) -> impl Future<Output = Result<Vec<String>, BackendError>> + Send {
         ready(Ok(self.subscribed.lock().unwrap().clone()))
     }
+}
+
+/// STORE on the in-memory mailbox: changed messages share one new mod-sequence; with
+/// `unchanged_since`, messages changed after it are skipped and returned second.
+fn mem_store(
+    b: &mut MemBox,
+    uids: &[u32],
+    op: FlagOp,
+    flags: &[String],
+    unchanged_since: Option<u64>,
+) -> (Vec<MessageMeta>, Vec<u32>) {
+    let next = b.entry.highest_modseq + 1;
+    let mut bumped = false;
+    let mut updated = Vec::new();
+    let mut modified = Vec::new();
+    for m in b.messages.iter_mut().filter(|m| uids.contains(&m.meta.uid)) {
+        if unchanged_since.is_some_and(|limit| m.meta.modseq > limit) {
+            modified.push(m.meta.uid);
+            continue;
+        }
+        let before = m.meta.flags.clone();
+        match op {
+            FlagOp::Replace => m.meta.flags = flags.to_vec(),
+            FlagOp::Add => {
+                for f in flags {
+                    if !m.meta.flags.contains(f) {
+                        m.meta.flags.push(f.clone());
+                    }
+                }
+            }
+            FlagOp::Remove => m.meta.flags.retain(|f| !flags.contains(f)),
+        }
+        if m.meta.flags != before {
+            m.meta.modseq = next;
+            bumped = true;
+        }
+        updated.push(m.meta.clone());
+    }
+    if bumped {
+        b.entry.highest_modseq = next;
+    }
+    (updated, modified)
 }
 
 fn config() -> Config {
@@ -418,7 +523,7 @@ fn selected() -> (Session<MemBackend>, MemBackend) {
     (s, b)
 }
 
-const CAPS_PLAIN: &str = "IMAP4rev2 IMAP4REV1 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY";
+const CAPS_PLAIN: &str = "IMAP4rev2 IMAP4REV1 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH";
 
 #[test]
 fn greeting_and_capability() {
@@ -446,7 +551,7 @@ fn login_disabled_until_starttls() {
     assert_eq!(
         String::from_utf8(s.greeting()).unwrap(),
         "* OK [CAPABILITY IMAP4rev2 IMAP4REV1 STARTTLS LOGINDISABLED SASL-IR LITERAL+ ID ENABLE \
-         UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] mail.example.org Tern IMAP ready\r\n"
+         UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] mail.example.org Tern IMAP ready\r\n"
     );
     transcript(
         &mut s,
@@ -471,13 +576,13 @@ fn login_disabled_until_starttls() {
         &[
             (
                 "e CAPABILITY\r\n",
-                "* CAPABILITY IMAP4rev2 IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY\r\n\
+                "* CAPABILITY IMAP4rev2 IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH\r\n\
                  e OK CAPABILITY completed\r\n",
             ),
             ("f STARTTLS\r\n", "f BAD TLS is already active\r\n"),
             (
                 "g LOGIN bob \"secret pw\"\r\n",
-                "g OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
+                "g OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
             ),
         ],
     );
@@ -515,7 +620,7 @@ fn login_good_and_bad_then_too_many_failures() {
             ),
             (
                 "c LOGIN bob \"secret pw\"\r\n",
-                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
             ),
             (
                 "d LOGIN bob \"secret pw\"\r\n",
@@ -545,7 +650,7 @@ fn authenticate_plain_with_initial_response_and_continuation() {
         &mut s,
         &[(
             "a AUTHENTICATE PLAIN AGJvYgBzZWNyZXQgcHc=\r\n",
-            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
         )],
     );
 
@@ -563,7 +668,7 @@ fn authenticate_plain_with_initial_response_and_continuation() {
             ("c AUTHENTICATE PLAIN\r\n", "+ \r\n"),
             (
                 "Ym9iAGJvYgBzZWNyZXQgcHc=\r\n",
-                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
             ),
         ],
     );
@@ -595,7 +700,7 @@ fn literals_synchronizing_and_non_synchronizing() {
             ("bob {9}\r\n", "+ Ready for literal data\r\n"),
             (
                 "secret pw\r\n",
-                "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
+                "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
             ),
         ],
     );
@@ -604,7 +709,7 @@ fn literals_synchronizing_and_non_synchronizing() {
         &mut s,
         &[(
             "a LOGIN {3+}\r\nbob {9+}\r\nsecret pw\r\n",
-            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY] Logged in\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
         )],
     );
     // Over max_literal (1024): refused before the data is sent, or skipped if already sent.
@@ -681,6 +786,7 @@ fn select_and_examine() {
                  * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Limited\r\n\
                  * OK [UIDVALIDITY 42] UIDs valid\r\n\
                  * OK [UIDNEXT 6] Predicted next UID\r\n\
+                 * OK [HIGHESTMODSEQ 1] Highest\r\n\
                  s OK [READ-WRITE] SELECT completed\r\n",
             ),
             (
@@ -692,6 +798,7 @@ fn select_and_examine() {
                  * OK [PERMANENTFLAGS ()] Limited\r\n\
                  * OK [UIDVALIDITY 42] UIDs valid\r\n\
                  * OK [UIDNEXT 1] Predicted next UID\r\n\
+                 * OK [HIGHESTMODSEQ 1] Highest\r\n\
                  e OK [READ-ONLY] EXAMINE completed\r\n",
             ),
             (
@@ -715,6 +822,7 @@ fn select_and_examine() {
                  * OK [PERMANENTFLAGS ()] Limited\r\n\
                  * OK [UIDVALIDITY 42] UIDs valid\r\n\
                  * OK [UIDNEXT 1] Predicted next UID\r\n\
+                 * OK [HIGHESTMODSEQ 1] Highest\r\n\
                  i OK [READ-ONLY] EXAMINE completed\r\n",
             ),
             ("j UNSELECT\r\n", "j OK UNSELECT completed\r\n"),
@@ -769,7 +877,7 @@ fn list_lsub_and_status() {
             ),
             (
                 "h ENABLE IMAP4rev2\r\n",
-                "* ENABLED\r\nh OK ENABLE completed\r\n",
+                "* ENABLED IMAP4rev2\r\nh OK ENABLE completed\r\n",
             ),
         ],
     );
@@ -1044,11 +1152,11 @@ fn search_keys() {
             ),
             (
                 "k SEARCH CHARSET KOI8-R ALL\r\n",
-                "k NO [BADCHARSET] Only UTF-8 and US-ASCII are supported\r\n",
+                "k NO [BADCHARSET (UTF-8 US-ASCII)] Only UTF-8 and US-ASCII are supported\r\n",
             ),
             (
                 "l SEARCH SINCE 1-Jan-2024\r\n",
-                "l NO [CANNOT] SEARCH by date is not supported yet\r\n",
+                "* SEARCH 1 2 3\r\nl OK SEARCH completed\r\n",
             ),
             (
                 "m SEARCH DELETED\r\n",

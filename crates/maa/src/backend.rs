@@ -359,6 +359,46 @@ mod imap_impl {
                 .map_err(temporary)
                 .map_err(t)
         }
+
+        async fn store_flags_unchanged_since(
+            &mut self,
+            name: &str,
+            uids: &[u32],
+            op: FlagOp,
+            flags: &[String],
+            unchanged_since: u64,
+        ) -> Result<(Vec<MessageMeta>, Vec<u32>), BackendError> {
+            let id = self
+                .mailbox_id(name)
+                .await
+                .map_err(t)?
+                .ok_or(BackendError::NotFound)?;
+            let op = match op {
+                FlagOp::Add => tern_store::FlagOp::Add,
+                FlagOp::Remove => tern_store::FlagOp::Remove,
+                FlagOp::Replace => tern_store::FlagOp::Replace,
+            };
+            let (list, modified) = self
+                .store
+                .store_flags_unchanged_since(id, uids, op, flags, Some(unchanged_since))
+                .await
+                .map_err(temporary)
+                .map_err(t)?;
+            Ok((list.into_iter().map(imap_meta).collect(), modified))
+        }
+
+        async fn vanished(&mut self, name: &str, since: u64) -> Result<Vec<u32>, BackendError> {
+            let id = self
+                .mailbox_id(name)
+                .await
+                .map_err(t)?
+                .ok_or(BackendError::NotFound)?;
+            self.store
+                .vanished_since(id, since)
+                .await
+                .map_err(temporary)
+                .map_err(t)
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod changes;
 mod directory;
 pub mod dkim;
+mod expunged;
 mod forward;
 mod group_commit;
 mod mailbox;

@@ -20,6 +20,7 @@ use std::str::FromStr;
 use sqlx::Row;
 
 use crate::changes::mailbox_changed;
+use crate::expunged::record_expunged;
 use crate::quota::{Budget, charge, lock_budget, lock_mailbox_owner};
 use crate::{
     Error, Result, Store, is_foreign_key_violation, now_ms, to_u32, to_u64, validate, value_rows,
@@ -810,6 +811,25 @@ impl Store {
         op: FlagOp,
         flags: &[String],
     ) -> Result<Vec<MessageMeta>> {
+        Ok(self
+            .store_flags_unchanged_since(mailbox_id, uids, op, flags, None)
+            .await?
+            .0)
+    }
+
+    /// [`Store::store_flags`] with CONDSTORE's UNCHANGEDSINCE (RFC 7162 §3.1.3): a message
+    /// whose mod-sequence is above `unchanged_since` is left alone and its UID is returned in
+    /// the second list (the `MODIFIED` response code). The test and the change happen in one
+    /// transaction under the mailbox's row lock, so no concurrent change can slip in between.
+    /// The first list holds the resulting state of every other named message that exists.
+    pub async fn store_flags_unchanged_since(
+        &self,
+        mailbox_id: i64,
+        uids: &[u32],
+        op: FlagOp,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<(Vec<MessageMeta>, Vec<u32>)> {
         let given = validate::canonical_flags(flags)?;
         let mut wanted = uids.to_vec();
         wanted.sort_unstable();
@@ -846,6 +866,16 @@ impl Store {
                     }
                 }
             }
+            let mut modified: Vec<u32> = Vec::new();
+            if let Some(limit) = unchanged_since {
+                current.retain(|meta| {
+                    let passes = meta.modseq <= limit;
+                    if !passes {
+                        modified.push(meta.uid);
+                    }
+                    passes
+                });
+            }
             let mut changed: Vec<usize> = Vec::new();
             for (i, meta) in current.iter_mut().enumerate() {
                 let new = apply_flags(op, &meta.flags, &given)?;
@@ -878,14 +908,15 @@ impl Store {
                     .await?;
                 }
             }
-            current
+            (current, modified)
         });
         Ok(out)
     }
 
     /// IMAP EXPUNGE / UID EXPUNGE (RFC 9051 §6.4.3, §6.4.9): removes the messages flagged
     /// `\Deleted`, only among `uids` when given, and returns the removed UIDs ascending.
-    /// Removing anything raises highest_modseq (RFC 7162 §3.2.10 relies on it for QRESYNC).
+    /// Removing anything raises highest_modseq, and the removed UIDs are remembered with the
+    /// new value (`expunged.rs`) for QRESYNC's VANISHED (RFC 7162 §3.2.5).
     pub async fn expunge(&self, mailbox_id: i64, uids: Option<&[u32]>) -> Result<Vec<u32>> {
         let only: Option<Vec<u32>> = uids.map(|u| {
             let mut u = u.to_vec();
@@ -912,6 +943,10 @@ impl Store {
                     freed += row.try_get::<i64, _>("size")?;
                 }
             }
+            if !removed.is_empty() {
+                let modseq = bump_modseq!(tx, mailbox_id);
+                record_expunged!(tx, mailbox_id, &removed, modseq);
+            }
             if only.is_none() {
                 sqlx::query("DELETE FROM messages WHERE mailbox_id = $1 AND deleted = 1")
                     .bind(mailbox_id)
@@ -927,7 +962,6 @@ impl Store {
                 }
             }
             if !removed.is_empty() {
-                bump_modseq!(tx, mailbox_id);
                 mailbox_changed!(self, tx, "id = $1", mailbox_id);
                 let count = i64::try_from(removed.len()).unwrap_or(i64::MAX);
                 charge!(tx, account_id, -freed, -count);

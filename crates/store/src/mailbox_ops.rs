@@ -10,6 +10,7 @@
 use sqlx::Row;
 
 use crate::changes::mailbox_changed;
+use crate::expunged::record_expunged;
 use crate::mailbox::{canonical_mailbox_name, check_mailbox_name};
 use crate::quota::{charge, lock_budget};
 use crate::{Error, Result, Store, to_u32, write_tx};
@@ -268,12 +269,20 @@ impl Store {
                         }
                         q.execute(&mut *tx).await?;
                     }
-                    sqlx::query(
-                        "UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE id = $1",
+                    let row = sqlx::query(
+                        "UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE id = $1 \
+                         RETURNING highest_modseq",
                     )
                     .bind(source_id)
-                    .execute(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await?;
+                    let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+                    record_expunged!(
+                        tx,
+                        source_id,
+                        &moved,
+                        row.try_get::<i64, _>("highest_modseq")?
+                    );
                 }
             }
             Copied {

@@ -420,6 +420,67 @@ def cmd_idle(a):
             "exists": seen_exists, "exists_at": at, "untagged": untagged, "done": done}
 
 
+def cmd_resync(a):
+    """CONDSTORE and QRESYNC (RFC 7162) with three imaplib sessions in turn: the first caches
+    INBOX (UIDVALIDITY, HIGHESTMODSEQ, UIDs) and goes away; the second adds a keyword to the
+    first message, expunges the second and sets \\Seen on the third; the last resynchronises
+    with SELECT (QRESYNC ...) and UID FETCH (CHANGEDSINCE ... VANISHED), then a CONDSTORE-only
+    FETCH (CHANGEDSINCE ...) and an ESEARCH with MODSEQ. Commands imaplib has no method for
+    are written by hand; their raw response lines are returned."""
+    import re
+
+    def raw(m, tag, command):
+        m.send(f"{tag} {command}\r\n".encode())
+        lines = []
+        while True:
+            line = m.readline().decode(errors="replace").rstrip("\r\n")
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith(tag + " "):
+                break
+        return lines
+
+    def session():
+        m, _ = imap_connect(a)
+        m.login(a.user, a.password)
+        return m
+
+    first = session()
+    out = {"capabilities": list(first.capabilities)}
+    out["enable"] = raw(first, "e1", "ENABLE QRESYNC")
+    selected = raw(first, "s1", "SELECT INBOX")
+    text = "\n".join(selected)
+    validity = int(re.search(r"\[UIDVALIDITY (\d+)\]", text).group(1))
+    modseq = int(re.search(r"\[HIGHESTMODSEQ (\d+)\]", text).group(1))
+    cached = raw(first, "f1", "UID FETCH 1:* (FLAGS MODSEQ)")
+    uids = sorted(int(u) for u in re.findall(r"UID (\d+)", "\n".join(cached)))
+    first.logout()
+    out.update({"uidvalidity": validity, "modseq": modseq, "uids": uids, "cached": cached})
+
+    other = session()
+    other.select("INBOX")
+    out["store_keyword"] = other.uid("STORE", str(uids[0]), "+FLAGS", "($Resync)")[0]
+    other.uid("STORE", str(uids[1]), "+FLAGS.SILENT", "(\\Deleted)")
+    typ, expunged = other.expunge()
+    out["expunge"] = [typ, [e.decode() if isinstance(e, bytes) else str(e) for e in expunged if e]]
+    out["store_seen"] = other.uid("STORE", str(uids[2]), "+FLAGS", "(\\Seen)")[0]
+    other.logout()
+
+    again = session()
+    raw(again, "e2", "ENABLE QRESYNC")
+    out["qresync_select"] = raw(again, "s2", f"SELECT INBOX (QRESYNC ({validity} {modseq} {uids[0]}:{uids[-1]}))")
+    out["vanished_fetch"] = raw(again, "f2", f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)")
+    again.logout()
+
+    plain = session()
+    plain.select("INBOX")
+    out["changedsince_fetch"] = raw(plain, "f3", f"FETCH 1:* (UID FLAGS) (CHANGEDSINCE {modseq})")
+    out["esearch"] = raw(plain, "s3", f"UID SEARCH RETURN (ALL COUNT) MODSEQ {modseq + 1}")
+    plain.logout()
+    return out
+
+
 def cmd_imap_wrong_password(a):
     m, _ = imap_connect(a)
     try:
@@ -534,7 +595,7 @@ def main():
     fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch, "mime": cmd_mime,
           "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3, "mx": cmd_mx,
           "session": cmd_session, "folders": cmd_folders, "lmtp": cmd_lmtp, "auth-attempts": cmd_auth_attempts, "scram": cmd_scram,
-          "idle": cmd_idle, "managesieve": cmd_managesieve}[a.command]
+          "idle": cmd_idle, "managesieve": cmd_managesieve, "resync": cmd_resync}[a.command]
     json.dump(fn(a), sys.stdout)
 
 

@@ -12,6 +12,7 @@ mod grpc_submit;
 mod idle;
 mod imap_folders;
 mod imap_mime;
+mod imap_resync;
 mod inbound;
 mod managesieve;
 mod ops;

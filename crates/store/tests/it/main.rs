@@ -7,6 +7,7 @@
 mod changes;
 mod directory;
 mod dkim;
+mod expunged;
 mod mailbox;
 mod mailbox_ops;
 mod queue;
