@@ -439,7 +439,8 @@ def imap_raw(m, command):
 def cmd_imap_ext(a):
     """LIST-EXTENDED (RFC 5258) with LIST-STATUS (RFC 5819) and SPECIAL-USE (RFC 6154),
     GETQUOTAROOT / GETQUOTA / SETQUOTA (RFC 9208), an APPEND one byte over APPENDLIMIT
-    (RFC 7889), an APPEND refused as over quota, and UTF8=ACCEPT (RFC 6855) names."""
+    (RFC 7889), an APPEND refused as over quota, SORT and THREAD (RFC 5256) on INBOX, and
+    UTF8=ACCEPT (RFC 6855) names."""
     m, _ = imap_connect(a)
     m.login(a.user, a.password)
     out = {"capabilities": list(m.capabilities)}
@@ -461,6 +462,9 @@ def cmd_imap_ext(a):
     msg = b"From: a@example.test\r\nSubject: over quota\r\n\r\nbody\r\n"
     typ, data = m.append("Sent", None, None, msg)
     out["append_over_quota"] = [typ, [d.decode() for d in data]]
+    m.select("INBOX")
+    out["sort"] = imap_raw(m, "SORT (REVERSE DATE SUBJECT) UTF-8 ALL")
+    out["thread"] = imap_raw(m, "UID THREAD ORDEREDSUBJECT UTF-8 ALL")
     out["enable_utf8"] = imap_raw(m, "ENABLE UTF8=ACCEPT")
     out["create_utf8"] = imap_raw(m, 'CREATE "Entw\u00fcrfe alt"')
     out["list_utf8"] = imap_raw(m, 'LIST "" "Entw*"')

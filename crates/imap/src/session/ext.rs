@@ -99,6 +99,9 @@ impl<B: Backend> Session<B> {
             "QUOTA=RES-STORAGE",
             "QUOTA=RES-MESSAGE",
             "UTF8=ACCEPT",
+            "SORT",
+            "SORT=DISPLAY",
+            "THREAD=ORDEREDSUBJECT",
         ]
         .map(Cow::Borrowed)
         .to_vec();
@@ -216,12 +219,47 @@ impl<B: Backend> Session<B> {
             | CommandBody::GetQuotaRoot { .. }
             | CommandBody::SetQuota { .. }
             | CommandBody::Compress { .. }
+            | CommandBody::Sort { .. }
+            | CommandBody::Thread { .. }
                 if !authenticated =>
             {
                 out.extend(bad(
                     Some(tag),
                     &format!("{} requires authentication", body.name()),
                 ));
+            }
+            CommandBody::Sort { .. } | CommandBody::Thread { .. }
+                if !matches!(self.state, State::Selected(_)) =>
+            {
+                out.extend(bad(
+                    Some(tag),
+                    &format!("{} requires a selected mailbox", body.name()),
+                ));
+            }
+            CommandBody::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                self.sort(
+                    tag,
+                    sort_criteria.as_ref(),
+                    charset,
+                    search_criteria.as_ref(),
+                    *uid,
+                    out,
+                )
+                .await;
+            }
+            CommandBody::Thread {
+                algorithm,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                self.thread(tag, algorithm, charset, search_criteria.as_ref(), *uid, out)
+                    .await;
             }
             CommandBody::GetQuotaRoot { mailbox } => {
                 let Some(entry) = self.existing_mailbox(tag, mailbox, out).await else {

@@ -263,3 +263,90 @@ fn compress_switches_once_and_hands_back_pipelined_input() {
     let caps = feed(&mut s, "e CAPABILITY\r\n");
     assert!(!String::from_utf8_lossy(&caps.bytes).contains("COMPRESS"));
 }
+
+#[test]
+fn sort_and_thread() {
+    let (mut s, _) = logged_in();
+    transcript(
+        &mut s,
+        &[(
+            "a SORT (SUBJECT) UTF-8 ALL\r\n",
+            "a BAD SORT requires a selected mailbox\r\n",
+        )],
+    );
+    let (mut s, backend) = selected();
+    transcript(
+        &mut s,
+        &[
+            (
+                "a SORT (SUBJECT) UTF-8 ALL\r\n",
+                "* SORT 1 2 3\r\na OK SORT completed\r\n",
+            ),
+            (
+                "b SORT (REVERSE FROM) UTF-8 ALL\r\n",
+                "* SORT 3 2 1\r\nb OK SORT completed\r\n",
+            ),
+            (
+                "c UID SORT (SIZE) US-ASCII ALL\r\n",
+                "* SORT 5 2 1\r\nc OK SORT completed\r\n",
+            ),
+            (
+                "d SORT (DATE) UTF-8 SUBJECT second\r\n",
+                "* SORT 2\r\nd OK SORT completed\r\n",
+            ),
+            (
+                "e SORT (ARRIVAL) ISO-8859-1 ALL\r\n",
+                "e NO [BADCHARSET] Only UTF-8 and US-ASCII are supported\r\n",
+            ),
+            (
+                "f THREAD ORDEREDSUBJECT UTF-8 ALL\r\n",
+                "* THREAD (1)(2)(3)\r\nf OK THREAD completed\r\n",
+            ),
+            (
+                "g THREAD REFERENCES UTF-8 ALL\r\n",
+                "g NO [CANNOT] Only THREAD=ORDEREDSUBJECT is supported\r\n",
+            ),
+            (
+                "h SORT (SUBJECT) UTF-8 SUBJECT nothing-like-this\r\n",
+                "* SORT\r\nh OK SORT completed\r\n",
+            ),
+        ],
+    );
+    // Replies join their original's thread (base subject "hello"), whatever the case.
+    backend.add(
+        "INBOX",
+        6,
+        b"From: Eve <eve@example.com>\r\nSubject: [list] RE: hello (fwd)\r\nDate: Tue, 2 Jan 2024 10:00:00 +0000\r\n\r\nyes\r\n",
+    );
+    backend.add(
+        "INBOX",
+        7,
+        b"From: Zed <a@example.com>\r\nSubject: Re: Hello\r\nDate: Wed, 3 Jan 2024 10:00:00 +0000\r\n\r\nno\r\n",
+    );
+    transcript(
+        &mut s,
+        &[
+            ("i NOOP\r\n", "* 5 EXISTS\r\ni OK Completed\r\n"),
+            (
+                "j THREAD ORDEREDSUBJECT UTF-8 ALL\r\n",
+                "* THREAD (1 (4)(5))(2)(3)\r\nj OK THREAD completed\r\n",
+            ),
+            (
+                "k UID THREAD ORDEREDSUBJECT UTF-8 NOT SUBJECT Second\r\n",
+                "* THREAD (1 (6)(7))(5)\r\nk OK THREAD completed\r\n",
+            ),
+            (
+                "l SORT (SUBJECT REVERSE DATE) UTF-8 ALL\r\n",
+                "* SORT 5 4 1 2 3\r\nl OK SORT completed\r\n",
+            ),
+            (
+                "m SORT (DISPLAYFROM) UTF-8 ALL\r\n",
+                "* SORT 1 2 3 4 5\r\nm OK SORT completed\r\n",
+            ),
+            (
+                "n SORT (FROM) UTF-8 ALL\r\n",
+                "* SORT 5 1 2 3 4\r\nn OK SORT completed\r\n",
+            ),
+        ],
+    );
+}
