@@ -1,7 +1,7 @@
 //! IMAP extensions with Python's imaplib against a real cluster, on both backends:
 //! LIST-EXTENDED / LIST-STATUS / SPECIAL-USE on the default folders, QUOTA after a delivery
-//! (and APPEND refused over quota), APPEND over APPENDLIMIT refused with TOOBIG, UTF8=ACCEPT
-//! names, and COMPRESS=DEFLATE carrying a FETCH and an IDLE wake-up.
+//! (and APPEND refused over quota), APPEND over APPENDLIMIT refused with TOOBIG, SORT and
+//! THREAD, UTF8=ACCEPT names, and COMPRESS=DEFLATE carrying a FETCH and an IDLE wake-up.
 
 use std::time::Duration;
 
@@ -69,6 +69,8 @@ async fn extensions(backend: &str) {
         "UTF8=ACCEPT",
         "COMPRESS=DEFLATE",
         "APPENDLIMIT=26214400",
+        "SORT",
+        "THREAD=ORDEREDSUBJECT",
     ] {
         assert!(caps.iter().any(|c| c == cap), "{cap} in {caps:?}");
     }
@@ -131,6 +133,8 @@ async fn extensions(backend: &str) {
         "{out}"
     );
 
+    assert_eq!(lines(&out["sort"]), ["* SORT 1"], "{out}");
+    assert_eq!(lines(&out["thread"]), ["* THREAD (1)"], "{out}");
     assert_eq!(
         lines(&out["enable_utf8"]),
         ["* ENABLED UTF8=ACCEPT"],
