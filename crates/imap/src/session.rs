@@ -36,6 +36,7 @@ use crate::{
 mod ext;
 mod list;
 mod sort;
+mod thread;
 
 /// The hierarchy delimiter we present (RFC 9051 §6.3.9).
 const DELIMITER: char = '/';

@@ -465,6 +465,7 @@ def cmd_imap_ext(a):
     m.select("INBOX")
     out["sort"] = imap_raw(m, "SORT (REVERSE DATE SUBJECT) UTF-8 ALL")
     out["thread"] = imap_raw(m, "UID THREAD ORDEREDSUBJECT UTF-8 ALL")
+    out["thread_refs"] = imap_raw(m, "THREAD REFERENCES UTF-8 ALL")
     out["enable_utf8"] = imap_raw(m, "ENABLE UTF8=ACCEPT")
     out["create_utf8"] = imap_raw(m, 'CREATE "Entw\u00fcrfe alt"')
     out["list_utf8"] = imap_raw(m, 'LIST "" "Entw*"')

@@ -71,6 +71,7 @@ async fn extensions(backend: &str) {
         "APPENDLIMIT=26214400",
         "SORT",
         "THREAD=ORDEREDSUBJECT",
+        "THREAD=REFERENCES",
     ] {
         assert!(caps.iter().any(|c| c == cap), "{cap} in {caps:?}");
     }
@@ -135,6 +136,7 @@ async fn extensions(backend: &str) {
 
     assert_eq!(lines(&out["sort"]), ["* SORT 1"], "{out}");
     assert_eq!(lines(&out["thread"]), ["* THREAD (1)"], "{out}");
+    assert_eq!(lines(&out["thread_refs"]), ["* THREAD (1)"], "{out}");
     assert_eq!(
         lines(&out["enable_utf8"]),
         ["* ENABLED UTF8=ACCEPT"],

@@ -102,6 +102,7 @@ impl<B: Backend> Session<B> {
             "SORT",
             "SORT=DISPLAY",
             "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
         ]
         .map(Cow::Borrowed)
         .to_vec();

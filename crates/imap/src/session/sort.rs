@@ -1,5 +1,6 @@
-//! SORT (RFC 5256 §3, with RFC 5957 DISPLAYFROM/DISPLAYTO) and THREAD=ORDEREDSUBJECT
-//! (RFC 5256 §3): SEARCH with an order.
+//! SORT (RFC 5256 §3, with RFC 5957 DISPLAYFROM/DISPLAYTO) and THREAD=ORDEREDSUBJECT /
+//! THREAD=REFERENCES (RFC 5256 §3; the REFERENCES algorithm is in `thread.rs`): SEARCH with
+//! an order.
 //!
 //! Header fields are read with mail-parser (RFC 2047 words decoded, dates parsed); the base
 //! subject of RFC 5256 §2.1 is computed here. Strings compare with i;ascii-casemap (ASCII
@@ -15,6 +16,7 @@ use imap_codec::imap_types::response::Code;
 use imap_codec::imap_types::search::SearchKey;
 use mail_parser::{Address, MessageParser};
 
+use super::thread::{self, ThreadMessage};
 use super::{
     SearchContext, SearchMessage, Session, State, backend_error, key_needs_body, supported_key,
 };
@@ -30,6 +32,11 @@ struct Keys {
     /// Sent date (seconds), or the internal date when the Date header is missing or bad.
     date: i64,
     subject: String,
+    /// The subject carried a reply or forward marker (RFC 5256 §2.2 step 5).
+    reply: bool,
+    message_id: Option<String>,
+    /// References, or else In-Reply-To.
+    references: Vec<String>,
     from: String,
     to: String,
     cc: String,
@@ -41,6 +48,21 @@ impl Keys {
     fn new(seq: u32, meta: &MessageMeta, body: Option<&[u8]>) -> Self {
         let parsed = body.and_then(|b| MessageParser::default().parse_headers(b));
         let parsed = parsed.as_ref();
+        let (subject, reply) = subject_base(parsed.and_then(|m| m.subject()).unwrap_or_default());
+        let ids = |v: &mail_parser::HeaderValue<'_>| -> Vec<String> {
+            v.as_text_list()
+                .map(|l| l.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default()
+        };
+        let mut references = parsed.map(|m| ids(m.references())).unwrap_or_default();
+        if references.is_empty() {
+            references = parsed
+                .map(|m| ids(m.in_reply_to()))
+                .unwrap_or_default()
+                .into_iter()
+                .take(1)
+                .collect();
+        }
         let mailbox = |a: Option<&Address<'_>>| {
             a.and_then(Address::first)
                 .and_then(|a| a.address.as_deref())
@@ -68,7 +90,10 @@ impl Keys {
             date: parsed
                 .and_then(|m| m.date())
                 .map_or(meta.internal_date_ms.div_euclid(1000), |d| d.to_timestamp()),
-            subject: base_subject(parsed.and_then(|m| m.subject()).unwrap_or_default()),
+            subject,
+            reply,
+            message_id: parsed.and_then(|m| m.message_id()).map(str::to_string),
+            references,
             from: mailbox(parsed.and_then(|m| m.from())),
             to: mailbox(parsed.and_then(|m| m.to())),
             cc: mailbox(parsed.and_then(|m| m.cc())),
@@ -112,9 +137,16 @@ fn compare(a: &Keys, b: &Keys, criteria: &[SortCriterion]) -> Ordering {
 
 /// The base subject of RFC 5256 §2.1: without `Re:`/`Fw:`/`Fwd:` leaders, `[blob]`s,
 /// `(fwd)` trailers and `[fwd: ...]` wrappers, whitespace collapsed.
+#[cfg(test)]
 fn base_subject(subject: &str) -> String {
+    subject_base(subject).0
+}
+
+/// The base subject, and whether a reply/forward marker was removed on the way.
+fn subject_base(subject: &str) -> (String, bool) {
     // (1) Whitespace runs (folding included) become one space.
     let mut s: String = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut reply = false;
     loop {
         // (2) Trailing "(fwd)" and whitespace.
         loop {
@@ -122,6 +154,7 @@ fn base_subject(subject: &str) -> String {
             let lower = trimmed.to_ascii_lowercase();
             if lower.ends_with("(fwd)") {
                 s = trimmed[..trimmed.len() - 5].to_string();
+                reply = true;
             } else {
                 s = trimmed.to_string();
                 break;
@@ -134,6 +167,7 @@ fn base_subject(subject: &str) -> String {
             s = s.trim_start().to_string();
             if let Some(rest) = strip_refwd(&s) {
                 s = rest;
+                reply = true;
             } else if let Some(rest) = strip_blob(&s)
                 && !rest.trim().is_empty()
             {
@@ -147,16 +181,17 @@ fn base_subject(subject: &str) -> String {
         let lower = s.to_ascii_lowercase();
         if lower.starts_with("[fwd:") && s.ends_with(']') {
             s = s[5..s.len() - 1].to_string();
+            reply = true;
             continue;
         }
-        return s.trim().to_string();
+        return (s.trim().to_string(), reply);
     }
 }
 
 /// `"[" *BLOBCHAR "]" *WSP` at the start, or None.
 fn strip_blob(s: &str) -> Option<String> {
     let rest = s.strip_prefix('[')?;
-    let end = rest.find(|c| c == '[' || c == ']')?;
+    let end = rest.find(['[', ']'])?;
     rest[end..]
         .starts_with(']')
         .then(|| rest[end + 1..].trim_start().to_string())
@@ -328,11 +363,11 @@ impl<B: Backend> Session<B> {
         uid: bool,
         out: &mut Vec<u8>,
     ) {
-        if !matches!(algorithm, ThreadingAlgorithm::OrderedSubject) {
+        if let ThreadingAlgorithm::Other(_) = algorithm {
             out.extend(no(
                 tag,
                 Some(code_other("CANNOT")),
-                "Only THREAD=ORDEREDSUBJECT is supported",
+                "Only ORDEREDSUBJECT and REFERENCES threading are supported",
             ));
             return;
         }
@@ -345,7 +380,22 @@ impl<B: Backend> Session<B> {
                 k.seq = k.uid;
             }
         }
-        let threads = ordered_subject(keys);
+        let threads = if let ThreadingAlgorithm::References = algorithm {
+            let msgs: Vec<ThreadMessage> = keys
+                .into_iter()
+                .map(|k| ThreadMessage {
+                    id: k.seq,
+                    date: k.date,
+                    subject: k.subject,
+                    reply: k.reply,
+                    message_id: k.message_id,
+                    references: k.references,
+                })
+                .collect();
+            thread::references(&msgs)
+        } else {
+            ordered_subject(keys)
+        };
         let sep = if threads.is_empty() { "" } else { " " };
         out.extend(format!("* THREAD{sep}{threads}\r\n").into_bytes());
         out.extend(ok(tag, None, "THREAD completed"));

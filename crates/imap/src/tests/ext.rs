@@ -304,7 +304,7 @@ fn sort_and_thread() {
             ),
             (
                 "g THREAD REFERENCES UTF-8 ALL\r\n",
-                "g NO [CANNOT] Only THREAD=ORDEREDSUBJECT is supported\r\n",
+                "* THREAD (1)(2)(3)\r\ng OK THREAD completed\r\n",
             ),
             (
                 "h SORT (SUBJECT) UTF-8 SUBJECT nothing-like-this\r\n",
@@ -321,7 +321,7 @@ fn sort_and_thread() {
     backend.add(
         "INBOX",
         7,
-        b"From: Zed <a@example.com>\r\nSubject: Re: Hello\r\nDate: Wed, 3 Jan 2024 10:00:00 +0000\r\n\r\nno\r\n",
+        b"From: Zed <a@example.com>\r\nSubject: Re: Hello\r\nDate: Wed, 3 Jan 2024 10:00:00 +0000\r\nMessage-ID: <7@example.com>\r\nReferences: <1@example.com>\r\n\r\nno\r\n",
     );
     transcript(
         &mut s,
@@ -334,6 +334,11 @@ fn sort_and_thread() {
             (
                 "k UID THREAD ORDEREDSUBJECT UTF-8 NOT SUBJECT Second\r\n",
                 "* THREAD (1 (6)(7))(5)\r\nk OK THREAD completed\r\n",
+            ),
+            // 5 names 1 in References; 4 joins by subject as a reply.
+            (
+                "kk THREAD REFERENCES UTF-8 ALL\r\n",
+                "* THREAD (1 (4)(5))(2)(3)\r\nkk OK THREAD completed\r\n",
             ),
             (
                 "l SORT (SUBJECT REVERSE DATE) UTF-8 ALL\r\n",
