@@ -302,6 +302,8 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
     tern_runtime::ops::spawn(Some(http), &shutdown, probe);
     let mut tasks = Vec::new();
     let limits = SmtpLimits::default();
+    // IMAP APPEND takes what delivery takes (APPENDLIMIT).
+    let append_limit = u32::try_from(limits.max_message_size).unwrap_or(u32::MAX);
     tasks.push((
         "mda",
         tokio::spawn(tern_mda::run(
@@ -368,7 +370,10 @@ pub async fn start(opts: UpOptions) -> anyhow::Result<Running> {
         tokio::spawn(tern_maa::run(
             opts.hostname.clone(),
             cert.clone(),
-            tern_maa::AccessLimits::default(),
+            tern_maa::AccessLimits {
+                max_message_size: append_limit,
+                ..tern_maa::AccessLimits::default()
+            },
             tern_maa::Listeners {
                 imap,
                 imaps,

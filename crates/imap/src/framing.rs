@@ -74,6 +74,12 @@ impl Framer {
         self.rejection = None;
     }
 
+    /// Hands back the input not yet framed (the compressed bytes a client pipelined after
+    /// COMPRESS, RFC 4978) and forgets it.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+
     /// Takes the next raw line (up to and including LF) from the pending input, without any
     /// framing logic: used for AUTHENTICATE responses (RFC 9051 §6.2.2). Over-long lines are
     /// returned truncated so the caller can refuse them.

@@ -10,7 +10,9 @@
 //! Deliberately absent: sockets, TLS, timers (the agent asks for [`Session::timeout_reply`] when
 //! its own timer fires), storage and SQL, logging of passwords or message bodies. FETCH BINARY
 //! and APPEND of `~{n}` literals (RFC 3516, part of IMAP4rev2) are answered, and `BINARY` is
-//! advertised for IMAP4rev1 clients.
+//! advertised for IMAP4rev1 clients. Also LIST-EXTENDED, LIST-STATUS, SPECIAL-USE, QUOTA,
+//! APPENDLIMIT, UTF8=ACCEPT and COMPRESS=DEFLATE (the agent does the compression after
+//! [`Action::Compress`]).
 
 use std::future::Future;
 
@@ -35,7 +37,9 @@ pub struct Config {
     pub tls_available: bool,
     /// Refuse LOGIN/AUTHENTICATE on a plaintext connection (RFC 9051 §6.2.3 LOGINDISABLED).
     pub login_requires_tls: bool,
-    /// The largest literal accepted from a client, in bytes.
+    /// The largest literal accepted from a client, in bytes. It is also the largest message
+    /// APPEND takes, advertised as `APPENDLIMIT` (RFC 7889): a larger one is refused with
+    /// `NO [TOOBIG]` before its data is read.
     pub max_literal: u32,
     /// Failed authentication attempts before the session is closed with BYE.
     pub max_failed_logins: u32,
@@ -58,8 +62,24 @@ pub enum Action {
     /// Start the TLS handshake now, then call [`Session::tls_started`]. Any plaintext the
     /// client pipelined after STARTTLS has already been discarded (RFC 9051 §6.2.1).
     StartTls,
+    /// From now on both directions are raw DEFLATE (RFC 4978 COMPRESS=DEFLATE): the agent
+    /// compresses everything it writes, with a sync flush after each write, and inflates what
+    /// it reads. Input the client sent after COMPRESS is already compressed; the agent takes
+    /// it back with [`Session::compression_started`] and feeds it inflated.
+    Compress,
     /// Close the connection.
     Close,
+}
+
+/// An account's quota and usage (RFC 9208), over all its mailboxes: one quota root.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaInfo {
+    /// Limit on stored bytes; `None` is no limit.
+    pub storage_limit: Option<u64>,
+    pub storage_used: u64,
+    /// Limit on the number of messages; `None` is no limit.
+    pub message_limit: Option<u64>,
+    pub messages_used: u64,
 }
 
 /// A mailbox as the backend describes it. Names are UTF-8 and use "/" as the hierarchy
@@ -218,4 +238,6 @@ pub trait Backend: Send {
     fn unsubscribe(&mut self, name: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
     /// The subscribed names (LSUB), including those whose mailbox no longer exists.
     fn subscriptions(&mut self) -> impl Future<Output = Result<Vec<String>, BackendError>> + Send;
+    /// The logged-in account's quota and usage (GETQUOTA, GETQUOTAROOT).
+    fn quota(&mut self) -> impl Future<Output = Result<QuotaInfo, BackendError>> + Send;
 }

@@ -79,10 +79,10 @@ pub fn greeting(code: Option<Code<'_>>, text: &str) -> Vec<u8> {
 }
 
 /// Turns capability atoms into imap-types capabilities. Atoms are our constants.
-pub fn capabilities(atoms: &[&'static str]) -> Option<Vec1<Capability<'static>>> {
+pub fn capabilities(atoms: &[Cow<'static, str>]) -> Option<Vec1<Capability<'static>>> {
     let caps: Vec<Capability<'static>> = atoms
         .iter()
-        .filter_map(|atom| Atom::try_from(*atom).ok().map(Capability::from))
+        .filter_map(|atom| Atom::try_from(atom.clone()).ok().map(Capability::from))
         .collect();
     Vec1::try_from(caps).ok()
 }

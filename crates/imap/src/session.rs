@@ -35,7 +35,11 @@ use crate::{
 };
 
 mod condstore;
+mod ext;
+mod list;
 mod search;
+mod sort;
+mod thread;
 
 use condstore::Enabled;
 
@@ -89,6 +93,10 @@ pub struct Session<B: Backend> {
     /// Set while IDLE (RFC 2177, RFC 9051 §6.3.13) waits for the client's `DONE`.
     idling: Option<Tag<'static>>,
     closed: bool,
+    /// UTF8=ACCEPT is enabled (RFC 6855): mailbox names are UTF-8 on the wire.
+    utf8: bool,
+    /// COMPRESS=DEFLATE is active (RFC 4978).
+    compressed: bool,
     /// Verbs of the commands handled since the last [`Session::take_verbs`] (for metrics).
     verbs: Vec<&'static str>,
     /// Extensions the client turned on (ENABLE, or implicitly for CONDSTORE).
@@ -108,6 +116,8 @@ impl<B: Backend> Session<B> {
             auth_pending: None,
             idling: None,
             closed: false,
+            utf8: false,
+            compressed: false,
             verbs: Vec::new(),
             enabled: Enabled::default(),
         }
@@ -208,6 +218,14 @@ impl<B: Backend> Session<B> {
             };
             match action {
                 Action::Continue => {}
+                Action::Compress => {
+                    // What the client sent after COMPRESS is already compressed: the agent
+                    // takes it back with `compression_started`.
+                    return Output {
+                        bytes: out,
+                        action: Action::Compress,
+                    };
+                }
                 Action::StartTls => {
                     // RFC 9051 §6.2.1: anything pipelined after STARTTLS is discarded.
                     self.framer.reset();
@@ -293,34 +311,38 @@ impl<B: Backend> Session<B> {
         self.config.login_requires_tls && !self.tls_active
     }
 
-    fn capability_atoms(&self) -> Vec<&'static str> {
-        let mut caps = vec!["IMAP4rev2", "IMAP4rev1"];
+    fn capability_atoms(&self) -> Vec<Cow<'static, str>> {
+        let mut caps: Vec<Cow<'static, str>> = vec!["IMAP4rev2".into(), "IMAP4rev1".into()];
         if matches!(self.state, State::NotAuthenticated) {
             if self.config.tls_available && !self.tls_active {
-                caps.push("STARTTLS");
+                caps.push("STARTTLS".into());
             }
             // RFC 9051 §6.2.3 / §7.2.2: with LOGINDISABLED no plaintext mechanism is offered.
             if self.login_disabled() {
-                caps.push("LOGINDISABLED");
+                caps.push("LOGINDISABLED".into());
             } else {
-                caps.push("AUTH=PLAIN");
+                caps.push("AUTH=PLAIN".into());
             }
         }
-        caps.extend([
-            "SASL-IR",
-            "LITERAL+",
-            "ID",
-            "ENABLE",
-            "UNSELECT",
-            "UIDPLUS",
-            "MOVE",
-            "NAMESPACE",
-            "IDLE",
-            "BINARY",
-            "CONDSTORE",
-            "QRESYNC",
-            "ESEARCH",
-        ]);
+        caps.extend(
+            [
+                "SASL-IR",
+                "LITERAL+",
+                "ID",
+                "ENABLE",
+                "UNSELECT",
+                "UIDPLUS",
+                "MOVE",
+                "NAMESPACE",
+                "IDLE",
+                "BINARY",
+                "CONDSTORE",
+                "QRESYNC",
+                "ESEARCH",
+            ]
+            .map(Cow::Borrowed),
+        );
+        caps.extend(self.extension_capabilities());
         caps
     }
 
@@ -358,6 +380,9 @@ impl<B: Backend> Session<B> {
                 self.dispatch(command, out).await
             }
             _ => {
+                if let Some(action) = self.extended_command(bytes, out).await {
+                    return action;
+                }
                 self.verbs.push("invalid");
                 let tag = leading_tag(bytes);
                 out.extend(bad(tag.as_ref(), "Unknown command or invalid arguments"));
@@ -370,6 +395,9 @@ impl<B: Backend> Session<B> {
         let tag = command.tag;
         let authenticated = !matches!(self.state, State::NotAuthenticated);
         let selected = matches!(self.state, State::Selected(_));
+        if let Some(action) = self.dispatch_ext(&tag, &command.body, out).await {
+            return action;
+        }
         match command.body {
             CommandBody::Capability => {
                 if let Some(caps) = response::capabilities(&self.capability_atoms()) {
@@ -465,18 +493,17 @@ impl<B: Backend> Session<B> {
                 reference,
                 mailbox_wildcard,
             } if authenticated => {
-                self.list(&tag, &reference, &mailbox_wildcard, "LIST", out)
-                    .await;
+                let cmd = list::ListCommand::basic(&reference, &mailbox_wildcard);
+                self.list_extended(&tag, &cmd, out).await;
             }
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
             } if authenticated => {
-                self.list(&tag, &reference, &mailbox_wildcard, "LSUB", out)
-                    .await;
+                self.lsub(&tag, &reference, &mailbox_wildcard, out).await;
             }
             CommandBody::Subscribe { mailbox } if authenticated => {
-                if let Some(name) = Self::client_name(&tag, &mailbox, out) {
+                if let Some(name) = self.client_name(&tag, &mailbox, out) {
                     match self.backend.subscribe(&name).await {
                         Ok(()) => out.extend(ok(&tag, None, "SUBSCRIBE completed")),
                         Err(err) => out.extend(backend_error(&tag, &err)),
@@ -484,7 +511,7 @@ impl<B: Backend> Session<B> {
                 }
             }
             CommandBody::Unsubscribe { mailbox } if authenticated => {
-                if let Some(name) = Self::client_name(&tag, &mailbox, out) {
+                if let Some(name) = self.client_name(&tag, &mailbox, out) {
                     match self.backend.unsubscribe(&name).await {
                         Ok(()) => out.extend(ok(&tag, None, "UNSUBSCRIBE completed")),
                         Err(err) => out.extend(backend_error(&tag, &err)),
@@ -761,7 +788,7 @@ impl<B: Backend> Session<B> {
         mailbox: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) -> Option<MailboxEntry> {
-        let Some(name) = mailbox_name(mailbox) else {
+        let Some(name) = self.mailbox_name(mailbox) else {
             out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
             return None;
         };
@@ -916,27 +943,27 @@ impl<B: Backend> Session<B> {
         out.extend(ok(tag, Some(code), verb));
     }
 
-    async fn list(
+    /// LSUB (RFC 3501 §6.3.9); LIST in all its forms is in `list.rs`.
+    async fn lsub(
         &mut self,
         tag: &Tag<'_>,
         reference: &Mailbox<'_>,
         pattern: &ListMailbox<'_>,
-        verb: &str,
         out: &mut Vec<u8>,
     ) {
         let reference = match reference {
             Mailbox::Inbox => "INBOX".to_string(),
-            Mailbox::Other(other) => decode_name(other.as_ref()).unwrap_or_default(),
+            Mailbox::Other(other) => self.decode_name(other.as_ref()).unwrap_or_default(),
         };
         let pattern_raw: &[u8] = match pattern {
             ListMailbox::Token(token) => token.as_ref(),
             ListMailbox::String(string) => string.as_ref(),
         };
-        let pattern = decode_name(pattern_raw).unwrap_or_default();
+        let pattern = self.decode_name(pattern_raw).unwrap_or_default();
         if pattern.is_empty() {
             // RFC 9051 §6.3.9: an empty pattern asks for the delimiter and root.
-            out.extend(format!("* {verb} (\\Noselect) \"{DELIMITER}\" \"\"\r\n").into_bytes());
-            out.extend(ok(tag, None, &format!("{verb} completed")));
+            out.extend(format!("* LSUB (\\Noselect) \"{DELIMITER}\" \"\"\r\n").into_bytes());
+            out.extend(ok(tag, None, "LSUB completed"));
             return;
         }
         let full = normalize_inbox(&format!("{reference}{pattern}"));
@@ -947,37 +974,22 @@ impl<B: Backend> Session<B> {
                 return;
             }
         };
-        if verb == "LSUB" {
-            let subscribed = match self.backend.subscriptions().await {
-                Ok(names) => names,
-                Err(err) => {
-                    out.extend(backend_error(tag, &err));
-                    return;
-                }
-            };
-            let existing: Vec<String> = entries.into_iter().map(|e| e.name).collect();
-            for (name, noselect) in
-                subscriptions::lsub(&full, &subscribed, &existing, wildcard_match)
-            {
-                let attributes = if noselect { "\\Noselect" } else { "" };
-                let mut line = format!("* LSUB ({attributes}) \"{DELIMITER}\" ").into_bytes();
-                line.extend(response::string(mutf7::encode(&name).as_bytes()));
-                line.extend_from_slice(b"\r\n");
-                out.extend(line);
+        let subscribed = match self.backend.subscriptions().await {
+            Ok(names) => names,
+            Err(err) => {
+                out.extend(backend_error(tag, &err));
+                return;
             }
-            out.extend(ok(tag, None, "LSUB completed"));
-            return;
+        };
+        let existing: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+        for (name, noselect) in subscriptions::lsub(&full, &subscribed, &existing, wildcard_match) {
+            let attributes = if noselect { "\\Noselect" } else { "" };
+            let mut line = format!("* LSUB ({attributes}) \"{DELIMITER}\" ").into_bytes();
+            line.extend(self.wire_name(&name));
+            line.extend_from_slice(b"\r\n");
+            out.extend(line);
         }
-        for (name, attributes) in hierarchy(&entries) {
-            if wildcard_match(&full, &name) {
-                let mut line =
-                    format!("* {verb} ({}) \"{DELIMITER}\" ", attributes.join(" ")).into_bytes();
-                line.extend(response::string(mutf7::encode(&name).as_bytes()));
-                line.extend_from_slice(b"\r\n");
-                out.extend(line);
-            }
-        }
-        out.extend(ok(tag, None, &format!("{verb} completed")));
+        out.extend(ok(tag, None, "LSUB completed"));
     }
 
     async fn status(
@@ -990,6 +1002,21 @@ impl<B: Backend> Session<B> {
         let Some(entry) = self.existing_mailbox(tag, mailbox, out).await else {
             return;
         };
+        match self.status_response(&entry, items).await {
+            Ok(line) => {
+                out.extend(line);
+                out.extend(ok(tag, None, "STATUS completed"));
+            }
+            Err(err) => out.extend(backend_error(tag, &err)),
+        }
+    }
+
+    /// The untagged STATUS response for `entry` (STATUS, and LIST-STATUS, RFC 5819).
+    async fn status_response(
+        &mut self,
+        entry: &MailboxEntry,
+        items: &[StatusDataItemName],
+    ) -> Result<Vec<u8>, BackendError> {
         let mut messages: Option<Vec<MessageMeta>> = None;
         let mut parts: Vec<String> = Vec::new();
         for item in items {
@@ -1006,38 +1033,34 @@ impl<B: Backend> Session<B> {
                     self.enabled.condstore = true;
                     parts.push(format!("HIGHESTMODSEQ {}", entry.highest_modseq.max(1)));
                 }
-                StatusDataItemName::Deleted => {
+                StatusDataItemName::Deleted | StatusDataItemName::DeletedStorage => {
                     if messages.is_none() {
-                        match self.backend.messages(&entry.name).await {
-                            Ok(list) => messages = Some(list),
-                            Err(err) => {
-                                out.extend(backend_error(tag, &err));
-                                return;
-                            }
-                        }
+                        messages = Some(self.backend.messages(&entry.name).await?);
                     }
                     let deleted = messages
                         .iter()
                         .flatten()
-                        .filter(|m| has_flag(m, "\\Deleted"))
-                        .count();
-                    parts.push(format!("DELETED {deleted}"));
+                        .filter(|m| has_flag(m, "\\Deleted"));
+                    parts.push(if *item == StatusDataItemName::Deleted {
+                        format!("DELETED {}", deleted.count())
+                    } else {
+                        // RFC 9208 §4.3: what EXPUNGE would free, in units of 1024 octets.
+                        let bytes: u64 = deleted.map(|m| m.size).sum();
+                        format!("DELETED-STORAGE {}", bytes.div_ceil(1024))
+                    });
                 }
+                #[allow(unreachable_patterns)]
                 other => {
-                    out.extend(no(
-                        tag,
-                        Some(code_other("CANNOT")),
-                        &format!("STATUS item {other:?} is not supported"),
-                    ));
-                    return;
+                    return Err(BackendError::Refused(format!(
+                        "STATUS item {other:?} is not supported"
+                    )));
                 }
             }
         }
         let mut line = b"* STATUS ".to_vec();
-        line.extend(response::string(mutf7::encode(&entry.name).as_bytes()));
+        line.extend(self.wire_name(&entry.name));
         line.extend(format!(" ({})\r\n", parts.join(" ")).into_bytes());
-        out.extend(line);
-        out.extend(ok(tag, None, "STATUS completed"));
+        Ok(line)
     }
 
     /// Brings the selected view up to date with the store. Expunges are only announced when
@@ -1472,8 +1495,13 @@ impl<B: Backend> Session<B> {
 impl<B: Backend> Session<B> {
     /// A mailbox name from the client for CREATE/DELETE/RENAME/APPEND/COPY, or None after a
     /// BAD: not decodable, empty, or with control characters.
-    fn client_name(tag: &Tag<'_>, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) -> Option<String> {
-        match mailbox_name(mailbox) {
+    fn client_name(
+        &self,
+        tag: &Tag<'_>,
+        mailbox: &Mailbox<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<String> {
+        match self.mailbox_name(mailbox) {
             Some(name) if !name.is_empty() && !name.chars().any(char::is_control) => Some(name),
             _ => {
                 out.extend(bad(Some(tag), "Invalid mailbox name"));
@@ -1485,7 +1513,7 @@ impl<B: Backend> Session<B> {
     /// CREATE (RFC 9051 §6.3.4): a trailing delimiter only declares the intent to create
     /// children; missing superiors are created too.
     async fn create(&mut self, tag: &Tag<'_>, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
-        let Some(name) = Self::client_name(tag, mailbox, out) else {
+        let Some(name) = self.client_name(tag, mailbox, out) else {
             return;
         };
         let name = name.trim_end_matches(DELIMITER).to_string();
@@ -1519,7 +1547,7 @@ impl<B: Backend> Session<B> {
     }
 
     async fn delete(&mut self, tag: &Tag<'_>, mailbox: &Mailbox<'_>, out: &mut Vec<u8>) {
-        let Some(name) = Self::client_name(tag, mailbox, out) else {
+        let Some(name) = self.client_name(tag, mailbox, out) else {
             return;
         };
         if name == "INBOX" {
@@ -1548,10 +1576,10 @@ impl<B: Backend> Session<B> {
         to: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) {
-        let Some(from) = Self::client_name(tag, from, out) else {
+        let Some(from) = self.client_name(tag, from, out) else {
             return;
         };
-        let Some(to) = Self::client_name(tag, to, out) else {
+        let Some(to) = self.client_name(tag, to, out) else {
             return;
         };
         let to = to.trim_end_matches(DELIMITER).to_string();
@@ -1579,7 +1607,7 @@ impl<B: Backend> Session<B> {
         date: Option<i64>,
         out: &mut Vec<u8>,
     ) {
-        let Some(name) = Self::client_name(tag, mailbox, out) else {
+        let Some(name) = self.client_name(tag, mailbox, out) else {
             return;
         };
         if content.is_empty() {
@@ -1622,7 +1650,7 @@ impl<B: Backend> Session<B> {
         remove: bool,
         out: &mut Vec<u8>,
     ) {
-        let Some(dest) = Self::client_name(tag, mailbox, out) else {
+        let Some(dest) = self.client_name(tag, mailbox, out) else {
             return;
         };
         let State::Selected(sel) = &self.state else {
@@ -1766,16 +1794,10 @@ fn leading_tag(bytes: &[u8]) -> Option<Tag<'static>> {
 
 /// A client's mailbox name as the backend's UTF-8 name: modified UTF-7 (RFC 3501 §5.1.3) is
 /// decoded; bytes that are not valid modified UTF-7 but valid UTF-8 are taken as they are,
-/// because some clients send raw UTF-8 without enabling it.
+/// because some clients send raw UTF-8 without enabling it. After UTF8=ACCEPT the session
+/// takes names as UTF-8 only (`Session::decode_name`).
 fn decode_name(raw: &[u8]) -> Option<String> {
     mutf7::decode(raw).or_else(|| String::from_utf8(raw.to_vec()).ok())
-}
-
-fn mailbox_name(mailbox: &Mailbox<'_>) -> Option<String> {
-    match mailbox {
-        Mailbox::Inbox => Some("INBOX".to_string()),
-        Mailbox::Other(other) => decode_name(other.as_ref()).map(|name| normalize_inbox(&name)),
-    }
 }
 
 /// RFC 9051 §5.1: "INBOX" is case-insensitive, also as the first level of a hierarchy.
@@ -1789,56 +1811,6 @@ fn normalize_inbox(name: &str) -> String {
         }
         _ => name.to_string(),
     }
-}
-
-/// Every mailbox plus the parents implied by its name, sorted, with LIST attributes
-/// (RFC 9051 §7.3.1, RFC 6154 special-use).
-fn hierarchy(entries: &[MailboxEntry]) -> Vec<(String, Vec<String>)> {
-    let mut names: Vec<(String, Option<&MailboxEntry>)> = Vec::new();
-    for entry in entries {
-        names.push((normalize_inbox(&entry.name), Some(entry)));
-    }
-    for entry in entries {
-        let name = normalize_inbox(&entry.name);
-        let mut prefix = String::new();
-        let parts: Vec<&str> = name.split(DELIMITER).collect();
-        for part in &parts[..parts.len().saturating_sub(1)] {
-            if !prefix.is_empty() {
-                prefix.push(DELIMITER);
-            }
-            prefix.push_str(part);
-            if !names.iter().any(|(n, _)| n == &prefix) {
-                names.push((prefix.clone(), None));
-            }
-        }
-    }
-    // INBOX first, then the rest in name order.
-    names.sort_by(|a, b| (a.0 != "INBOX", &a.0).cmp(&(b.0 != "INBOX", &b.0)));
-    names.dedup_by(|a, b| a.0 == b.0);
-    let all: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
-    names
-        .into_iter()
-        .map(|(name, entry)| {
-            let child_prefix = format!("{name}{DELIMITER}");
-            let has_children = all.iter().any(|n| n.starts_with(&child_prefix));
-            let mut attributes = Vec::new();
-            if entry.is_none() {
-                attributes.push("\\Noselect".to_string());
-            }
-            attributes.push(if has_children {
-                "\\HasChildren".to_string()
-            } else {
-                "\\HasNoChildren".to_string()
-            });
-            if let Some(special) = entry.and_then(|e| e.special_use.as_deref())
-                && special.starts_with('\\')
-                && special[1..].chars().all(|c| c.is_ascii_alphanumeric())
-            {
-                attributes.push(special.to_string());
-            }
-            (name, attributes)
-        })
-        .collect()
 }
 
 /// LIST pattern matching (RFC 9051 §6.3.9): `*` matches anything, `%` anything but the

@@ -4,8 +4,7 @@
 //! Subscriptions are names, not mailboxes: a subscribed name whose mailbox is gone is listed
 //! `\Noselect`. When `%` stops a pattern above a subscribed name ("foo/bar" subscribed, "foo"
 //! not, pattern "%"), the unsubscribed ancestor is listed `\Noselect` so the client can
-//! descend. LIST-EXTENDED's `(SUBSCRIBED)` selection is not offered: imap-codec does not parse
-//! LIST selection options.
+//! descend. LIST-EXTENDED's `(SUBSCRIBED)` selection is in `session/list.rs`.
 
 use std::collections::BTreeSet;
 

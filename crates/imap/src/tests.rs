@@ -12,6 +12,8 @@ use crate::{
 };
 
 mod condstore;
+/// LIST-EXTENDED, QUOTA, APPENDLIMIT, UTF8=ACCEPT, COMPRESS.
+mod ext;
 
 struct MemMessage {
     meta: MessageMeta,
@@ -47,6 +49,8 @@ impl MemBox {
 struct MemBackend {
     boxes: Arc<Mutex<Vec<MemBox>>>,
     subscribed: Arc<Mutex<Vec<String>>>,
+    /// Quota limits (bytes, messages); usage is counted from the mailboxes.
+    limits: Arc<Mutex<(Option<u64>, Option<u64>)>>,
 }
 
 const MSG1: &[u8] = b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nFrom: Alice <alice@example.com>\r\nTo: bob@example.com\r\nSubject: Hello\r\nMessage-ID: <1@example.com>\r\n\r\nHi Bob\r\n";
@@ -120,6 +124,7 @@ impl MemBackend {
                 "Sent".to_string(),
                 "Archive/2024".to_string(),
             ])),
+            limits: Arc::new(Mutex::new((None, None))),
         }
     }
 
@@ -352,6 +357,17 @@ impl Backend for MemBackend {
         flags: &[String],
         _internal_date_ms: Option<i64>,
     ) -> impl Future<Output = Result<(u32, u32), BackendError>> + Send {
+        let message_limit = self.limits.lock().unwrap().1;
+        let stored: usize = self
+            .boxes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.messages.len())
+            .sum();
+        if message_limit.is_some_and(|limit| stored as u64 >= limit) {
+            return ready(Err(BackendError::OverQuota));
+        }
         ready(
             self.with_box(name, |b| {
                 let uid = described(b).uid_next;
@@ -425,6 +441,18 @@ impl Backend for MemBackend {
 
     fn subscriptions(&mut self) -> impl Future<Output = Result<Vec<String>, BackendError>> + Send {
         ready(Ok(self.subscribed.lock().unwrap().clone()))
+    }
+
+    fn quota(&mut self) -> impl Future<Output = Result<crate::QuotaInfo, BackendError>> + Send {
+        let (storage_limit, message_limit) = *self.limits.lock().unwrap();
+        let boxes = self.boxes.lock().unwrap();
+        let all = boxes.iter().flat_map(|b| &b.messages);
+        ready(Ok(crate::QuotaInfo {
+            storage_limit,
+            storage_used: all.clone().map(|m| m.meta.size).sum(),
+            message_limit,
+            messages_used: all.count() as u64,
+        }))
     }
 }
 
@@ -523,7 +551,7 @@ fn selected() -> (Session<MemBackend>, MemBackend) {
     (s, b)
 }
 
-const CAPS_PLAIN: &str = "IMAP4rev2 IMAP4REV1 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH";
+const CAPS_PLAIN: &str = "IMAP4rev2 IMAP4REV1 STARTTLS AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE UTF8=ACCEPT SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES COMPRESS=DEFLATE APPENDLIMIT=1024";
 
 #[test]
 fn greeting_and_capability() {
@@ -551,7 +579,7 @@ fn login_disabled_until_starttls() {
     assert_eq!(
         String::from_utf8(s.greeting()).unwrap(),
         "* OK [CAPABILITY IMAP4rev2 IMAP4REV1 STARTTLS LOGINDISABLED SASL-IR LITERAL+ ID ENABLE \
-         UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] mail.example.org Tern IMAP ready\r\n"
+         UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE UTF8=ACCEPT SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES COMPRESS=DEFLATE APPENDLIMIT=1024] mail.example.org Tern IMAP ready\r\n"
     );
     transcript(
         &mut s,
@@ -576,13 +604,13 @@ fn login_disabled_until_starttls() {
         &[
             (
                 "e CAPABILITY\r\n",
-                "* CAPABILITY IMAP4rev2 IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH\r\n\
+                "* CAPABILITY IMAP4rev2 IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE UTF8=ACCEPT SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES COMPRESS=DEFLATE APPENDLIMIT=1024\r\n\
                  e OK CAPABILITY completed\r\n",
             ),
             ("f STARTTLS\r\n", "f BAD TLS is already active\r\n"),
             (
                 "g LOGIN bob \"secret pw\"\r\n",
-                "g OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
+                "g OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE UTF8=ACCEPT SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES COMPRESS=DEFLATE APPENDLIMIT=1024] Logged in\r\n",
             ),
         ],
     );
@@ -620,7 +648,7 @@ fn login_good_and_bad_then_too_many_failures() {
             ),
             (
                 "c LOGIN bob \"secret pw\"\r\n",
-                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE UTF8=ACCEPT SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES COMPRESS=DEFLATE APPENDLIMIT=1024] Logged in\r\n",
             ),
             (
                 "d LOGIN bob \"secret pw\"\r\n",
@@ -650,7 +678,7 @@ fn authenticate_plain_with_initial_response_and_continuation() {
         &mut s,
         &[(
             "a AUTHENTICATE PLAIN AGJvYgBzZWNyZXQgcHc=\r\n",
-            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE UTF8=ACCEPT SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES COMPRESS=DEFLATE APPENDLIMIT=1024] Logged in\r\n",
         )],
     );
 
@@ -668,7 +696,7 @@ fn authenticate_plain_with_initial_response_and_continuation() {
             ("c AUTHENTICATE PLAIN\r\n", "+ \r\n"),
             (
                 "Ym9iAGJvYgBzZWNyZXQgcHc=\r\n",
-                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
+                "c OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE UTF8=ACCEPT SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES COMPRESS=DEFLATE APPENDLIMIT=1024] Logged in\r\n",
             ),
         ],
     );
@@ -700,7 +728,7 @@ fn literals_synchronizing_and_non_synchronizing() {
             ("bob {9}\r\n", "+ Ready for literal data\r\n"),
             (
                 "secret pw\r\n",
-                "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
+                "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE UTF8=ACCEPT SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES COMPRESS=DEFLATE APPENDLIMIT=1024] Logged in\r\n",
             ),
         ],
     );
@@ -709,7 +737,7 @@ fn literals_synchronizing_and_non_synchronizing() {
         &mut s,
         &[(
             "a LOGIN {3+}\r\nbob {9+}\r\nsecret pw\r\n",
-            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH] Logged in\r\n",
+            "a OK [CAPABILITY IMAP4rev2 IMAP4REV1 SASL-IR LITERAL+ ID ENABLE UNSELECT UIDPLUS MOVE NAMESPACE IDLE BINARY CONDSTORE QRESYNC ESEARCH LIST-EXTENDED LIST-STATUS SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE UTF8=ACCEPT SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES COMPRESS=DEFLATE APPENDLIMIT=1024] Logged in\r\n",
         )],
     );
     // Over max_literal (1024): refused before the data is sent, or skipped if already sent.

@@ -223,6 +223,20 @@ mod imap_impl {
             self.store.subscriptions(account).await.map_err(answer)
         }
 
+        async fn quota(&mut self) -> Result<tern_imap::QuotaInfo, BackendError> {
+            let address = match &self.account {
+                Some(account) => account.address.clone(),
+                None => return Err(t("not logged in".to_string())),
+            };
+            let q = self.store.quota(&address).await.map_err(answer)?;
+            Ok(tern_imap::QuotaInfo {
+                storage_limit: q.limit.bytes,
+                storage_used: q.used.bytes,
+                message_limit: q.limit.messages,
+                messages_used: q.used.messages,
+            })
+        }
+
         async fn append(
             &mut self,
             name: &str,

@@ -77,6 +77,9 @@ pub struct AccessLimits {
     pub max_failed_logins: u32,
     /// Largest literal a client may send (APPEND and others).
     pub max_literal: u32,
+    /// Largest message IMAP APPEND stores, advertised as APPENDLIMIT (RFC 7889). Keep it at the
+    /// MTA's and MDA's `max_message_size`, so a client can store what delivery would take.
+    pub max_message_size: u32,
 }
 
 impl Default for AccessLimits {
@@ -88,6 +91,10 @@ impl Default for AccessLimits {
             pop3_idle_timeout_secs: 10 * 60,
             max_failed_logins: 3,
             max_literal: 50 * 1024 * 1024,
+            max_message_size: u32::try_from(
+                tern_runtime::config::SmtpLimits::default().max_message_size,
+            )
+            .unwrap_or(u32::MAX),
         }
     }
 }
@@ -205,7 +212,8 @@ async fn imap_listener(
         let config = tern_imap::Config {
             tls_available: true,
             login_requires_tls: true,
-            max_literal: limits.max_literal,
+            // APPEND's literal is the message: the delivery limit bounds it (APPENDLIMIT).
+            max_literal: limits.max_literal.min(limits.max_message_size),
             max_failed_logins: limits.max_failed_logins,
             greeting_host: hostname.clone(),
         };

@@ -6,6 +6,7 @@
 //! no SQL (that lives in `store`): it is the thin layer of sockets and process plumbing.
 
 pub mod config;
+pub mod deflate;
 pub mod grpc;
 pub mod mailfmt;
 pub mod net;

@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shutdown;
+use crate::deflate::Deflate;
 use crate::ops::names;
 
 /// A client connection, plain or TLS.
@@ -85,6 +86,9 @@ impl AsyncWrite for Stream {
 pub enum Action {
     Continue,
     StartTls,
+    /// Both directions become raw DEFLATE (IMAP COMPRESS, RFC 4978); see
+    /// [`LineProtocol::compress_started`].
+    Compress,
     Close,
 }
 
@@ -115,6 +119,24 @@ pub trait LineProtocol: Send {
     fn poll(&mut self) -> impl Future<Output = Vec<u8>> + Send {
         std::future::ready(Vec::new())
     }
+    /// After [`Action::Compress`]: the input the session holds that arrived after the command
+    /// (already compressed), for `drive` to inflate and feed back.
+    fn compress_started(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+/// The most inflated input handed to a session at once (COMPRESS): a few compressed bytes
+/// can expand a thousandfold, and the session's limits should see it in pieces.
+const INFLATE_CHUNK: usize = 64 * 1024;
+
+/// Writes `bytes` (compressed when DEFLATE is on) and flushes.
+async fn send(stream: &mut Stream, deflate: &mut Option<Deflate>, bytes: &[u8]) -> io::Result<()> {
+    match deflate {
+        Some(z) => stream.write_all(&z.deflate(bytes)?).await?,
+        None => stream.write_all(bytes).await?,
+    }
+    stream.flush().await
 }
 
 /// Timeouts for `drive`.
@@ -152,23 +174,23 @@ pub async fn drive<P: LineProtocol>(
     // The silence allowed is counted from the client's last input, not from the last
     // unsolicited update we sent it.
     let mut last_input = tokio::time::Instant::now();
+    let mut deflate: Option<Deflate> = None;
     loop {
         let deadline = last_input + session.idle_timeout().unwrap_or(timeouts.idle);
         let read = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
-                let _ = stream.write_all(&session.shutdown_reply()).await;
+                let _ = send(&mut stream, &mut deflate, &session.shutdown_reply()).await;
                 let _ = stream.shutdown().await;
                 return Ok(Ended::Shutdown);
             }
             r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => r,
             () = session.wake() => {
                 let news = session.poll().await;
-                if !news.is_empty() {
-                    if let Err(e) = stream.write_all(&news).await {
-                        return if is_disconnect(&e) { Ok(Ended::ClientGone) } else { Err(e) };
-                    }
-                    stream.flush().await?;
+                if !news.is_empty()
+                    && let Err(e) = send(&mut stream, &mut deflate, &news).await
+                {
+                    return if is_disconnect(&e) { Ok(Ended::ClientGone) } else { Err(e) };
                 }
                 continue;
             }
@@ -176,7 +198,7 @@ pub async fn drive<P: LineProtocol>(
         last_input = tokio::time::Instant::now();
         let n = match read {
             Err(_) => {
-                let _ = stream.write_all(&session.timeout_reply()).await;
+                let _ = send(&mut stream, &mut deflate, &session.timeout_reply()).await;
                 let _ = stream.shutdown().await;
                 return Ok(Ended::IdleTimeout);
             }
@@ -185,41 +207,73 @@ pub async fn drive<P: LineProtocol>(
             Ok(Err(e)) if is_disconnect(&e) => return Ok(Ended::ClientGone),
             Ok(Err(e)) => return Err(e),
         };
-        let (reply, action) = session.feed(&buf[..n]).await;
-        if !reply.is_empty() {
-            if let Err(e) = stream.write_all(&reply).await {
+        // Plain input goes to the session as read; compressed input is inflated in pieces.
+        let mut input: Vec<u8> = buf[..n].to_vec();
+        let mut pos = 0;
+        loop {
+            let (chunk, more) = match deflate.as_mut() {
+                None => (std::mem::take(&mut input), false),
+                Some(z) => {
+                    let (plain, used) = z.inflate(&input[pos..], INFLATE_CHUNK)?;
+                    pos += used;
+                    if plain.is_empty() {
+                        break;
+                    }
+                    let more = plain.len() == INFLATE_CHUNK;
+                    (plain, more)
+                }
+            };
+            let (reply, action) = session.feed(&chunk).await;
+            if !reply.is_empty()
+                && let Err(e) = send(&mut stream, &mut deflate, &reply).await
+            {
                 return if is_disconnect(&e) {
                     Ok(Ended::ClientGone)
                 } else {
                     Err(e)
                 };
             }
-            stream.flush().await?;
-        }
-        match action {
-            Action::Continue => {}
-            Action::Close => {
-                let _ = stream.shutdown().await;
-                return Ok(Ended::Closed);
-            }
-            Action::StartTls => {
-                let Some(acceptor) = starttls else {
-                    return Err(io::Error::other(
-                        "session asked for STARTTLS on a listener without TLS",
-                    ));
-                };
-                stream = match tokio::time::timeout(timeouts.handshake, stream.upgrade(acceptor))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(_)) | Err(_) => return Ok(Ended::TlsFailed),
-                };
-                session.tls_started();
-                let hello = session.after_tls();
-                if !hello.is_empty() {
-                    stream.write_all(&hello).await?;
-                    stream.flush().await?;
+            match action {
+                Action::Continue => {}
+                Action::Compress => {
+                    // What the client sent after COMPRESS is compressed already.
+                    deflate = Some(Deflate::new());
+                    input = session.compress_started();
+                    pos = 0;
+                    continue;
                 }
+                Action::Close => {
+                    let _ = stream.shutdown().await;
+                    return Ok(Ended::Closed);
+                }
+                Action::StartTls => {
+                    let Some(acceptor) = starttls else {
+                        return Err(io::Error::other(
+                            "session asked for STARTTLS on a listener without TLS",
+                        ));
+                    };
+                    stream =
+                        match tokio::time::timeout(timeouts.handshake, stream.upgrade(acceptor))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(_)) | Err(_) => return Ok(Ended::TlsFailed),
+                        };
+                    session.tls_started();
+                    let hello = session.after_tls();
+                    if !hello.is_empty()
+                        && let Err(e) = send(&mut stream, &mut deflate, &hello).await
+                    {
+                        return if is_disconnect(&e) {
+                            Ok(Ended::ClientGone)
+                        } else {
+                            Err(e)
+                        };
+                    }
+                }
+            }
+            if deflate.is_none() || (pos == input.len() && !more) {
+                break;
             }
         }
     }
@@ -453,7 +507,7 @@ mod tests {
         assert!(gate.admit(a).is_some(), "slot given back");
     }
 
-    /// Echoes lines upper-cased; "QUIT" closes.
+    /// Echoes lines upper-cased; "QUIT" closes; "DEFLATE" turns on compression.
     struct Upper(Vec<u8>);
     impl LineProtocol for Upper {
         fn greeting(&self) -> Vec<u8> {
@@ -468,9 +522,16 @@ mod tests {
                     out.extend_from_slice(b"BYE\r\n");
                     return (out, Action::Close);
                 }
+                if line.starts_with(b"DEFLATE") {
+                    out.extend_from_slice(b"OK\r\n");
+                    return (out, Action::Compress);
+                }
                 out.extend(line.to_ascii_uppercase());
             }
             (out, Action::Continue)
+        }
+        fn compress_started(&mut self) -> Vec<u8> {
+            std::mem::take(&mut self.0)
         }
         fn tls_started(&mut self) {}
         fn timeout_reply(&self) -> Vec<u8> {
@@ -535,5 +596,34 @@ mod tests {
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"SHUTDOWN\r\n");
         assert_eq!(task.await.unwrap().unwrap(), Ended::Shutdown);
+    }
+
+    #[tokio::test]
+    async fn drive_compresses_both_ways_after_the_switch() {
+        let (mut client, server) = pair().await;
+        let token = CancellationToken::new();
+        let task = tokio::spawn(async move {
+            drive(Stream::Plain(server), Upper(Vec::new()), None, T, &token).await
+        });
+        let mut z = Deflate::new();
+        // Compressed input pipelined right after the switch, in the same write.
+        let mut first = b"abc\r\nDEFLATE\r\n".to_vec();
+        first.extend(z.deflate(b"def\r\n").unwrap());
+        client.write_all(&first).await.unwrap();
+        // More than one inflate piece (INFLATE_CHUNK) from a small compressed write.
+        let big = format!("{}\r\n", "x".repeat(99)).repeat(1000);
+        client
+            .write_all(&z.deflate(format!("{big}QUIT\r\n").as_bytes()).unwrap())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        let plain = b"HELLO\r\nABC\r\nOK\r\n";
+        assert_eq!(&got[..plain.len()], plain);
+        let (inflated, used) = z.inflate(&got[plain.len()..], 1 << 20).unwrap();
+        assert_eq!(used, got.len() - plain.len());
+        let expected = format!("DEF\r\n{}BYE\r\n", big.to_ascii_uppercase());
+        assert_eq!(String::from_utf8(inflated).unwrap(), expected);
+        assert_eq!(task.await.unwrap().unwrap(), Ended::Closed);
     }
 }

@@ -133,12 +133,16 @@ impl<B: tern_imap::Backend + IdleWatch> LineProtocol for ImapConnection<B> {
         let action = match out.action {
             tern_imap::Action::Continue => Action::Continue,
             tern_imap::Action::StartTls => Action::StartTls,
+            tern_imap::Action::Compress => Action::Compress,
             tern_imap::Action::Close => Action::Close,
         };
         (out.bytes, action)
     }
     fn tls_started(&mut self) {
         self.0.tls_started();
+    }
+    fn compress_started(&mut self) -> Vec<u8> {
+        self.0.compression_started()
     }
     fn timeout_reply(&self) -> Vec<u8> {
         self.0.timeout_reply()

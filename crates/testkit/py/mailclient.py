@@ -481,6 +481,140 @@ def cmd_resync(a):
     return out
 
 
+def imap_raw(m, command):
+    """Sends one command on imaplib's connection and returns (untagged lines, tagged line) as
+    the server wrote them, in order (imaplib files untagged data by name and loses the order
+    LIST-STATUS depends on). Literals are returned inline."""
+    tag = m._new_tag().decode()
+    m.send(f"{tag} {command}\r\n".encode())
+    lines = []
+    while True:
+        line = m.readline().decode(errors="replace")
+        if not line:
+            return lines, ""
+        if line.startswith(tag + " "):
+            return lines, line.strip()
+        lines.append(line.rstrip("\r\n"))
+
+
+def cmd_imap_ext(a):
+    """LIST-EXTENDED (RFC 5258) with LIST-STATUS (RFC 5819) and SPECIAL-USE (RFC 6154),
+    GETQUOTAROOT / GETQUOTA / SETQUOTA (RFC 9208), an APPEND one byte over APPENDLIMIT
+    (RFC 7889), an APPEND refused as over quota, SORT and THREAD (RFC 5256) on INBOX, and
+    UTF8=ACCEPT (RFC 6855) names."""
+    m, _ = imap_connect(a)
+    m.login(a.user, a.password)
+    out = {"capabilities": list(m.capabilities)}
+    out["list_subscribed"] = imap_raw(m, 'LIST (SUBSCRIBED) "" "*"')
+    out["list_special"] = imap_raw(m, 'LIST (SPECIAL-USE) "" "*" RETURN (SPECIAL-USE)')
+    out["list_status"] = imap_raw(m, 'LIST "" ("INBOX" "Sent") RETURN (CHILDREN STATUS (MESSAGES UNSEEN))')
+    out["list_bad"] = imap_raw(m, 'LIST (RECURSIVEMATCH) "" "*"')
+    typ, data = m.getquotaroot("INBOX")
+    out["getquotaroot"] = [typ, [[x.decode() if x else None for x in d] for d in data]]
+    typ, data = m.getquota('""')
+    out["getquota"] = [typ, [d.decode() if d else None for d in data]]
+    typ, data = m.setquota('""', "(STORAGE 1)")
+    out["setquota"] = [typ, [d.decode() if d else None for d in data]]
+    limit = next(int(c.split("=", 1)[1]) for c in m.capabilities if c.startswith("APPENDLIMIT="))
+    out["appendlimit"] = limit
+    typ, data = m.append("INBOX", None, None, b"x" * (limit + 1))
+    out["append_toobig"] = [typ, [d.decode() for d in data]]
+    out["noop_after_toobig"] = m.noop()[0]
+    msg = b"From: a@example.test\r\nSubject: over quota\r\n\r\nbody\r\n"
+    typ, data = m.append("Sent", None, None, msg)
+    out["append_over_quota"] = [typ, [d.decode() for d in data]]
+    m.select("INBOX")
+    out["sort"] = imap_raw(m, "SORT (REVERSE DATE SUBJECT) UTF-8 ALL")
+    out["thread"] = imap_raw(m, "UID THREAD ORDEREDSUBJECT UTF-8 ALL")
+    out["thread_refs"] = imap_raw(m, "THREAD REFERENCES UTF-8 ALL")
+    out["enable_utf8"] = imap_raw(m, "ENABLE UTF8=ACCEPT")
+    out["create_utf8"] = imap_raw(m, 'CREATE "Entw\u00fcrfe alt"')
+    out["list_utf8"] = imap_raw(m, 'LIST "" "Entw*"')
+    m.logout()
+    return out
+
+
+class Deflated:
+    """Both directions of an established IMAP connection as raw DEFLATE (RFC 4978), over the
+    socket imaplib opened: imaplib itself has no COMPRESS."""
+
+    def __init__(self, sock):
+        import zlib
+        self.sock = sock
+        self.out = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self.inflate = zlib.decompressobj(-15)
+        self.buf = b""
+
+    def send(self, data):
+        import zlib
+        self.sock.sendall(self.out.compress(data) + self.out.flush(zlib.Z_SYNC_FLUSH))
+
+    def readline(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                line, self.buf = self.buf, b""
+                return line
+            self.buf += self.inflate.decompress(chunk)
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+    def command(self, tag, text):
+        self.send(f"{tag} {text}\r\n".encode())
+        lines = []
+        while True:
+            line = self.readline().decode(errors="replace")
+            if not line or line.startswith(tag + " "):
+                return lines, line.strip()
+            lines.append(line.rstrip("\r\n"))
+
+
+def cmd_compress(a):
+    """COMPRESS=DEFLATE: after the tagged OK everything goes through zlib both ways. SELECT and
+    FETCH a message, IDLE (writing --ready-file once the server said "+") until an EXISTS
+    above SELECT's count arrives or --wait passes, DONE, then a second COMPRESS."""
+    m, _ = imap_connect(a)
+    m.login(a.user, a.password)
+    caps = list(m.capabilities)
+    answer = imap_raw(m, "COMPRESS DEFLATE")
+    z = Deflated(m.sock)
+    out = {"capabilities": caps, "compress": answer}
+    out["select"] = z.command("c1", "SELECT INBOX")
+    exists = next(int(l.split()[1]) for l in out["select"][0] if l.endswith(" EXISTS"))
+    out["fetch"] = z.command("c2", "FETCH 1 (BODY.PEEK[])")
+    z.send(b"c3 IDLE\r\n")
+    out["continuation"] = z.readline().decode().strip()
+    if a.ready_file:
+        with open(a.ready_file, "w") as f:
+            f.write("idling")
+    m.sock.settimeout(a.wait)
+    untagged = []
+    try:
+        while True:
+            line = z.readline().decode(errors="replace").strip()
+            if not line:
+                break
+            untagged.append(line)
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "EXISTS" and int(parts[1]) > exists:
+                break
+    except (socket.timeout, TimeoutError):
+        pass
+    m.sock.settimeout(30)
+    out["idle_untagged"] = untagged
+    z.send(b"DONE\r\n")
+    done = []
+    while True:
+        line = z.readline().decode(errors="replace").strip()
+        done.append(line)
+        if not line or line.startswith("c3 "):
+            break
+    out["done"] = done
+    out["compress_again"] = z.command("c4", "COMPRESS DEFLATE")
+    out["logout"] = z.command("c5", "LOGOUT")
+    return out
+
+
 def cmd_imap_wrong_password(a):
     m, _ = imap_connect(a)
     try:
@@ -595,7 +729,8 @@ def main():
     fn = {"send": cmd_send, "send-errors": cmd_send_errors, "fetch": cmd_fetch, "mime": cmd_mime,
           "imap-wrong-password": cmd_imap_wrong_password, "pop3": cmd_pop3, "mx": cmd_mx,
           "session": cmd_session, "folders": cmd_folders, "lmtp": cmd_lmtp, "auth-attempts": cmd_auth_attempts, "scram": cmd_scram,
-          "idle": cmd_idle, "managesieve": cmd_managesieve, "resync": cmd_resync}[a.command]
+          "idle": cmd_idle, "managesieve": cmd_managesieve, "resync": cmd_resync,
+          "imap-ext": cmd_imap_ext, "compress": cmd_compress}[a.command]
     json.dump(fn(a), sys.stdout)
 
 

@@ -10,6 +10,7 @@ mod errors;
 mod grpc;
 mod grpc_submit;
 mod idle;
+mod imap_ext;
 mod imap_folders;
 mod imap_mime;
 mod imap_resync;

@@ -50,7 +50,8 @@ impl<B: Backend> Session<B> {
     /// ENABLE: turns on what we implement among the named extensions and lists, in the
     /// untagged ENABLED response, only those this command newly enabled (RFC 5161 §3.1).
     /// Unknown names are ignored, not refused. QRESYNC implies CONDSTORE (RFC 7162 §3.2.3)
-    /// without listing it unless the client named it too.
+    /// without listing it unless the client named it too. Extensions outside RFC 7162 and
+    /// IMAP4rev2 are asked of [`Session::enable_extension`].
     pub(super) fn enable(
         &mut self,
         tag: &imap_codec::imap_types::core::Tag<'_>,
@@ -65,7 +66,15 @@ impl<B: Backend> Session<B> {
                 "CONDSTORE" => ("CONDSTORE", before.condstore),
                 "QRESYNC" => ("QRESYNC", before.qresync),
                 "IMAP4REV2" => ("IMAP4rev2", before.rev2),
-                _ => continue,
+                _ => {
+                    // The other extensions' ENABLE (UTF8=ACCEPT, RFC 6855).
+                    if let Some(name) = self.enable_extension(capability)
+                        && !newly.contains(&name)
+                    {
+                        newly.push(name);
+                    }
+                    continue;
+                }
             };
             match wanted {
                 "CONDSTORE" => self.enabled.condstore = true,

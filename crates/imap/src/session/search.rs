@@ -108,7 +108,7 @@ fn needs_body(key: &SearchKey<'_>) -> bool {
 }
 
 /// True when `key` uses CONDSTORE's MODSEQ (the response then carries the highest one).
-fn uses_modseq(key: &SearchKey<'_>) -> bool {
+pub(super) fn uses_modseq(key: &SearchKey<'_>) -> bool {
     match key {
         SearchKey::And(keys) => keys.as_ref().iter().any(uses_modseq),
         SearchKey::Not(key) => uses_modseq(key),
