@@ -570,15 +570,18 @@ class Deflated:
 
 
 def cmd_compress(a):
-    """COMPRESS=DEFLATE: after the tagged OK everything goes through zlib both ways. SELECT and
-    FETCH a message, IDLE (writing --ready-file once the server said "+") until an EXISTS
-    above SELECT's count arrives or --wait passes, DONE, then a second COMPRESS."""
+    """COMPRESS=DEFLATE: after the tagged OK everything goes through zlib both ways. ENABLE
+    QRESYNC, SELECT and FETCH a message, IDLE (writing --ready-file once the server said "+")
+    until an EXISTS above SELECT's count arrives or --wait passes, DONE; then the CONDSTORE /
+    QRESYNC answers through the compressed stream (STORE with MODSEQ, EXPUNGE as VANISHED,
+    ESEARCH, LIST-STATUS HIGHESTMODSEQ, SORT by MODSEQ), then a second COMPRESS."""
     m, _ = imap_connect(a)
     m.login(a.user, a.password)
     caps = list(m.capabilities)
     answer = imap_raw(m, "COMPRESS DEFLATE")
     z = Deflated(m.sock)
     out = {"capabilities": caps, "compress": answer}
+    out["enable"] = z.command("c0", "ENABLE QRESYNC")
     out["select"] = z.command("c1", "SELECT INBOX")
     exists = next(int(l.split()[1]) for l in out["select"][0] if l.endswith(" EXISTS"))
     out["fetch"] = z.command("c2", "FETCH 1 (BODY.PEEK[])")
@@ -610,6 +613,11 @@ def cmd_compress(a):
         if not line or line.startswith("c3 "):
             break
     out["done"] = done
+    out["store"] = z.command("c6", "STORE 1 +FLAGS (\\Deleted)")
+    out["expunge"] = z.command("c7", "EXPUNGE")
+    out["esearch"] = z.command("c8", "UID SEARCH RETURN (COUNT) MODSEQ 1")
+    out["list_status"] = z.command("c9", 'LIST "" INBOX RETURN (STATUS (HIGHESTMODSEQ MESSAGES))')
+    out["sort_modseq"] = z.command("ca", "SORT (ARRIVAL) UTF-8 MODSEQ 1")
     out["compress_again"] = z.command("c4", "COMPRESS DEFLATE")
     out["logout"] = z.command("c5", "LOGOUT")
     return out

@@ -195,6 +195,45 @@ async fn compress(backend: &str) {
     );
     let done: Vec<String> = serde_json::from_value(out["done"].clone()).unwrap();
     assert_eq!(done.last().unwrap(), "c3 OK IDLE terminated", "{out}");
+    // CONDSTORE/QRESYNC answers through the compressed stream.
+    assert_eq!(lines(&out["enable"]), ["* ENABLED QRESYNC"], "{out}");
+    assert!(
+        lines(&out["select"])
+            .iter()
+            .any(|l| l.starts_with("* OK [HIGHESTMODSEQ ")),
+        "{out}"
+    );
+    // The number right after `marker` in `line`.
+    let number_after = |line: &str, marker: &str| -> u64 {
+        let at = line
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in {line}: {out}"));
+        let digits: String = line[at + marker.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().unwrap_or_else(|_| panic!("{line}: {out}"))
+    };
+    // Under QRESYNC the FETCH carries the UID (RFC 7162 §3.2.4) and the new MODSEQ.
+    let store = &lines(&out["store"])[0];
+    assert!(store.starts_with("* 1 FETCH (UID 1 FLAGS ("), "{out}");
+    let stored = number_after(store, "\\Deleted) MODSEQ (");
+    assert!(tagged(&out["store"]).contains("OK"), "{out}");
+    assert_eq!(lines(&out["expunge"]), ["* VANISHED 1"], "{out}");
+    assert!(
+        lines(&out["esearch"])[0].starts_with("* ESEARCH (TAG \"c8\") UID COUNT 1 MODSEQ "),
+        "{out}"
+    );
+    let status = lines(&out["list_status"]);
+    assert!(status[1].ends_with(" MESSAGES 1)"), "{out}");
+    assert!(
+        number_after(&status[1], "* STATUS \"INBOX\" (HIGHESTMODSEQ ") >= stored,
+        "{out}"
+    );
+    assert!(
+        lines(&out["sort_modseq"])[0].starts_with("* SORT 1 (MODSEQ "),
+        "{out}"
+    );
     assert!(
         tagged(&out["compress_again"]).contains("NO [COMPRESSIONACTIVE]"),
         "{out}"
