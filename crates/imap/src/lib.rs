@@ -10,9 +10,9 @@
 //! Deliberately absent: sockets, TLS, timers (the agent asks for [`Session::timeout_reply`] when
 //! its own timer fires), storage and SQL, logging of passwords or message bodies. FETCH BINARY
 //! and APPEND of `~{n}` literals (RFC 3516, part of IMAP4rev2) are answered, and `BINARY` is
-//! advertised for IMAP4rev1 clients. Also LIST-EXTENDED, LIST-STATUS, SPECIAL-USE, QUOTA,
-//! APPENDLIMIT, UTF8=ACCEPT and COMPRESS=DEFLATE (the agent does the compression after
-//! [`Action::Compress`]).
+//! advertised for IMAP4rev1 clients. Also ENABLE, CONDSTORE/QRESYNC and ESEARCH, LIST-EXTENDED,
+//! LIST-STATUS, SPECIAL-USE, QUOTA, APPENDLIMIT, UTF8=ACCEPT, SORT/THREAD and COMPRESS=DEFLATE
+//! (the agent does the compression after [`Action::Compress`]).
 
 use std::future::Future;
 

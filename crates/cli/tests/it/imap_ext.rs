@@ -1,7 +1,8 @@
 //! IMAP extensions with Python's imaplib against a real cluster, on both backends:
 //! LIST-EXTENDED / LIST-STATUS / SPECIAL-USE on the default folders, QUOTA after a delivery
 //! (and APPEND refused over quota), APPEND over APPENDLIMIT refused with TOOBIG, SORT and
-//! THREAD, UTF8=ACCEPT names, and COMPRESS=DEFLATE carrying a FETCH and an IDLE wake-up.
+//! THREAD, UTF8=ACCEPT names, and COMPRESS=DEFLATE carrying a FETCH, an IDLE wake-up and the
+//! CONDSTORE/QRESYNC answers (MODSEQ, VANISHED, ESEARCH, LIST-STATUS HIGHESTMODSEQ, SORT MODSEQ).
 
 use std::time::Duration;
 
