@@ -26,7 +26,8 @@
 # Knobs (environment): N messages per run (5000), CONC concurrent sessions (10), SIZE bytes per
 # message (2048), REPS repetitions (2), SCENARIOS ("a b"), TOOLS ("smtp-source tern"),
 # SERVERS ("tern postfix"),
-# TERN_BIN_DIR (target/release), RUN (/tmp/tern-bench), PG_URL (postgres://postgres@127.0.0.1:5432).
+# TERN_BIN_DIR (target/release), RUN (/tmp/tern-bench), PG_URL (postgres://postgres@127.0.0.1:5432),
+# PG_PARAMS (sslmode=disable: the agents' connection parameters; empty for sqlx's defaults).
 # Output: $RUN/results.tsv (one line per run) and a Markdown summary (medians) on stdout and in
 # $RUN/summary.md.
 
@@ -45,6 +46,7 @@ SERVERS="${SERVERS:-tern postfix}"
 BIN="${TERN_BIN_DIR:-$REPO/target/release}"
 RUN="${RUN:-/tmp/tern-bench}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
+PG_PARAMS="${PG_PARAMS-sslmode=disable}"
 DB="tern_bench"
 TOKEN="bench-admin-token"
 
@@ -143,7 +145,10 @@ tern_start() {
     tern_stop
     psql_admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
     psql_admin -c "CREATE DATABASE $DB"
-    local db="$PG_URL/$DB"
+    # The database is on loopback, so the agents connect without TLS (PG_PARAMS): sqlx, like
+    # libpq, would otherwise negotiate TLS with a server that has ssl=on (Debian's default) and
+    # encrypt traffic that never leaves the machine, as Postfix's queue files are not.
+    local db="$PG_URL/$DB${PG_PARAMS:+?$PG_PARAMS}"
     # The MDA first: it runs the migrations and serves Admin, which creates the domain/account.
     env TERN_DATABASE_URL="$db" TERN_ADMIN_TOKEN="$TOKEN" \
         TERN_GRPC_LISTEN="127.0.0.1:$TERN_MDA_GRPC" \

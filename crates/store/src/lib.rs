@@ -19,6 +19,7 @@ mod forward;
 mod group_commit;
 mod mailbox;
 mod mailbox_ops;
+mod nodelay;
 mod queue;
 mod quota;
 mod scram;
@@ -255,6 +256,19 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        match nodelay::set_nodelay(conn).await {
+                            Ok(true) => {}
+                            Ok(false) => tracing::debug!(
+                                "PostgreSQL connection: TCP_NODELAY not set (Unix socket, or \
+                                 ports hidden by a proxy)"
+                            ),
+                            Err(e) => tracing::warn!(error = %e, "setting TCP_NODELAY failed"),
+                        }
+                        Ok(())
+                    })
+                })
                 .connect_with(options)
                 .await?;
             Pool::Pg(pool)
