@@ -158,7 +158,8 @@ run_tern() {
         "$BIN/tern-mda" >>"$RUN/tern-mda.log" 2>&1 &
     PIDS+=($!)
     wait_port "$TERN_MDA_GRPC" 30
-    local admin=(env TERN_ADMIN_URL="http://127.0.0.1:$TERN_MDA_GRPC" TERN_ADMIN_TOKEN="$TOKEN" "$BIN/tern")
+    # Queue commands are not used; the URL only spares the CLI looking for a local system.
+    local admin=(env TERN_ADMIN_URL="http://127.0.0.1:$TERN_MDA_GRPC" TERN_QUEUE_URL="http://127.0.0.1:$TERN_MDA_GRPC" TERN_ADMIN_TOKEN="$TOKEN" "$BIN/tern")
     timeout 30 "${admin[@]}" domain add bench.test >/dev/null
     timeout 30 "${admin[@]}" account add "$USER_BENCH" --password "$PASS" >/dev/null
     timeout 30 "${admin[@]}" account add "$USER_IDLE" --password "$PASS" >/dev/null

@@ -10,7 +10,8 @@
 //! The fill is done in `runs` equal chunks, so APPEND's rate is a median too.
 //!
 //! `imap-idle` opens `connections` sessions (implicit TLS, LOGIN, SELECT, IDLE) and reports the
-//! server's resident memory before and after, read from `/proc` for the given process and its
+//! server's resident memory before and after (before = after a warm-up round of sessions
+//! opened and closed, so one-time growth is not charged to the sessions), read from `/proc` for the given process and its
 //! descendants (a multi-process server like Dovecot is summed; PSS counts shared pages once).
 //!
 //! The client is hand-written and minimal so that the server is measured, not a client
@@ -250,6 +251,10 @@ pub struct Memory {
 pub struct IdleReport {
     pub connections: usize,
     pub open_time: Duration,
+    /// Before anything.
+    pub cold: Memory,
+    /// Sessions opened and closed before `before` was read.
+    pub warm_up: usize,
     pub before: Memory,
     pub after: Memory,
 }
@@ -266,10 +271,17 @@ impl std::fmt::Display for IdleReport {
         )?;
         writeln!(
             f,
-            "before    RSS {:.1} MB  PSS {:.1} MB  ({} processes)",
+            "cold      RSS {:.1} MB  PSS {:.1} MB  ({} processes)",
+            mb(self.cold.rss_kb),
+            mb(self.cold.pss_kb),
+            self.cold.processes
+        )?;
+        writeln!(
+            f,
+            "warm      RSS {:.1} MB  PSS {:.1} MB  (after {} sessions opened and closed)",
             mb(self.before.rss_kb),
             mb(self.before.pss_kb),
-            self.before.processes
+            self.warm_up
         )?;
         writeln!(
             f,
@@ -293,9 +305,27 @@ pub async fn run_idle(b: &IdleBench) -> anyhow::Result<IdleReport> {
         bail!("connections and concurrency must be at least 1");
     }
     let connector = connector(&b.target.trust)?;
+    let target = Arc::new(b.target.clone());
+    let cold = memory(b.pid)?;
+    // One round of logins first, closed again: the server's one-time growth (pools, caches,
+    // the allocator's arenas after a burst of password hashing) is not the sessions' cost.
+    let warm_up = b.concurrency.min(b.connections);
+    let mut warming = tokio::task::JoinSet::new();
+    for _ in 0..warm_up {
+        let (target, connector) = (Arc::clone(&target), connector.clone());
+        warming.spawn(async move {
+            let mut c = Conn::open(&target, &connector).await?;
+            c.select(&target.mailbox).await?;
+            c.logout().await;
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = warming.join_next().await {
+        done.context("warm-up task")?.context("warm-up session")?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let before = memory(b.pid)?;
     let start = Instant::now();
-    let target = Arc::new(b.target.clone());
     let mut sessions: Vec<Conn> = Vec::with_capacity(b.connections);
     let mut pending = tokio::task::JoinSet::new();
     let mut next = 0;
@@ -329,6 +359,8 @@ pub async fn run_idle(b: &IdleBench) -> anyhow::Result<IdleReport> {
     Ok(IdleReport {
         connections: b.connections,
         open_time,
+        cold,
+        warm_up,
         before,
         after,
     })
