@@ -384,3 +384,37 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// The contents of messages with UID `from_uid` and above, ascending, for reading ahead
+    /// through a mailbox in one query instead of one per message: at most `limit` messages,
+    /// and after the first only as many as fit in `max_bytes` together. The first row is
+    /// `from_uid` itself unless that message does not exist.
+    pub async fn message_bodies_from(
+        &self,
+        mailbox_id: i64,
+        from_uid: u32,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<(u32, Vec<u8>)>> {
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        crate::with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT uid, content FROM ( \
+                   SELECT uid, content, SUM(size) OVER (ORDER BY uid) AS running, \
+                     ROW_NUMBER() OVER (ORDER BY uid) AS n \
+                   FROM messages WHERE mailbox_id = $1 AND uid >= $2 ORDER BY uid LIMIT $3 \
+                 ) AS w WHERE n = 1 OR running <= $4 ORDER BY uid",
+            )
+            .bind(mailbox_id)
+            .bind(i64::from(from_uid))
+            .bind(i64::from(limit))
+            .bind(max_bytes)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| Ok((to_u32(row.try_get("uid")?, "uid")?, row.try_get("content")?)))
+                .collect()
+        })
+    }
+}
