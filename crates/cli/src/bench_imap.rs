@@ -569,7 +569,7 @@ impl Conn {
             .map_err(|_| anyhow::anyhow!("TLS handshake: timed out"))?
             .context("TLS handshake")?;
         let mut c = Conn {
-            io: BufReader::with_capacity(64 * 1024, Box::new(tls) as Box<dyn Io>),
+            io: BufReader::with_capacity(16 * 1024, Box::new(tls) as Box<dyn Io>),
             tag: 0,
             line: Vec::new(),
             literal: Vec::new(),
