@@ -18,7 +18,7 @@
 #
 # It deliberately does not touch /etc/dovecot or the system Dovecot service (a private config
 # and base_dir under $RUN), listen beyond loopback, or build Tern (build first:
-# `cargo build --release -p tern -p tern-maa -p tern-mda`).
+# `cargo build --release -p tern -p tern-maa`).
 #
 # Usage (as root, PostgreSQL on 127.0.0.1:5432; dovecot-imapd is installed when missing):
 #   bash deploy/bench/imap-vs-dovecot.sh
@@ -43,7 +43,6 @@ BIN="${TERN_BIN_DIR:-$REPO/target/release}"
 RUN="${RUN:-/tmp/tern-imap-bench}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
 DB="tern_imap_bench"
-TOKEN="bench-admin-token"
 PASS="benchpass123"
 USER_BENCH="bench@bench.test"
 USER_IDLE="idle@bench.test"
@@ -52,7 +51,6 @@ USER_IDLE="idle@bench.test"
 # never hold one of them.
 TERN_IMAPS="${TERN_IMAPS:-20993}"
 DOVECOT_IMAPS="${DOVECOT_IMAPS:-20994}"
-TERN_MDA_GRPC="${TERN_MDA_GRPC:-20053}"
 TERN_MAA_GRPC="${TERN_MAA_GRPC:-20054}"
 TERN_IMAP="${TERN_IMAP:-20143}"
 TERN_POP3="${TERN_POP3:-20110}"
@@ -101,8 +99,8 @@ trap cleanup EXIT
 
 preflight() {
     [[ $EUID -eq 0 ]] || { log "run as root (Dovecot's master needs it)"; exit 1; }
-    for b in tern tern-maa tern-mda; do
-        [[ -x "$BIN/$b" ]] || { log "$BIN/$b missing: cargo build --release -p tern -p tern-maa -p tern-mda"; exit 1; }
+    for b in tern tern-maa; do
+        [[ -x "$BIN/$b" ]] || { log "$BIN/$b missing: cargo build --release -p tern -p tern-maa"; exit 1; }
     done
     if ! command -v dovecot >/dev/null || [[ ! -e /usr/lib/dovecot/imap ]]; then
         log "installing dovecot-imapd"
@@ -111,7 +109,7 @@ preflight() {
     for b in psql openssl; do
         command -v "$b" >/dev/null || { log "$b not found (apt-get install postgresql-client openssl)"; exit 1; }
     done
-    for p in "$TERN_IMAPS" "$DOVECOT_IMAPS" "$TERN_MDA_GRPC" "$TERN_MAA_GRPC" "$TERN_IMAP" "$TERN_POP3" "$TERN_POP3S"; do
+    for p in "$TERN_IMAPS" "$DOVECOT_IMAPS" "$TERN_MAA_GRPC" "$TERN_IMAP" "$TERN_POP3" "$TERN_POP3S"; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             log "127.0.0.1:$p is already in use"; exit 1
         fi
@@ -153,16 +151,17 @@ run_tern() {
     psql_admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
     psql_admin -c "CREATE DATABASE $DB"
     local db="$PG_URL/$DB"
-    # The MDA runs the migrations and serves Admin, which creates the domain and accounts.
-    env TERN_DATABASE_URL="$db" TERN_ADMIN_TOKEN="$TOKEN" TERN_GRPC_LISTEN="127.0.0.1:$TERN_MDA_GRPC" \
-        "$BIN/tern-mda" >>"$RUN/tern-mda.log" 2>&1 &
-    PIDS+=($!)
-    wait_port "$TERN_MDA_GRPC" 30
-    # Queue commands are not used; the URL only spares the CLI looking for a local system.
-    local admin=(env TERN_ADMIN_URL="http://127.0.0.1:$TERN_MDA_GRPC" TERN_QUEUE_URL="http://127.0.0.1:$TERN_MDA_GRPC" TERN_ADMIN_TOKEN="$TOKEN" "$BIN/tern")
-    timeout 30 "${admin[@]}" domain add bench.test >/dev/null
-    timeout 30 "${admin[@]}" account add "$USER_BENCH" --password "$PASS" >/dev/null
-    timeout 30 "${admin[@]}" account add "$USER_IDLE" --password "$PASS" >/dev/null
+    # `tern up` on the bench database runs the migrations and serves Admin for the domain and
+    # the accounts; then it stops, and tern-maa alone serves IMAP.
+    "$BIN/tern" up --data "$RUN/up" --database-url "$db" --ephemeral-ports >>"$RUN/tern-up.log" 2>&1 &
+    local up=$!
+    PIDS+=($up)
+    local i
+    for ((i = 0; i < 300; i++)); do [[ -f "$RUN/up/state.json" ]] && break; sleep 0.1; done
+    timeout 30 "$BIN/tern" --data "$RUN/up" domain add bench.test >/dev/null
+    timeout 30 "$BIN/tern" --data "$RUN/up" account add "$USER_BENCH" --password "$PASS" >/dev/null
+    timeout 30 "$BIN/tern" --data "$RUN/up" account add "$USER_IDLE" --password "$PASS" >/dev/null
+    stop_pids
     env TERN_DATABASE_URL="$db" TERN_HOSTNAME=localhost \
         TERN_IMAP_LISTEN="127.0.0.1:$TERN_IMAP" TERN_IMAPS_LISTEN="127.0.0.1:$TERN_IMAPS" \
         TERN_POP3_LISTEN="127.0.0.1:$TERN_POP3" TERN_POP3S_LISTEN="127.0.0.1:$TERN_POP3S" \
