@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bench_imap;
 pub mod dkim_cmd;
 pub mod mua;
 pub mod sieve_cmd;

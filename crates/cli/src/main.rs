@@ -90,6 +90,64 @@ enum BenchCmd {
     /// Submissions per second over STARTTLS + AUTH, reusing sessions and with a new session
     /// per message (default: the local system's submission port and certificate).
     Submit(SubmitBenchArgs),
+    /// Fill a mailbox over APPEND, then time SELECT, FETCH (flags, envelopes, bodies) and
+    /// SEARCH over IMAPS (default: the local system's IMAPS port and certificate).
+    Imap(ImapBenchArgs),
+    /// Hold many IMAPS sessions in IDLE and report the server's resident memory.
+    ImapIdle(ImapIdleArgs),
+}
+
+/// Where the IMAP benchmarks connect, as whom.
+#[derive(Args)]
+struct ImapTargetArgs {
+    /// IMAPS (implicit TLS) server (default: the local system's).
+    #[arg(long)]
+    target: Option<std::net::SocketAddr>,
+    #[arg(long, env = "TERN_USER")]
+    user: String,
+    #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
+    password: String,
+    #[arg(long, default_value = "INBOX")]
+    mailbox: String,
+    /// Trust this CA file (default: the local system's certificate).
+    #[arg(long, conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Accept any server certificate (self-signed servers; measuring only).
+    #[arg(long)]
+    insecure: bool,
+}
+
+#[derive(Args)]
+struct ImapBenchArgs {
+    #[command(flatten)]
+    target: ImapTargetArgs,
+    /// Messages the mailbox should hold (missing ones are appended first).
+    #[arg(long, default_value_t = 10_000)]
+    messages: usize,
+    /// Timed repetitions of each measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Sender to search for (the generated mail comes from sender0..sender49@bench.test).
+    #[arg(long, default_value = "sender7@bench.test")]
+    search_from: String,
+    /// Only fill the mailbox.
+    #[arg(long)]
+    fill_only: bool,
+}
+
+#[derive(Args)]
+struct ImapIdleArgs {
+    #[command(flatten)]
+    target: ImapTargetArgs,
+    /// Sessions to hold in IDLE (raise `ulimit -n` for both client and server).
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Sessions being opened at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// The server's process id (its descendants are counted too).
+    #[arg(long)]
+    pid: u32,
 }
 
 #[derive(Args)]
@@ -575,6 +633,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reply(args) => reply_cmd(&data, args).await,
         Command::Bench(BenchCmd::Smtp(args)) => bench_smtp(&data, args).await,
         Command::Bench(BenchCmd::Submit(args)) => bench_submit(&data, args).await,
+        Command::Bench(BenchCmd::Imap(args)) => bench_imap(&data, args).await,
+        Command::Bench(BenchCmd::ImapIdle(args)) => bench_imap_idle(&data, args).await,
     }
 }
 
@@ -938,6 +998,51 @@ async fn bench_smtp(data: &Path, a: SmtpBenchArgs) -> anyhow::Result<()> {
     };
     let report = tern::bench::run_smtp(&bench).await?;
     println!("{report}");
+    Ok(())
+}
+
+fn imap_target(data: &Path, a: ImapTargetArgs) -> anyhow::Result<tern::bench_imap::ImapTarget> {
+    let local = || State::load(data);
+    let address = match a.target {
+        Some(t) => t,
+        None => local()?.imaps,
+    };
+    let trust = match (a.ca, a.insecure) {
+        (_, true) => tern::bench::Trust::Insecure,
+        (Some(ca), false) => tern::bench::Trust::Ca(ca),
+        (None, false) => tern::bench::Trust::Ca(local()?.cert),
+    };
+    Ok(tern::bench_imap::ImapTarget {
+        address,
+        trust,
+        user: a.user,
+        password: a.password,
+        mailbox: a.mailbox,
+    })
+}
+
+async fn bench_imap(data: &Path, a: ImapBenchArgs) -> anyhow::Result<()> {
+    let bench = tern::bench_imap::ImapBench {
+        target: imap_target(data, a.target)?,
+        messages: a.messages,
+        runs: a.runs,
+        search_from: a.search_from,
+        fill_only: a.fill_only,
+    };
+    let report = tern::bench_imap::run_imap(&bench).await?;
+    print!("{report}");
+    Ok(())
+}
+
+async fn bench_imap_idle(data: &Path, a: ImapIdleArgs) -> anyhow::Result<()> {
+    let bench = tern::bench_imap::IdleBench {
+        target: imap_target(data, a.target)?,
+        connections: a.connections,
+        concurrency: a.concurrency,
+        pid: a.pid,
+    };
+    let report = tern::bench_imap::run_idle(&bench).await?;
+    print!("{report}");
     Ok(())
 }
 

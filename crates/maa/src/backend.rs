@@ -1,7 +1,7 @@
 //! The mailbox backends of the IMAP and POP3 sessions, implemented over the store. The protocol
 //! crates see only their own small traits; this file is the whole coupling.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use tern_runtime::sessions::IdleWatch;
@@ -21,6 +21,29 @@ pub struct StoreBackend {
     ids: HashMap<String, i64>,
     /// Mailbox change notifications, subscribed on the first IMAP IDLE.
     changes: Option<broadcast::Receiver<MailboxChanged>>,
+    /// Bodies read ahead during a scan through a mailbox (FETCH 1:* BODY[], SEARCH BODY).
+    ahead: ReadAhead,
+}
+
+/// Messages read ahead: a FETCH or SEARCH over many messages asks for their bodies one by one
+/// in ascending UID order; after two such requests in a row, the next [`AHEAD_MESSAGES`]
+/// bodies (at most [`AHEAD_BYTES`] together) come in one query instead of one query each.
+/// Message contents never change, so a body read ahead is never stale. Emptied when the
+/// session idles, so an idle session holds none.
+#[derive(Default)]
+struct ReadAhead {
+    mailbox_id: i64,
+    last_uid: Option<u32>,
+    bodies: VecDeque<(u32, Vec<u8>)>,
+}
+
+const AHEAD_MESSAGES: u32 = 64;
+const AHEAD_BYTES: u64 = 1024 * 1024;
+
+impl ReadAhead {
+    fn clear(&mut self) {
+        *self = ReadAhead::default();
+    }
 }
 
 impl StoreBackend {
@@ -30,6 +53,41 @@ impl StoreBackend {
             account: None,
             ids: HashMap::new(),
             changes: None,
+            ahead: ReadAhead::default(),
+        }
+    }
+
+    /// The content of message `uid` of mailbox `id`, read ahead when the caller is scanning.
+    async fn body_of(&mut self, id: i64, uid: u32) -> Result<Option<Vec<u8>>, String> {
+        let ahead = &mut self.ahead;
+        if ahead.mailbox_id != id {
+            ahead.clear();
+            ahead.mailbox_id = id;
+        }
+        let scanning = ahead.last_uid.is_some_and(|last| last < uid);
+        ahead.last_uid = Some(uid);
+        while ahead.bodies.front().is_some_and(|(u, _)| *u < uid) {
+            ahead.bodies.pop_front();
+        }
+        match ahead.bodies.front() {
+            Some((u, _)) if *u == uid => return Ok(ahead.bodies.pop_front().map(|(_, b)| b)),
+            // Read ahead past `uid` already: it is gone.
+            Some(_) => return Ok(None),
+            None => {}
+        }
+        if !scanning {
+            return self.store.message_body(id, uid).await.map_err(temporary);
+        }
+        let rows = self
+            .store
+            .message_bodies_from(id, uid, AHEAD_MESSAGES, AHEAD_BYTES)
+            .await
+            .map_err(temporary)?;
+        let ahead = &mut self.ahead;
+        ahead.bodies = rows.into();
+        match ahead.bodies.front() {
+            Some((u, _)) if *u == uid => Ok(ahead.bodies.pop_front().map(|(_, b)| b)),
+            _ => Ok(None),
         }
     }
 
@@ -82,6 +140,8 @@ impl IdleWatch for StoreBackend {
     /// come from the store's single listener. Cancel-safe: dropping it mid-wait loses no
     /// event that matters, since the session refreshes from the store after every wake.
     async fn changed(&mut self, mailbox: Option<&str>) {
+        // Nothing read ahead is kept while the client idles.
+        self.ahead.clear();
         let Ok(account) = self.account_id() else {
             return std::future::pending().await;
         };
@@ -324,11 +384,7 @@ mod imap_impl {
                 .await
                 .map_err(t)?
                 .ok_or(BackendError::NotFound)?;
-            self.store
-                .message_body(id, uid)
-                .await
-                .map_err(temporary)
-                .map_err(t)
+            self.body_of(id, uid).await.map_err(t)
         }
 
         async fn store_flags(

@@ -42,7 +42,7 @@ pub use changes::MailboxChanged;
 pub use directory::{Account, Alias, Domain, Resolution};
 pub use forward::Forwarded;
 pub use mailbox::{Delivered, DeliveryItem, FlagOp, MailboxInfo, MessageMeta};
-pub use mailbox_ops::Copied;
+pub use mailbox_ops::{Copied, MessageHead};
 pub use queue::{
     Claim, NewMessage, Notify, OutcomeRecord, QueueFilter, QueueStats, QueuedMessage,
     QueuedRecipient, RecipientDsn, RecipientState, Recorded, Ret,

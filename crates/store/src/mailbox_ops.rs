@@ -293,3 +293,146 @@ impl Store {
         Ok(out)
     }
 }
+
+/// A page of [`Store::messages_page`]: a message's metadata and the start of its content
+/// (enough for its header section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageHead {
+    pub meta: crate::MessageMeta,
+    /// At most the first `head_bytes` octets of the message.
+    pub head: Vec<u8>,
+}
+
+impl Store {
+    /// Up to `limit` messages of a mailbox with UID above `after_uid`, ascending, each with its
+    /// first `head_bytes` octets: one query, for listings that show envelopes without reading
+    /// whole messages.
+    pub async fn messages_page(
+        &self,
+        mailbox_id: i64,
+        after_uid: u32,
+        limit: u32,
+        head_bytes: u32,
+    ) -> Result<Vec<MessageHead>> {
+        crate::with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT uid, flags, size, internal_date, modseq, \
+                   SUBSTR(content, 1, CAST($4 AS INTEGER)) AS head FROM messages \
+                 WHERE mailbox_id = $1 AND uid > $2 ORDER BY uid LIMIT $3",
+            )
+            .bind(mailbox_id)
+            .bind(i64::from(after_uid))
+            .bind(i64::from(limit))
+            .bind(i64::from(head_bytes))
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let flags: String = row.try_get("flags")?;
+                    Ok(MessageHead {
+                        meta: crate::MessageMeta {
+                            uid: to_u32(row.try_get("uid")?, "uid")?,
+                            flags: crate::validate::split_flags(&flags),
+                            size: crate::to_u64(row.try_get("size")?, "size")?,
+                            internal_date_ms: row.try_get("internal_date")?,
+                            modseq: crate::to_u64(row.try_get("modseq")?, "modseq")?,
+                        },
+                        head: row.try_get("head")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Removes messages `uids` of a mailbox for good, whatever their flags (the gRPC
+    /// `DeleteMessages` with expunge; IMAP's EXPUNGE only removes `\Deleted` messages), in one
+    /// transaction that refunds the quota, raises the mailbox's highest_modseq and notifies
+    /// watchers like an IMAP EXPUNGE. Returns the UIDs removed, ascending (absent ones are
+    /// skipped).
+    pub async fn remove_messages(&self, mailbox_id: i64, uids: &[u32]) -> Result<Vec<u32>> {
+        let mut wanted = uids.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let out = write_tx!(self, |tx, _backend| {
+            let account_id = crate::quota::lock_mailbox_owner!(tx, mailbox_id);
+            sqlx::query("UPDATE mailboxes SET highest_modseq = highest_modseq WHERE id = $1")
+                .bind(mailbox_id)
+                .execute(&mut *tx)
+                .await?;
+            let mut removed = Vec::new();
+            let mut freed: i64 = 0;
+            for chunk in wanted.chunks(UID_CHUNK) {
+                let sql = format!(
+                    "DELETE FROM messages WHERE mailbox_id = $1 AND uid IN ({}) \
+                     RETURNING uid, size",
+                    crate::placeholders(2, chunk.len())
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(mailbox_id);
+                for uid in chunk {
+                    q = q.bind(i64::from(*uid));
+                }
+                for row in q.fetch_all(&mut *tx).await? {
+                    removed.push(to_u32(row.try_get("uid")?, "uid")?);
+                    freed += row.try_get::<i64, _>("size")?;
+                }
+            }
+            removed.sort_unstable();
+            if !removed.is_empty() {
+                // Remembered as expunged with the new mod-sequence, so QRESYNC clients hear
+                // of these removals as VANISHED like of an IMAP EXPUNGE.
+                let row = sqlx::query(
+                    "UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE id = $1 \
+                     RETURNING highest_modseq",
+                )
+                .bind(mailbox_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                record_expunged!(
+                    tx,
+                    mailbox_id,
+                    &removed,
+                    row.try_get::<i64, _>("highest_modseq")?
+                );
+                mailbox_changed!(self, tx, "id = $1", mailbox_id);
+                let count = i64::try_from(removed.len()).unwrap_or(i64::MAX);
+                charge!(tx, account_id, -freed, -count);
+            }
+            removed
+        });
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// The contents of messages with UID `from_uid` and above, ascending, for reading ahead
+    /// through a mailbox in one query instead of one per message: at most `limit` messages,
+    /// and after the first only as many as fit in `max_bytes` together. The first row is
+    /// `from_uid` itself unless that message does not exist.
+    pub async fn message_bodies_from(
+        &self,
+        mailbox_id: i64,
+        from_uid: u32,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<(u32, Vec<u8>)>> {
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        crate::with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT uid, content FROM ( \
+                   SELECT uid, content, SUM(size) OVER (ORDER BY uid) AS running, \
+                     ROW_NUMBER() OVER (ORDER BY uid) AS n \
+                   FROM messages WHERE mailbox_id = $1 AND uid >= $2 ORDER BY uid LIMIT $3 \
+                 ) AS w WHERE n = 1 OR running <= $4 ORDER BY uid",
+            )
+            .bind(mailbox_id)
+            .bind(i64::from(from_uid))
+            .bind(i64::from(limit))
+            .bind(max_bytes)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| Ok((to_u32(row.try_get("uid")?, "uid")?, row.try_get("content")?)))
+                .collect()
+        })
+    }
+}

@@ -98,6 +98,12 @@ both!(
                 .is_empty()
         );
 
+        // Removal for good through gRPC (whatever the flags) is remembered like an EXPUNGE.
+        let mark = highest(&store, a.id, "INBOX").await;
+        assert_eq!(store.remove_messages(inbox.id, &[2, 9]).await.unwrap(), [2]);
+        assert_eq!(highest(&store, a.id, "INBOX").await, mark + 1);
+        assert_eq!(store.vanished_since(inbox.id, mark).await.unwrap(), [2]);
+
         // The memory goes with the mailbox.
         store.delete_mailbox(a.id, "Keep").await.unwrap();
         store.create_mailbox(a.id, "Keep").await.unwrap();

@@ -161,3 +161,41 @@ both!(
         assert_eq!(store.mailbox(a, "Old").await.unwrap().unwrap().messages, 2);
     }
 );
+
+both!(bodies_are_read_ahead_within_limits, |store| async move {
+    let a = alice(&store).await;
+    let inbox = store.mailbox(a, "INBOX").await.unwrap().unwrap();
+    for body in [b"one" as &[u8], b"two", b"three", b"four", b"five"] {
+        store.append(a, "INBOX", body, &[], None).await.unwrap();
+    }
+    store
+        .store_flags(inbox.id, &[2], FlagOp::Add, &["\\Deleted".to_string()])
+        .await
+        .unwrap();
+    store.expunge(inbox.id, None).await.unwrap();
+    let uids = |rows: Vec<(u32, Vec<u8>)>| rows.into_iter().map(|r| r.0).collect::<Vec<_>>();
+    let all = store
+        .message_bodies_from(inbox.id, 1, 10, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(all[1], (3, b"three".to_vec()));
+    assert_eq!(uids(all), [1, 3, 4, 5]);
+    // From a gone UID: the next ones.
+    let from_gone = store
+        .message_bodies_from(inbox.id, 2, 2, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(uids(from_gone), [3, 4]);
+    // Bytes: "three" (5) + "four" (4) fit in 9, "five" does not; the first always comes.
+    let bounded = store.message_bodies_from(inbox.id, 3, 10, 9).await.unwrap();
+    assert_eq!(uids(bounded), [3, 4]);
+    let first_only = store.message_bodies_from(inbox.id, 3, 10, 1).await.unwrap();
+    assert_eq!(uids(first_only), [3]);
+    assert!(
+        store
+            .message_bodies_from(inbox.id, 6, 10, 1 << 20)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+});
