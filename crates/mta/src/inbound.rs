@@ -19,6 +19,7 @@ use tern_store::{NewMessage, RecipientDsn, Resolution, Store};
 use tokio_rustls::TlsAcceptor;
 
 use crate::SmtpLimits;
+use crate::known_rcpts::KnownRecipients;
 
 pub struct InboundHandler {
     store: Store,
@@ -27,6 +28,7 @@ pub struct InboundHandler {
     max_received: usize,
     tls: bool,
     relay_domains: Arc<[String]>,
+    known: Arc<KnownRecipients>,
 }
 
 fn store_trouble(e: &tern_store::Error) -> Reply {
@@ -86,8 +88,14 @@ impl Handler for InboundHandler {
         {
             return Ok(());
         }
+        if self.known.contains(to) {
+            return Ok(());
+        }
         match self.store.resolve(to).await {
-            Ok(Resolution::Local { .. }) => Ok(()),
+            Ok(Resolution::Local { .. }) => {
+                self.known.insert(to);
+                Ok(())
+            }
             Ok(Resolution::NoSuchUser) => Err(Reply::new(
                 550,
                 (5, 1, 1),
@@ -198,6 +206,7 @@ pub async fn serve_smtp(
     shutdown: Shutdown,
 ) {
     let relay_domains: Arc<[String]> = relay_domains.into();
+    let known = Arc::new(KnownRecipients::default());
     let timeouts = Timeouts {
         idle: Duration::from_secs(limits.idle_timeout_secs),
         handshake: Duration::from_secs(30),
@@ -220,6 +229,7 @@ pub async fn serve_smtp(
             max_received: limits.max_received_headers,
             tls: tls_active,
             relay_domains: relay_domains.clone(),
+            known: known.clone(),
         };
         let session = SmtpConnection::new(Session::new(config, tls_active), handler, |h: &mut InboundHandler| h.tls = true);
         (session, tracing::info_span!("smtp.session", client.address = %peer, listener = "smtp", tls = tls_active))

@@ -8,6 +8,7 @@
 
 pub mod dsn;
 mod inbound;
+mod known_rcpts;
 pub mod outbound;
 mod queue_admin;
 mod remote;
