@@ -99,3 +99,63 @@ pub async fn inbox(store: &tern_store::Store, address: &str) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// A cluster whose outbound mail goes to a closed local port through a smarthost, with a long
+/// retry: mail for other domains stays queued (and no test ever reaches for the Internet).
+pub async fn cluster_with_closed_smarthost(backend: &str) -> tern_testkit::TestCluster {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    tern_testkit::TestCluster::start_with(backend, |o| {
+        o.queue.retry_schedule_secs = vec![3600];
+        o.outbound.smarthost = Some(tern_mta::Smarthost {
+            host: "127.0.0.1".into(),
+            port,
+            tls: tern_mta::TlsMode::Disabled,
+            username: None,
+            password: None,
+        });
+    })
+    .await
+}
+
+/// Calls the MDA's `Deliver` `times` times with one request (one recipient, one delivery
+/// key), as the MTA does after lost replies; each call must report the recipient delivered.
+/// Returns the replies in order.
+pub async fn deliver_repeatedly(
+    c: &tern_testkit::TestCluster,
+    address: &str,
+    delivery_key: &str,
+    content: Vec<u8>,
+    times: usize,
+) -> Vec<String> {
+    use tern_rpc::v1;
+    let mut delivery =
+        v1::delivery_client::DeliveryClient::connect(format!("http://{}", c.state().grpc_mda))
+            .await
+            .unwrap();
+    let request = v1::DeliverRequest {
+        return_path: "someone@far.test".into(),
+        recipients: vec![v1::DeliverRecipient {
+            address: address.into(),
+            delivery_key: delivery_key.into(),
+        }],
+        content,
+        queue_id: "test".into(),
+    };
+    let mut replies = Vec::new();
+    for _ in 0..times {
+        let out = delivery
+            .deliver(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            out.outcomes[0].status,
+            v1::recipient_outcome::Status::Delivered as i32,
+            "{out:?}"
+        );
+        replies.push(out.outcomes[0].reply.clone());
+    }
+    replies
+}

@@ -182,22 +182,8 @@ async fn lmtp_replies_per_recipient() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_to_another_domain_is_queued_once_per_key() {
-    // Outbound mail goes to a closed local port, so the forward stays queued (and no test
-    // ever reaches for the Internet).
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
-    let c = TestCluster::start_with("postgres", |o| {
-        o.queue.retry_schedule_secs = vec![3600];
-        o.outbound.smarthost = Some(tern_mta::Smarthost {
-            host: "127.0.0.1".into(),
-            port,
-            tls: tern_mta::TlsMode::Disabled,
-            username: None,
-            password: None,
-        });
-    })
-    .await;
+    // Outbound mail stays queued behind a closed smarthost.
+    let c = cluster_with_closed_smarthost("postgres").await;
     c.provision("example.test", &[BOB]).await;
     c.store()
         .add_alias(
@@ -206,34 +192,9 @@ async fn forward_to_another_domain_is_queued_once_per_key() {
         )
         .await
         .unwrap();
-    let mut delivery =
-        v1::delivery_client::DeliveryClient::connect(format!("http://{}", c.state().grpc_mda))
-            .await
-            .unwrap();
-    let request = v1::DeliverRequest {
-        return_path: "someone@far.test".into(),
-        recipients: vec![v1::DeliverRecipient {
-            address: "team@example.test".into(),
-            delivery_key: "q:test-1".into(),
-        }],
-        content: message("forward"),
-        queue_id: "test".into(),
-    };
-    // The same call twice, as the MTA makes it after a lost reply.
-    let mut replies = Vec::new();
-    for _ in 0..2 {
-        let out = delivery
-            .deliver(request.clone())
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            out.outcomes[0].status,
-            v1::recipient_outcome::Status::Delivered as i32,
-            "{out:?}"
-        );
-        replies.push(out.outcomes[0].reply.clone());
-    }
+    // The same call twice, as the MTA makes it after lost replies.
+    let replies =
+        deliver_repeatedly(&c, "team@example.test", "q:test-1", message("forward"), 2).await;
     assert!(replies[1].contains("(already queued)"), "{replies:?}");
     assert!(replies[1].contains("(already stored)"), "{replies:?}");
     assert_eq!(inbox(c.store(), BOB.0).await.len(), 1);
