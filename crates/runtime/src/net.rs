@@ -148,6 +148,24 @@ pub struct Timeouts {
     pub handshake: Duration,
 }
 
+/// Bounds of the per-connection read buffer (see `drive`).
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
+/// The buffer for the next read after one that returned `n` bytes into `buf`: twice as large
+/// after a full read (up to [`READ_MAX`]), back to [`READ_MIN`] (memory returned) after a read
+/// that fit in that, otherwise unchanged.
+fn next_read_buffer(mut buf: Vec<u8>, n: usize) -> Vec<u8> {
+    if n == buf.len() && buf.len() < READ_MAX {
+        buf.resize((buf.len() * 2).min(READ_MAX), 0);
+        buf
+    } else if n <= READ_MIN && buf.len() > READ_MIN {
+        vec![0u8; READ_MIN]
+    } else {
+        buf
+    }
+}
+
 /// How a session ended, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -170,7 +188,10 @@ pub async fn drive<P: LineProtocol>(
 ) -> io::Result<Ended> {
     stream.write_all(&session.greeting()).await?;
     stream.flush().await?;
-    let mut buf = vec![0u8; 16 * 1024];
+    // Small while the client is quiet (an IDLE session may wait for hours, and thousands of
+    // them each holding a large buffer add up), doubled while reads fill it (a message body,
+    // a literal), back to small after a short read.
+    let mut buf = vec![0u8; READ_MIN];
     // The silence allowed is counted from the client's last input, not from the last
     // unsolicited update we sent it.
     let mut last_input = tokio::time::Instant::now();
@@ -209,6 +230,7 @@ pub async fn drive<P: LineProtocol>(
         };
         // Plain input goes to the session as read; compressed input is inflated in pieces.
         let mut input: Vec<u8> = buf[..n].to_vec();
+        buf = next_read_buffer(buf, n);
         let mut pos = 0;
         loop {
             let (chunk, more) = match deflate.as_mut() {
@@ -492,6 +514,30 @@ pub async fn serve_sessions<P, F>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_buffer_grows_on_full_reads_and_shrinks_when_quiet() {
+        let buf = vec![0u8; READ_MIN];
+        let buf = next_read_buffer(buf, 10);
+        assert_eq!(buf.len(), READ_MIN, "a short read keeps it small");
+        let mut buf = next_read_buffer(buf, READ_MIN);
+        assert_eq!(buf.len(), 2 * READ_MIN);
+        while buf.len() < READ_MAX {
+            let n = buf.len();
+            buf = next_read_buffer(buf, n);
+        }
+        assert_eq!(buf.len(), READ_MAX);
+        let buf = next_read_buffer(buf, READ_MAX);
+        assert_eq!(buf.len(), READ_MAX, "never beyond the maximum");
+        let buf = next_read_buffer(buf, READ_MIN + 1);
+        assert_eq!(buf.len(), READ_MAX, "a middling read keeps the size");
+        let buf = next_read_buffer(buf, 3);
+        assert_eq!(
+            (buf.len(), buf.capacity()),
+            (READ_MIN, READ_MIN),
+            "memory returned"
+        );
+    }
 
     #[test]
     fn gate_enforces_total_and_per_ip_limits_and_frees_slots() {
