@@ -232,6 +232,25 @@ mod imap_impl {
         }
     }
 
+    /// The IMAP flag operation as the store's.
+    fn store_op(op: FlagOp) -> tern_store::FlagOp {
+        match op {
+            FlagOp::Add => tern_store::FlagOp::Add,
+            FlagOp::Remove => tern_store::FlagOp::Remove,
+            FlagOp::Replace => tern_store::FlagOp::Replace,
+        }
+    }
+
+    impl StoreBackend {
+        /// The id of mailbox `name`, which must exist.
+        async fn existing(&mut self, name: &str) -> Result<i64, BackendError> {
+            self.mailbox_id(name)
+                .await
+                .map_err(t)?
+                .ok_or(BackendError::NotFound)
+        }
+    }
+
     impl Backend for StoreBackend {
         async fn login(&mut self, user: &str, password: &str) -> Result<bool, BackendError> {
             StoreBackend::login(self, user, password).await.map_err(t)
@@ -364,11 +383,7 @@ mod imap_impl {
         }
 
         async fn messages(&mut self, name: &str) -> Result<Vec<MessageMeta>, BackendError> {
-            let id = self
-                .mailbox_id(name)
-                .await
-                .map_err(t)?
-                .ok_or(BackendError::NotFound)?;
+            let id = self.existing(name).await?;
             let list = self
                 .store
                 .messages(id)
@@ -379,11 +394,7 @@ mod imap_impl {
         }
 
         async fn body(&mut self, name: &str, uid: u32) -> Result<Option<Vec<u8>>, BackendError> {
-            let id = self
-                .mailbox_id(name)
-                .await
-                .map_err(t)?
-                .ok_or(BackendError::NotFound)?;
+            let id = self.existing(name).await?;
             self.body_of(id, uid).await.map_err(t)
         }
 
@@ -394,16 +405,8 @@ mod imap_impl {
             op: FlagOp,
             flags: &[String],
         ) -> Result<Vec<MessageMeta>, BackendError> {
-            let id = self
-                .mailbox_id(name)
-                .await
-                .map_err(t)?
-                .ok_or(BackendError::NotFound)?;
-            let op = match op {
-                FlagOp::Add => tern_store::FlagOp::Add,
-                FlagOp::Remove => tern_store::FlagOp::Remove,
-                FlagOp::Replace => tern_store::FlagOp::Replace,
-            };
+            let id = self.existing(name).await?;
+            let op = store_op(op);
             let list = self
                 .store
                 .store_flags(id, uids, op, flags)
@@ -418,11 +421,7 @@ mod imap_impl {
             name: &str,
             uids: Option<&[u32]>,
         ) -> Result<Vec<u32>, BackendError> {
-            let id = self
-                .mailbox_id(name)
-                .await
-                .map_err(t)?
-                .ok_or(BackendError::NotFound)?;
+            let id = self.existing(name).await?;
             self.store
                 .expunge(id, uids)
                 .await
@@ -438,16 +437,8 @@ mod imap_impl {
             flags: &[String],
             unchanged_since: u64,
         ) -> Result<(Vec<MessageMeta>, Vec<u32>), BackendError> {
-            let id = self
-                .mailbox_id(name)
-                .await
-                .map_err(t)?
-                .ok_or(BackendError::NotFound)?;
-            let op = match op {
-                FlagOp::Add => tern_store::FlagOp::Add,
-                FlagOp::Remove => tern_store::FlagOp::Remove,
-                FlagOp::Replace => tern_store::FlagOp::Replace,
-            };
+            let id = self.existing(name).await?;
+            let op = store_op(op);
             let (list, modified) = self
                 .store
                 .store_flags_unchanged_since(id, uids, op, flags, Some(unchanged_since))
@@ -458,11 +449,7 @@ mod imap_impl {
         }
 
         async fn vanished(&mut self, name: &str, since: u64) -> Result<Vec<u32>, BackendError> {
-            let id = self
-                .mailbox_id(name)
-                .await
-                .map_err(t)?
-                .ok_or(BackendError::NotFound)?;
+            let id = self.existing(name).await?;
             self.store
                 .vanished_since(id, since)
                 .await
