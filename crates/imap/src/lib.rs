@@ -107,6 +107,22 @@ pub struct MessageMeta {
     pub modseq: u64,
 }
 
+/// What changed in a mailbox after a mod-sequence, as [`Backend::changes`] reports it, all as of
+/// one instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxChanges {
+    /// The mailbox's highest mod-sequence at that instant: the `since` of the next call.
+    /// Nothing committed later may carry a mod-sequence at or below it.
+    pub highest_modseq: u64,
+    /// Messages whose mod-sequence is above `since` (arrived or changed), ordered by UID;
+    /// every message when `since` is 0.
+    pub messages: Vec<MessageMeta>,
+    /// UIDs expunged at a mod-sequence above `since`, ascending; empty when `since` is 0.
+    pub vanished: Vec<u32>,
+    /// How many messages the mailbox holds at that instant.
+    pub count: u32,
+}
+
 /// How [`Backend::store_flags`] changes flags (RFC 9051 §6.4.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlagOp {
@@ -157,6 +173,24 @@ pub trait Backend: Send {
         &mut self,
         name: &str,
     ) -> impl Future<Output = Result<Vec<MessageMeta>, BackendError>> + Send;
+    /// What changed in mailbox `name` after mod-sequence `since` (everything when 0). A
+    /// selected session calls it before commands instead of re-reading every message's
+    /// metadata; it checks the answer against its view and falls back to `since` 0 when the
+    /// two disagree.
+    fn changes(
+        &mut self,
+        name: &str,
+        since: u64,
+    ) -> impl Future<Output = Result<MailboxChanges, BackendError>> + Send;
+    /// The message's header section: every line up to and including the first empty one, or
+    /// the whole message when it has none (RFC 9051 §6.4.5 `BODY[HEADER]`); `None` when it no
+    /// longer exists. ENVELOPE, header fetches, and SEARCH, SORT and THREAD on header fields
+    /// read only this.
+    fn header(
+        &mut self,
+        name: &str,
+        uid: u32,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, BackendError>> + Send;
     /// The full RFC 5322 message; `None` when it no longer exists.
     fn body(
         &mut self,

@@ -30,8 +30,8 @@ use imap_codec::{AuthenticateDataCodec, CommandCodec};
 use crate::framing::{Frame, Framer, Rejection};
 use crate::response::{self, bad, code_other, no, ok};
 use crate::{
-    Action, Backend, BackendError, Config, FlagOp, MailboxEntry, MessageMeta, Output, message,
-    mime, mutf7, subscriptions,
+    Action, Backend, BackendError, Config, FlagOp, MailboxChanges, MailboxEntry, MessageMeta,
+    Output, message, mime, mutf7, subscriptions,
 };
 
 mod condstore;
@@ -62,12 +62,37 @@ struct Selected {
     read_only: bool,
     /// Index + 1 is the message sequence number.
     view: Vec<Entry>,
+    /// The mailbox's highest mod-sequence as of the view: changes above it are news.
+    modseq: u64,
 }
 
 struct Entry {
     meta: MessageMeta,
     /// Expunged in the store but not yet announced to this client.
     gone: bool,
+}
+
+/// Whether `delta`, the changes since `sel.modseq`, fits the view: every changed message it
+/// names at or below the view's largest UID is in the view, and the view with the changes
+/// applied holds as many messages as the mailbox. When it does not (a removal the store did
+/// not record, say), the session reads the whole mailbox again.
+fn fits(sel: &Selected, delta: &MailboxChanges) -> bool {
+    let last = sel.largest_uid();
+    let known = |uid: &u32| sel.view.binary_search_by_key(uid, |e| e.meta.uid).is_ok();
+    let mut arrived = 0usize;
+    for m in &delta.messages {
+        if m.uid > last {
+            arrived += 1;
+        } else if !known(&m.uid) {
+            return false;
+        }
+    }
+    let present = sel
+        .view
+        .iter()
+        .filter(|e| !e.gone && delta.vanished.binary_search(&e.meta.uid).is_err())
+        .count();
+    present + arrived == delta.count as usize
 }
 
 impl Selected {
@@ -844,8 +869,8 @@ impl<B: Backend> Session<B> {
         let Some(entry) = self.existing_mailbox(tag, mailbox, out).await else {
             return;
         };
-        let mut messages = match self.backend.messages(&entry.name).await {
-            Ok(messages) => messages,
+        let (mut messages, highest_modseq) = match self.backend.changes(&entry.name, 0).await {
+            Ok(all) => (all.messages, all.highest_modseq.max(entry.highest_modseq)),
             Err(err) => {
                 out.extend(backend_error(tag, &err));
                 return;
@@ -911,16 +936,13 @@ impl<B: Backend> Session<B> {
         // RFC 7162 §3.1.2.1: every mailbox keeps mod-sequences, so every SELECT says where
         // they stand.
         out.extend(
-            format!(
-                "* OK [HIGHESTMODSEQ {}] Highest\r\n",
-                entry.highest_modseq.max(1)
-            )
-            .into_bytes(),
+            format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", highest_modseq.max(1)).into_bytes(),
         );
         let validity = entry.uid_validity;
         self.state = State::Selected(Selected {
             name: entry.name,
             read_only,
+            modseq: highest_modseq,
             view: messages
                 .into_iter()
                 .map(|meta| Entry { meta, gone: false })
@@ -1075,25 +1097,51 @@ impl<B: Backend> Session<B> {
         let State::Selected(sel) = &mut self.state else {
             return Ok(());
         };
-        let mut fresh = self.backend.messages(&sel.name).await?;
-        fresh.sort_by_key(|m| m.uid);
         let condstore = self.enabled.condstore;
+        // Only what changed since the view's mod-sequence, unless that answer does not fit
+        // the view (a change the store did not record): then everything, as at SELECT.
+        let mut delta = self.backend.changes(&sel.name, sel.modseq).await?;
+        let incremental = sel.modseq > 0 && fits(sel, &delta);
+        if !incremental {
+            delta = self.backend.changes(&sel.name, 0).await?;
+            delta.messages.sort_by_key(|m| m.uid);
+        }
+        let last = sel.largest_uid();
         let mut changed = vec![false; sel.view.len()];
-        for (i, entry) in sel.view.iter_mut().enumerate() {
-            match fresh.binary_search_by_key(&entry.meta.uid, |m| m.uid) {
-                Ok(pos) => {
-                    // Under CONDSTORE a new mod-sequence is news even if the flags look the
-                    // same again (RFC 7162 §3.1.4.2).
-                    if !same_flags(&fresh[pos].flags, &entry.meta.flags)
-                        || (condstore && fresh[pos].modseq != entry.meta.modseq)
-                    {
-                        changed[i] = true;
-                    }
-                    entry.meta = fresh[pos].clone();
+        let apply = |entry: &mut Entry, changed: &mut bool, fresh: &MessageMeta| {
+            // Under CONDSTORE a new mod-sequence is news even if the flags look the
+            // same again (RFC 7162 §3.1.4.2).
+            if !same_flags(&fresh.flags, &entry.meta.flags)
+                || (condstore && fresh.modseq != entry.meta.modseq)
+            {
+                *changed = true;
+            }
+            entry.meta = fresh.clone();
+        };
+        if incremental {
+            for fresh in delta.messages.iter().filter(|m| m.uid <= last) {
+                if let Ok(i) = sel.view.binary_search_by_key(&fresh.uid, |e| e.meta.uid) {
+                    apply(&mut sel.view[i], &mut changed[i], fresh);
                 }
-                Err(_) => entry.gone = true,
+            }
+            for uid in &delta.vanished {
+                if let Ok(i) = sel.view.binary_search_by_key(uid, |e| e.meta.uid) {
+                    sel.view[i].gone = true;
+                }
+            }
+        } else {
+            for (i, entry) in sel.view.iter_mut().enumerate() {
+                match delta
+                    .messages
+                    .binary_search_by_key(&entry.meta.uid, |m| m.uid)
+                {
+                    Ok(pos) => apply(entry, &mut changed[i], &delta.messages[pos]),
+                    Err(_) => entry.gone = true,
+                }
             }
         }
+        sel.modseq = delta.highest_modseq;
+        let fresh = delta.messages;
         if expunge_ok {
             // RFC 7162 §3.2.10: once QRESYNC is enabled, one VANISHED replaces the EXPUNGEs.
             let mut vanished = Vec::new();
@@ -1304,16 +1352,11 @@ impl<B: Backend> Session<B> {
             }
         }
 
-        let needs_body = items.iter().any(|i| {
-            matches!(
-                i,
-                Item::Body { .. }
-                    | Item::Envelope
-                    | Item::Structure { .. }
-                    | Item::Binary { .. }
-                    | Item::BinarySize { .. }
-            )
-        });
+        let needs = items
+            .iter()
+            .map(Item::needs)
+            .max()
+            .unwrap_or(Needs::Nothing);
         let mut vanished = false;
         for index in targets {
             let entry = &sel.view[index];
@@ -1321,8 +1364,13 @@ impl<B: Backend> Session<B> {
                 vanished = true;
                 continue;
             }
-            let body = if needs_body {
-                match self.backend.body(&sel.name, entry.meta.uid).await {
+            let read = match needs {
+                Needs::Nothing => Ok(None),
+                Needs::Header => self.backend.header(&sel.name, entry.meta.uid).await,
+                Needs::Message => self.backend.body(&sel.name, entry.meta.uid).await,
+            };
+            let body = if needs != Needs::Nothing {
+                match read {
                     Ok(Some(body)) => Some(body),
                     Ok(None) => {
                         vanished = true;
@@ -1922,6 +1970,37 @@ enum Item {
         /// The item name in the response, e.g. `BODY[HEADER.FIELDS (FROM)]` or `RFC822`.
         label: Vec<u8>,
     },
+}
+
+/// What of a message a FETCH item needs, in increasing order of cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Needs {
+    /// Only the metadata the session holds (UID, FLAGS, sizes, dates, MODSEQ).
+    Nothing,
+    /// The header section ([`Backend::header`]).
+    Header,
+    /// The whole message ([`Backend::body`]).
+    Message,
+}
+
+impl Item {
+    fn needs(&self) -> Needs {
+        match self {
+            Item::Uid | Item::Flags | Item::ModSeq | Item::InternalDate | Item::Size => {
+                Needs::Nothing
+            }
+            Item::Envelope => Needs::Header,
+            Item::Body {
+                section: Part::Header | Part::Fields { .. },
+                path,
+                ..
+            } if path.is_empty() => Needs::Header,
+            Item::Body { .. }
+            | Item::Structure { .. }
+            | Item::Binary { .. }
+            | Item::BinarySize { .. } => Needs::Message,
+        }
+    }
 }
 
 enum Part {

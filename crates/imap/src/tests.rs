@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use futures::executor::block_on;
 
 use crate::{
-    Action, Backend, BackendError, Config, FlagOp, MailboxEntry, MessageMeta, Output, Session,
+    Action, Backend, BackendError, Config, FlagOp, MailboxChanges, MailboxEntry, MessageMeta,
+    Output, Session,
 };
 
 mod condstore;
@@ -51,6 +52,10 @@ struct MemBackend {
     subscribed: Arc<Mutex<Vec<String>>>,
     /// Quota limits (bytes, messages); usage is counted from the mailboxes.
     limits: Arc<Mutex<(Option<u64>, Option<u64>)>>,
+    /// How often whole messages and header sections were read, so tests can check that
+    /// header-only commands read no whole message.
+    bodies_read: Arc<std::sync::atomic::AtomicUsize>,
+    headers_read: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 const MSG1: &[u8] = b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nFrom: Alice <alice@example.com>\r\nTo: bob@example.com\r\nSubject: Hello\r\nMessage-ID: <1@example.com>\r\n\r\nHi Bob\r\n";
@@ -125,6 +130,8 @@ impl MemBackend {
                 "Archive/2024".to_string(),
             ])),
             limits: Arc::new(Mutex::new((None, None))),
+            bodies_read: Arc::default(),
+            headers_read: Arc::default(),
         }
     }
 
@@ -207,11 +214,63 @@ impl Backend for MemBackend {
         )
     }
 
+    fn changes(
+        &mut self,
+        name: &str,
+        since: u64,
+    ) -> impl Future<Output = Result<MailboxChanges, BackendError>> + Send {
+        ready(
+            self.with_box(name, |b| {
+                let mut messages: Vec<MessageMeta> = b
+                    .messages
+                    .iter()
+                    .filter(|m| m.meta.modseq > since || since == 0)
+                    .map(|m| m.meta.clone())
+                    .collect();
+                messages.sort_by_key(|m| m.uid);
+                let mut vanished: Vec<u32> = b
+                    .expunged
+                    .iter()
+                    .filter(|e| since > 0 && e.1 > since)
+                    .map(|e| e.0)
+                    .collect();
+                vanished.sort_unstable();
+                MailboxChanges {
+                    highest_modseq: b.entry.highest_modseq,
+                    messages,
+                    vanished,
+                    count: b.messages.len() as u32,
+                }
+            })
+            .ok_or(BackendError::NotFound),
+        )
+    }
+
+    fn header(
+        &mut self,
+        name: &str,
+        uid: u32,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, BackendError>> + Send {
+        self.headers_read
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ready(
+            self.with_box(name, |b| {
+                b.messages
+                    .iter()
+                    .find(|m| m.meta.uid == uid)
+                    .map(|m| crate::message::split(&m.body).0.to_vec())
+            })
+            .ok_or(BackendError::NotFound),
+        )
+    }
+
     fn body(
         &mut self,
         name: &str,
         uid: u32,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, BackendError>> + Send {
+        self.bodies_read
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ready(
             self.with_box(name, |b| {
                 b.messages
@@ -1119,10 +1178,8 @@ fn foreign_expunge_waits_for_noop() {
             ),
         ],
     );
-    // A flag change by someone else shows up on NOOP.
-    b.with_box("INBOX", |m| {
-        m.messages[0].meta.flags = vec!["\\Answered".into()]
-    });
+    // A flag change by someone else (with its new mod-sequence) shows up on NOOP.
+    b.set_flags("INBOX", 1, &["\\Answered"]);
     transcript(
         &mut s,
         &[(
@@ -1807,4 +1864,68 @@ fn append_takes_a_binary_literal() {
         .with_box("Sent", |b| b.messages[0].body.clone())
         .unwrap();
     assert_eq!(body, b"a\0b\r\n");
+}
+
+#[test]
+fn header_only_items_and_searches_read_no_whole_message() {
+    let (mut s, b) = selected();
+    let out = feed(
+        &mut s,
+        "f FETCH 1:* (ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT)] RFC822.HEADER)\r\n",
+    );
+    let text = String::from_utf8_lossy(&out.bytes).to_string();
+    assert!(text.ends_with("f OK FETCH completed\r\n"), "{text}");
+    assert!(text.contains("\"Hello\""), "{text}");
+    assert!(text.contains("BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: Third\r\n\r\n"));
+    transcript(
+        &mut s,
+        &[
+            (
+                "g UID SEARCH FROM carol SUBJECT second\r\n",
+                "* SEARCH 2\r\ng OK SEARCH completed\r\n",
+            ),
+            (
+                "h SORT (SUBJECT) UTF-8 ALL\r\n",
+                "* SORT 1 2 3\r\nh OK SORT completed\r\n",
+            ),
+        ],
+    );
+    let read =
+        |c: &Arc<std::sync::atomic::AtomicUsize>| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(read(&b.bodies_read), 0);
+    assert_eq!(read(&b.headers_read), 9);
+    // BODY[TEXT] and SEARCH BODY need the whole message.
+    let out = feed(&mut s, "i FETCH 2 BODY.PEEK[TEXT]\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.bytes),
+        "* 2 FETCH (BODY[TEXT] {20}\r\nLine one\r\nLine two\r\n)\r\ni OK FETCH completed\r\n"
+    );
+    assert_eq!(read(&b.bodies_read), 1);
+}
+
+#[test]
+fn a_removal_the_store_did_not_record_is_still_noticed() {
+    let (mut s, b) = selected();
+    // Another client's flag change and a new message: found through the changes alone.
+    b.set_flags("INBOX", 2, &["\\Answered"]);
+    b.add("INBOX", 7, MSG1);
+    transcript(
+        &mut s,
+        &[(
+            "n NOOP\r\n",
+            "* 2 FETCH (UID 2 FLAGS (\\Answered))\r\n* 4 EXISTS\r\nn OK Completed\r\n",
+        )],
+    );
+    // A message removed with no expunge record: the changes do not add up, so the session
+    // reads the whole mailbox again and reports it.
+    b.with_box("INBOX", |m| m.messages.retain(|m| m.meta.uid != 1));
+    transcript(
+        &mut s,
+        &[("o NOOP\r\n", "* 1 EXPUNGE\r\no OK Completed\r\n")],
+    );
+    b.expunge_uids("INBOX", &[7]);
+    transcript(
+        &mut s,
+        &[("p NOOP\r\n", "* 3 EXPUNGE\r\np OK Completed\r\n")],
+    );
 }

@@ -19,25 +19,30 @@ pub struct StoreBackend {
     store: Store,
     account: Option<Account>,
     ids: HashMap<String, i64>,
+    /// UIDVALIDITY per mailbox id: it never changes for an id.
+    validity: HashMap<i64, u32>,
     /// Mailbox change notifications, subscribed on the first IMAP IDLE.
     changes: Option<broadcast::Receiver<MailboxChanged>>,
     /// Bodies read ahead during a scan through a mailbox (FETCH 1:* BODY[], SEARCH BODY).
     ahead: ReadAhead,
 }
 
-/// Messages read ahead: a FETCH or SEARCH over many messages asks for their bodies one by one
-/// in ascending UID order; after two such requests in a row, the next [`AHEAD_MESSAGES`]
-/// bodies (at most [`AHEAD_BYTES`] together) come in one query instead of one query each.
-/// Message contents never change, so a body read ahead is never stale. Emptied when the
+/// Messages read ahead: a FETCH or SEARCH over many messages asks for their bodies (or header
+/// sections) one by one in ascending UID order; after two such requests in a row, the next
+/// bodies (at most [`AHEAD_MESSAGES`], [`AHEAD_BYTES`] together) or header sections (at most
+/// [`AHEAD_HEADERS`], [`AHEAD_BYTES`] together) come in one query instead of one query each.
+/// Message contents never change, so nothing read ahead is ever stale. Emptied when the
 /// session idles, so an idle session holds none.
 #[derive(Default)]
 struct ReadAhead {
     mailbox_id: i64,
+    headers: bool,
     last_uid: Option<u32>,
-    bodies: VecDeque<(u32, Vec<u8>)>,
+    items: VecDeque<(u32, Vec<u8>)>,
 }
 
 const AHEAD_MESSAGES: u32 = 64;
+const AHEAD_HEADERS: u32 = 1024;
 const AHEAD_BYTES: u64 = 1024 * 1024;
 
 impl ReadAhead {
@@ -52,41 +57,51 @@ impl StoreBackend {
             store,
             account: None,
             ids: HashMap::new(),
+            validity: HashMap::new(),
             changes: None,
             ahead: ReadAhead::default(),
         }
     }
 
-    /// The content of message `uid` of mailbox `id`, read ahead when the caller is scanning.
-    async fn body_of(&mut self, id: i64, uid: u32) -> Result<Option<Vec<u8>>, String> {
+    /// The content (or with `headers` the header section) of message `uid` of mailbox `id`,
+    /// read ahead when the caller is scanning.
+    async fn read(&mut self, id: i64, uid: u32, headers: bool) -> Result<Option<Vec<u8>>, String> {
         let ahead = &mut self.ahead;
-        if ahead.mailbox_id != id {
+        if ahead.mailbox_id != id || ahead.headers != headers {
             ahead.clear();
             ahead.mailbox_id = id;
+            ahead.headers = headers;
         }
         let scanning = ahead.last_uid.is_some_and(|last| last < uid);
         ahead.last_uid = Some(uid);
-        while ahead.bodies.front().is_some_and(|(u, _)| *u < uid) {
-            ahead.bodies.pop_front();
+        while ahead.items.front().is_some_and(|(u, _)| *u < uid) {
+            ahead.items.pop_front();
         }
-        match ahead.bodies.front() {
-            Some((u, _)) if *u == uid => return Ok(ahead.bodies.pop_front().map(|(_, b)| b)),
+        match ahead.items.front() {
+            Some((u, _)) if *u == uid => return Ok(ahead.items.pop_front().map(|(_, b)| b)),
             // Read ahead past `uid` already: it is gone.
             Some(_) => return Ok(None),
             None => {}
         }
-        if !scanning {
-            return self.store.message_body(id, uid).await.map_err(temporary);
+        let rows = match (scanning, headers) {
+            (false, false) => return self.store.message_body(id, uid).await.map_err(temporary),
+            (false, true) => return self.store.message_header(id, uid).await.map_err(temporary),
+            (true, false) => {
+                self.store
+                    .message_bodies_from(id, uid, AHEAD_MESSAGES, AHEAD_BYTES)
+                    .await
+            }
+            (true, true) => {
+                self.store
+                    .message_headers_from(id, uid, AHEAD_HEADERS, AHEAD_BYTES)
+                    .await
+            }
         }
-        let rows = self
-            .store
-            .message_bodies_from(id, uid, AHEAD_MESSAGES, AHEAD_BYTES)
-            .await
-            .map_err(temporary)?;
+        .map_err(temporary)?;
         let ahead = &mut self.ahead;
-        ahead.bodies = rows.into();
-        match ahead.bodies.front() {
-            Some((u, _)) if *u == uid => Ok(ahead.bodies.pop_front().map(|(_, b)| b)),
+        ahead.items = rows.into();
+        match ahead.items.front() {
+            Some((u, _)) if *u == uid => Ok(ahead.items.pop_front().map(|(_, b)| b)),
             _ => Ok(None),
         }
     }
@@ -329,13 +344,20 @@ mod imap_impl {
                 .append(account, name, content, flags, internal_date_ms)
                 .await
                 .map_err(answer)?;
-            let info = self
-                .store
-                .mailbox_by_id(done.mailbox_id)
-                .await
-                .map_err(answer)?
-                .ok_or(BackendError::NotFound)?;
-            Ok((info.uid_validity, done.uid))
+            let validity = match self.validity.get(&done.mailbox_id) {
+                Some(&validity) => validity,
+                None => {
+                    let validity = self
+                        .store
+                        .uid_validity(done.mailbox_id)
+                        .await
+                        .map_err(answer)?
+                        .ok_or(BackendError::NotFound)?;
+                    self.validity.insert(done.mailbox_id, validity);
+                    validity
+                }
+            };
+            Ok((validity, done.uid))
         }
 
         async fn copy(
@@ -393,9 +415,34 @@ mod imap_impl {
             Ok(list.into_iter().map(imap_meta).collect())
         }
 
+        async fn changes(
+            &mut self,
+            name: &str,
+            since: u64,
+        ) -> Result<tern_imap::MailboxChanges, BackendError> {
+            let id = self.existing(name).await?;
+            match self.store.mailbox_changes(id, since).await {
+                Ok(c) => Ok(tern_imap::MailboxChanges {
+                    highest_modseq: c.highest_modseq,
+                    messages: c.messages.into_iter().map(imap_meta).collect(),
+                    vanished: c.vanished,
+                    count: c.count,
+                }),
+                // Deleted meanwhile by another session: to this one it is now empty, as
+                // `messages` of an unknown mailbox is.
+                Err(tern_store::Error::NotFound(_)) => Ok(tern_imap::MailboxChanges::default()),
+                Err(e) => Err(t(temporary(e))),
+            }
+        }
+
+        async fn header(&mut self, name: &str, uid: u32) -> Result<Option<Vec<u8>>, BackendError> {
+            let id = self.existing(name).await?;
+            self.read(id, uid, true).await.map_err(t)
+        }
+
         async fn body(&mut self, name: &str, uid: u32) -> Result<Option<Vec<u8>>, BackendError> {
             let id = self.existing(name).await?;
-            self.body_of(id, uid).await.map_err(t)
+            self.read(id, uid, false).await.map_err(t)
         }
 
         async fn store_flags(

@@ -17,6 +17,7 @@ pub mod dkim;
 mod expunged;
 mod forward;
 mod group_commit;
+mod headers;
 mod mailbox;
 mod mailbox_ops;
 mod nodelay;
@@ -41,6 +42,7 @@ use sqlx::sqlite::{
 pub use changes::MailboxChanged;
 pub use directory::{Account, Alias, Domain, Resolution};
 pub use forward::Forwarded;
+pub use headers::{MAX_KEPT_HEADER, MailboxChanges, header_section};
 pub use mailbox::{Delivered, DeliveryItem, FlagOp, MailboxInfo, MessageMeta};
 pub use mailbox_ops::{Copied, MessageHead};
 pub use queue::{

@@ -11,7 +11,8 @@
 //! Every path that adds or removes messages also charges or refunds the account's quota usage
 //! in the same transaction (`quota.rs`), locking the account row before any mailbox row.
 //!
-//! Deliberately absent: message parsing (no envelope or body-structure cache), `\Recent`
+//! Each message's header section is kept beside its content (`headers.rs`). Deliberately
+//! absent: message parsing (no envelope or body-structure cache), `\Recent`
 //! (per-session state that IMAP4rev2 dropped).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,7 +32,7 @@ use crate::{
 /// either backend's limit).
 const SEEN_QUERY_ITEMS: usize = 500;
 
-/// Rows per multi-row INSERT in [`Store::deliver_many`] (at most nine bound parameters each).
+/// Rows per multi-row INSERT in [`Store::deliver_many`] (at most ten bound parameters each).
 const INSERT_ROWS: usize = 200;
 
 /// Content bytes per multi-row INSERT of messages: a batch of large messages is stored in
@@ -276,8 +277,9 @@ macro_rules! store_message {
             i64::try_from(content.len()).map_err(|_| Error::Invalid("message too large".into()))?;
         sqlx::query(
             "INSERT INTO messages \
-               (mailbox_id, uid, modseq, flags, seen, deleted, size, internal_date, content) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+               (mailbox_id, uid, modseq, flags, seen, deleted, size, internal_date, content, \
+                header) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind($mailbox_id)
         .bind(i64::from($uid))
@@ -288,6 +290,7 @@ macro_rules! store_message {
         .bind(size)
         .bind($internal_date)
         .bind(content)
+        .bind($crate::headers::kept_header(content))
         .execute(&mut *$tx)
         .await?;
     }};
@@ -564,9 +567,9 @@ impl Store {
                     let sql = format!(
                         "INSERT INTO messages \
                            (mailbox_id, uid, modseq, flags, seen, deleted, size, internal_date, \
-                            content) \
+                            content, header) \
                          VALUES {}",
-                        value_rows(1, chunk.len(), 9)
+                        value_rows(1, chunk.len(), 10)
                     );
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
                     for &(i, uid, modseq) in chunk {
@@ -580,7 +583,8 @@ impl Store {
                             .bind(i16::from(validate::has_flag(flags, validate::DELETED)))
                             .bind(content_size(items[i].content)?)
                             .bind(now)
-                            .bind(items[i].content);
+                            .bind(items[i].content)
+                            .bind(crate::headers::kept_header(items[i].content));
                     }
                     query.execute(&mut *tx).await?;
                 }

@@ -191,7 +191,7 @@ impl Store {
             let mut found = Vec::new();
             for chunk in wanted.chunks(UID_CHUNK) {
                 let sql = format!(
-                    "SELECT uid, flags, seen, deleted, size, internal_date, content \
+                    "SELECT uid, flags, seen, deleted, size, internal_date, content, header \
                      FROM messages WHERE mailbox_id = $1 AND uid IN ({}) ORDER BY uid",
                     crate::placeholders(2, chunk.len())
                 );
@@ -241,8 +241,9 @@ impl Store {
                     let old_uid: i64 = src.try_get("uid")?;
                     sqlx::query(
                         "INSERT INTO messages \
-                           (mailbox_id, uid, modseq, flags, seen, deleted, size, internal_date, content) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                           (mailbox_id, uid, modseq, flags, seen, deleted, size, internal_date, \
+                            content, header) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     )
                     .bind(dest_id)
                     .bind(new_uid)
@@ -253,6 +254,7 @@ impl Store {
                     .bind(src.try_get::<i64, _>("size")?)
                     .bind(src.try_get::<i64, _>("internal_date")?)
                     .bind(src.try_get::<Vec<u8>, _>("content")?)
+                    .bind(src.try_get::<Option<Vec<u8>>, _>("header")?)
                     .execute(&mut *tx)
                     .await?;
                     pairs.push((to_u32(old_uid, "uid")?, to_u32(new_uid, "uid")?));
@@ -294,12 +296,12 @@ impl Store {
     }
 }
 
-/// A page of [`Store::messages_page`]: a message's metadata and the start of its content
-/// (enough for its header section).
+/// A page of [`Store::messages_page`]: a message's metadata and the start of its header
+/// section (of its content, for a message whose header section is not kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageHead {
     pub meta: crate::MessageMeta,
-    /// At most the first `head_bytes` octets of the message.
+    /// At most the first `head_bytes` octets of the message's header section.
     pub head: Vec<u8>,
 }
 
@@ -317,7 +319,8 @@ impl Store {
         crate::with_pool!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT uid, flags, size, internal_date, modseq, \
-                   SUBSTR(content, 1, CAST($4 AS INTEGER)) AS head FROM messages \
+                   SUBSTR(COALESCE(header, content), 1, CAST($4 AS INTEGER)) AS head \
+                 FROM messages \
                  WHERE mailbox_id = $1 AND uid > $2 ORDER BY uid LIMIT $3",
             )
             .bind(mailbox_id)

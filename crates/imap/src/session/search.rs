@@ -87,24 +87,38 @@ fn starts_with_ci(bytes: &[u8], prefix: &[u8]) -> bool {
 }
 
 /// True when evaluating `key` needs the message itself, not only its metadata.
-fn needs_body(key: &SearchKey<'_>) -> bool {
+/// What of a message `key` reads, in increasing order of cost: header keys need only the
+/// header section, BODY and TEXT the whole message.
+pub(super) fn reads(key: &SearchKey<'_>) -> Read {
     match key {
-        SearchKey::And(keys) => keys.as_ref().iter().any(needs_body),
-        SearchKey::Not(key) => needs_body(key),
-        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
+        SearchKey::And(keys) => keys
+            .as_ref()
+            .iter()
+            .map(reads)
+            .max()
+            .unwrap_or(Read::Nothing),
+        SearchKey::Not(key) => reads(key),
+        SearchKey::Or(a, b) => reads(a).max(reads(b)),
         SearchKey::Bcc(_)
         | SearchKey::Cc(_)
         | SearchKey::From(_)
         | SearchKey::To(_)
         | SearchKey::Subject(_)
         | SearchKey::Header(..)
-        | SearchKey::Body(_)
-        | SearchKey::Text(_)
         | SearchKey::SentBefore(_)
         | SearchKey::SentOn(_)
-        | SearchKey::SentSince(_) => true,
-        _ => false,
+        | SearchKey::SentSince(_) => Read::Header,
+        SearchKey::Body(_) | SearchKey::Text(_) => Read::Message,
+        _ => Read::Nothing,
     }
+}
+
+/// How much of a message a search reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Read {
+    Nothing,
+    Header,
+    Message,
 }
 
 /// True when `key` uses CONDSTORE's MODSEQ (the response then carries the highest one).
@@ -330,7 +344,7 @@ impl<B: Backend> Session<B> {
         let State::Selected(sel) = &self.state else {
             return None;
         };
-        let read = criteria.iter().any(needs_body);
+        let read = criteria.iter().map(reads).max().unwrap_or(Read::Nothing);
         let ctx = Context {
             largest_seq: sel.count(),
             largest_uid: sel.largest_uid(),
@@ -345,8 +359,13 @@ impl<B: Backend> Session<B> {
         let name = sel.name.clone();
         let mut found = Vec::new();
         for (seq, meta) in candidates {
-            let content = if read {
-                match self.backend.body(&name, meta.uid).await {
+            let content = if read != Read::Nothing {
+                let content = if read == Read::Header {
+                    self.backend.header(&name, meta.uid).await
+                } else {
+                    self.backend.body(&name, meta.uid).await
+                };
+                match content {
                     Ok(Some(content)) => Some(content),
                     Ok(None) => continue,
                     Err(err) => {

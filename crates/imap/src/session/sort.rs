@@ -43,8 +43,8 @@ struct Keys {
 }
 
 impl Keys {
-    fn new(seq: u32, meta: &MessageMeta, body: Option<&[u8]>) -> Self {
-        let parsed = body.and_then(|b| MessageParser::default().parse_headers(b));
+    fn new(seq: u32, meta: &MessageMeta, header: Option<&[u8]>) -> Self {
+        let parsed = header.and_then(|b| MessageParser::default().parse_headers(b));
         let parsed = parsed.as_ref();
         let (subject, reply) = subject_base(parsed.and_then(|m| m.subject()).unwrap_or_default());
         let ids = |v: &mail_parser::HeaderValue<'_>| -> Vec<String> {
@@ -271,9 +271,9 @@ impl<B: Backend> Session<B> {
         let name = sel.name.clone();
         let mut keys = Vec::with_capacity(found.len());
         for (seq, meta) in found {
-            let body = if headers {
-                match self.backend.body(&name, meta.uid).await {
-                    Ok(Some(body)) => Some(body),
+            let header = if headers {
+                match self.backend.header(&name, meta.uid).await {
+                    Ok(Some(header)) => Some(header),
                     // Expunged by another session since it matched.
                     Ok(None) => continue,
                     Err(err) => {
@@ -284,7 +284,7 @@ impl<B: Backend> Session<B> {
             } else {
                 None
             };
-            keys.push(Keys::new(seq, &meta, body.as_deref()));
+            keys.push(Keys::new(seq, &meta, header.as_deref()));
         }
         Some(keys)
     }

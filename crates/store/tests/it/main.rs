@@ -8,6 +8,7 @@ mod changes;
 mod directory;
 mod dkim;
 mod expunged;
+mod headers;
 mod mailbox;
 mod mailbox_ops;
 mod queue;
