@@ -25,7 +25,11 @@
 # Knobs (environment): N (10000), RUNS (5), IDLE_N (10000), IDLE_N_DOVECOT (1000: Dovecot runs
 # one imap process per session, about 1-2 MB each, and one TLS proxy slot in imap-login),
 # SERVERS ("tern dovecot"), TERN_BIN_DIR (target/release), RUN (/tmp/tern-imap-bench),
-# PG_URL (postgres://postgres@127.0.0.1:5432).
+# PG_URL (postgres://postgres@127.0.0.1:5432), BENCH_DB (tern_imap_bench), the ports below
+# (TERN_IMAPS, DOVECOT_IMAPS, ...). IDLE_N=0 and IDLE_N_DOVECOT=0 skip the IDLE runs; a second
+# run beside this one needs its own RUN, BENCH_DB and ports. PG_PARAMS (sslmode=disable: the
+# agents' connection parameters; empty for sqlx's defaults, which use TLS when the server
+# offers it, as Debian's does, even on loopback).
 # Output: each server's report in $RUN/<server>-*.txt and a Markdown table on stdout and in
 # $RUN/summary.md.
 
@@ -42,7 +46,8 @@ SERVERS="${SERVERS:-tern dovecot}"
 BIN="${TERN_BIN_DIR:-$REPO/target/release}"
 RUN="${RUN:-/tmp/tern-imap-bench}"
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
-DB="tern_imap_bench"
+PG_PARAMS="${PG_PARAMS-sslmode=disable}"
+DB="${BENCH_DB:-tern_imap_bench}"
 PASS="benchpass123"
 USER_BENCH="bench@bench.test"
 USER_IDLE="idle@bench.test"
@@ -138,6 +143,7 @@ bench() { # label port
 }
 
 idle_bench() { # label port pid sessions
+    (($4 > 0)) || return 0
     "$BIN/tern" bench imap --target "127.0.0.1:$2" --ca "$RUN/cert.pem" \
         --user "$USER_IDLE" --password "$PASS" --messages 100 --fill-only >/dev/null
     "$BIN/tern" bench imap-idle --target "127.0.0.1:$2" --ca "$RUN/cert.pem" \
@@ -162,7 +168,7 @@ run_tern() {
     timeout 30 "$BIN/tern" --data "$RUN/up" account add "$USER_BENCH" --password "$PASS" >/dev/null
     timeout 30 "$BIN/tern" --data "$RUN/up" account add "$USER_IDLE" --password "$PASS" >/dev/null
     stop_pids
-    env TERN_DATABASE_URL="$db" TERN_HOSTNAME=localhost \
+    env TERN_DATABASE_URL="$db${PG_PARAMS:+?$PG_PARAMS}" TERN_HOSTNAME=localhost \
         TERN_IMAP_LISTEN="127.0.0.1:$TERN_IMAP" TERN_IMAPS_LISTEN="127.0.0.1:$TERN_IMAPS" \
         TERN_POP3_LISTEN="127.0.0.1:$TERN_POP3" TERN_POP3S_LISTEN="127.0.0.1:$TERN_POP3S" \
         TERN_GRPC_LISTEN="127.0.0.1:$TERN_MAA_GRPC" \

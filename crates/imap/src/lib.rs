@@ -111,6 +111,9 @@ pub struct MessageMeta {
 /// one instant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MailboxChanges {
+    pub uid_validity: u32,
+    /// The mailbox's next UID at that instant.
+    pub uid_next: u32,
     /// The mailbox's highest mod-sequence at that instant: the `since` of the next call.
     /// Nothing committed later may carry a mod-sequence at or below it.
     pub highest_modseq: u64,
@@ -118,9 +121,8 @@ pub struct MailboxChanges {
     /// every message when `since` is 0.
     pub messages: Vec<MessageMeta>,
     /// UIDs expunged at a mod-sequence above `since`, ascending; empty when `since` is 0.
+    /// These must be every message removed since: the session relies on it.
     pub vanished: Vec<u32>,
-    /// How many messages the mailbox holds at that instant.
-    pub count: u32,
 }
 
 /// How [`Backend::store_flags`] changes flags (RFC 9051 §6.4.6).
@@ -175,8 +177,10 @@ pub trait Backend: Send {
     ) -> impl Future<Output = Result<Vec<MessageMeta>, BackendError>> + Send;
     /// What changed in mailbox `name` after mod-sequence `since` (everything when 0). A
     /// selected session calls it before commands instead of re-reading every message's
-    /// metadata; it checks the answer against its view and falls back to `since` 0 when the
-    /// two disagree.
+    /// metadata; it falls back to `since` 0 when the answer names a message it never saw.
+    /// SELECT takes everything from it (`since` 0), with no separate mailbox lookup.
+    /// `NotFound` when the mailbox does not exist (a selected one deleted meanwhile reads as
+    /// empty).
     fn changes(
         &mut self,
         name: &str,

@@ -13,11 +13,7 @@ use crate::response::{nstring, string};
 pub fn split(message: &[u8]) -> (&[u8], &[u8]) {
     let mut start = 0;
     while start < message.len() {
-        let end = message[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|p| start + p + 1)
-            .unwrap_or(message.len());
+        let end = memchr::memchr(b'\n', &message[start..]).map_or(message.len(), |p| start + p + 1);
         let line = &message[start..end];
         if line == b"\r\n" || line == b"\n" {
             return (&message[..end], &message[end..]);
@@ -39,11 +35,7 @@ pub fn fields(header: &[u8]) -> Vec<Field<'_>> {
     let mut start = 0;
     let mut current: Option<(usize, usize)> = None; // (field start, name end)
     while start < header.len() {
-        let end = header[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|p| start + p + 1)
-            .unwrap_or(header.len());
+        let end = memchr::memchr(b'\n', &header[start..]).map_or(header.len(), |p| start + p + 1);
         let line = &header[start..end];
         let continuation = matches!(line.first(), Some(b' ' | b'\t'));
         if !continuation {
@@ -94,8 +86,13 @@ pub fn select_fields(header: &[u8], names: &[Vec<u8>], not: bool) -> Vec<u8> {
 
 /// The unfolded value of the first field called `name`, trimmed; `None` when absent.
 pub fn value(header: &[u8], name: &str) -> Option<Vec<u8>> {
-    let field = fields(header)
-        .into_iter()
+    field_value(&fields(header), name)
+}
+
+/// [`value`] over fields already split with [`fields`].
+fn field_value(fields: &[Field<'_>], name: &str) -> Option<Vec<u8>> {
+    let field = fields
+        .iter()
         .find(|f| f.name.eq_ignore_ascii_case(name.as_bytes()))?;
     let colon = field.raw.iter().position(|&b| b == b':')?;
     let unfolded: Vec<u8> = field.raw[colon + 1..]
@@ -164,28 +161,30 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 /// The ENVELOPE structure (RFC 9051 §7.5.2) of a header block.
 pub fn envelope(header: &[u8]) -> Vec<u8> {
-    let from = value(header, "From");
-    let sender = value(header, "Sender").or_else(|| from.clone());
-    let reply_to = value(header, "Reply-To").or_else(|| from.clone());
+    let fields = fields(header);
+    let value = |name: &str| field_value(&fields, name);
+    let from = value("From");
+    let sender = value("Sender").or_else(|| from.clone());
+    let reply_to = value("Reply-To").or_else(|| from.clone());
     let mut out = b"(".to_vec();
-    out.extend(nstring(value(header, "Date").as_deref()));
+    out.extend(nstring(value("Date").as_deref()));
     out.push(b' ');
-    out.extend(nstring(value(header, "Subject").as_deref()));
+    out.extend(nstring(value("Subject").as_deref()));
     for list in [
         from,
         sender,
         reply_to,
-        value(header, "To"),
-        value(header, "Cc"),
-        value(header, "Bcc"),
+        value("To"),
+        value("Cc"),
+        value("Bcc"),
     ] {
         out.push(b' ');
         out.extend(address_list(list.as_deref()));
     }
     out.push(b' ');
-    out.extend(nstring(value(header, "In-Reply-To").as_deref()));
+    out.extend(nstring(value("In-Reply-To").as_deref()));
     out.push(b' ');
-    out.extend(nstring(value(header, "Message-ID").as_deref()));
+    out.extend(nstring(value("Message-ID").as_deref()));
     out.push(b')');
     out
 }

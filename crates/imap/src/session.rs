@@ -73,26 +73,18 @@ struct Entry {
 }
 
 /// Whether `delta`, the changes since `sel.modseq`, fits the view: every changed message it
-/// names at or below the view's largest UID is in the view, and the view with the changes
-/// applied holds as many messages as the mailbox. When it does not (a removal the store did
-/// not record, say), the session reads the whole mailbox again.
+/// names at or below the view's largest UID is in the view (UIDs grow in commit order, so a
+/// message the view never saw can only be new). When it does not, the session reads the whole
+/// mailbox again.
 fn fits(sel: &Selected, delta: &MailboxChanges) -> bool {
     let last = sel.largest_uid();
-    let known = |uid: &u32| sel.view.binary_search_by_key(uid, |e| e.meta.uid).is_ok();
-    let mut arrived = 0usize;
-    for m in &delta.messages {
-        if m.uid > last {
-            arrived += 1;
-        } else if !known(&m.uid) {
-            return false;
-        }
-    }
-    let present = sel
-        .view
-        .iter()
-        .filter(|e| !e.gone && delta.vanished.binary_search(&e.meta.uid).is_err())
-        .count();
-    present + arrived == delta.count as usize
+    delta.messages.iter().all(|m| {
+        m.uid > last
+            || sel
+                .view
+                .binary_search_by_key(&m.uid, |e| e.meta.uid)
+                .is_ok()
+    })
 }
 
 impl Selected {
@@ -866,16 +858,24 @@ impl<B: Backend> Session<B> {
                 "Previous mailbox closed",
             ));
         }
-        let Some(entry) = self.existing_mailbox(tag, mailbox, out).await else {
+        let Some(name) = self.mailbox_name(mailbox) else {
+            out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
             return;
         };
-        let (mut messages, highest_modseq) = match self.backend.changes(&entry.name, 0).await {
-            Ok(all) => (all.messages, all.highest_modseq.max(entry.highest_modseq)),
+        // One read gives the counters and every message's metadata, as of one instant.
+        let all = match self.backend.changes(&name, 0).await {
+            Ok(all) => all,
+            Err(BackendError::NotFound) => {
+                out.extend(no(tag, Some(code_other("NONEXISTENT")), "No such mailbox"));
+                return;
+            }
             Err(err) => {
                 out.extend(backend_error(tag, &err));
                 return;
             }
         };
+        let highest_modseq = all.highest_modseq;
+        let mut messages = all.messages;
         messages.sort_by_key(|m| m.uid);
 
         let mut flags: Vec<String> = SYSTEM_FLAGS.iter().map(|f| f.to_string()).collect();
@@ -897,7 +897,7 @@ impl<B: Backend> Session<B> {
         if self.enabled.rev2 {
             // RFC 9051 §6.3.2: IMAP4rev2 has a LIST response here, and no RECENT or UNSEEN.
             let mut line = format!("* LIST () \"{DELIMITER}\" ").into_bytes();
-            line.extend(response::string(mutf7::encode(&entry.name).as_bytes()));
+            line.extend(response::string(mutf7::encode(&name).as_bytes()));
             line.extend_from_slice(b"\r\n");
             out.extend(line);
         } else {
@@ -924,10 +924,10 @@ impl<B: Backend> Session<B> {
             Some(Code::PermanentFlags(permanent)),
             "Limited",
         ));
-        if let Ok(code) = Code::uidvalidity(entry.uid_validity) {
+        if let Ok(code) = Code::uidvalidity(all.uid_validity) {
             out.extend(response::untagged_ok(Some(code), "UIDs valid"));
         }
-        let uid_next = entry
+        let uid_next = all
             .uid_next
             .max(messages.last().map_or(1, |m| m.uid.saturating_add(1)));
         if let Ok(code) = Code::uidnext(uid_next) {
@@ -938,9 +938,9 @@ impl<B: Backend> Session<B> {
         out.extend(
             format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", highest_modseq.max(1)).into_bytes(),
         );
-        let validity = entry.uid_validity;
+        let validity = all.uid_validity;
         self.state = State::Selected(Selected {
-            name: entry.name,
+            name,
             read_only,
             modseq: highest_modseq,
             view: messages
@@ -1099,13 +1099,28 @@ impl<B: Backend> Session<B> {
         };
         let condstore = self.enabled.condstore;
         // Only what changed since the view's mod-sequence, unless that answer does not fit
-        // the view (a change the store did not record): then everything, as at SELECT.
-        let mut delta = self.backend.changes(&sel.name, sel.modseq).await?;
-        let incremental = sel.modseq > 0 && fits(sel, &delta);
-        if !incremental {
-            delta = self.backend.changes(&sel.name, 0).await?;
-            delta.messages.sort_by_key(|m| m.uid);
-        }
+        // the view: then everything, as at SELECT.
+        let delta = match self.backend.changes(&sel.name, sel.modseq).await {
+            Ok(delta) if sel.modseq > 0 && fits(sel, &delta) => Some(delta),
+            Ok(_) | Err(BackendError::NotFound) => None,
+            Err(err) => return Err(err),
+        };
+        let incremental = delta.is_some();
+        let delta = match delta {
+            Some(delta) => delta,
+            None => match self.backend.changes(&sel.name, 0).await {
+                Ok(mut all) => {
+                    all.messages.sort_by_key(|m| m.uid);
+                    all
+                }
+                // Deleted by another session: to this one it is empty now.
+                Err(BackendError::NotFound) => MailboxChanges {
+                    highest_modseq: sel.modseq,
+                    ..MailboxChanges::default()
+                },
+                Err(err) => return Err(err),
+            },
+        };
         let last = sel.largest_uid();
         let mut changed = vec![false; sel.view.len()];
         let apply = |entry: &mut Entry, changed: &mut bool, fresh: &MessageMeta| {

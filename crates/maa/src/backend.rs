@@ -421,18 +421,18 @@ mod imap_impl {
             since: u64,
         ) -> Result<tern_imap::MailboxChanges, BackendError> {
             let id = self.existing(name).await?;
-            match self.store.mailbox_changes(id, since).await {
-                Ok(c) => Ok(tern_imap::MailboxChanges {
-                    highest_modseq: c.highest_modseq,
-                    messages: c.messages.into_iter().map(imap_meta).collect(),
-                    vanished: c.vanished,
-                    count: c.count,
-                }),
-                // Deleted meanwhile by another session: to this one it is now empty, as
-                // `messages` of an unknown mailbox is.
-                Err(tern_store::Error::NotFound(_)) => Ok(tern_imap::MailboxChanges::default()),
-                Err(e) => Err(t(temporary(e))),
-            }
+            let c = self
+                .store
+                .mailbox_changes(id, since)
+                .await
+                .map_err(answer)?;
+            Ok(tern_imap::MailboxChanges {
+                uid_validity: c.uid_validity,
+                uid_next: c.uid_next,
+                highest_modseq: c.highest_modseq,
+                messages: c.messages.into_iter().map(imap_meta).collect(),
+                vanished: c.vanished,
+            })
         }
 
         async fn header(&mut self, name: &str, uid: u32) -> Result<Option<Vec<u8>>, BackendError> {

@@ -49,15 +49,18 @@ pub(crate) fn kept_header(content: &[u8]) -> Option<&[u8]> {
 /// A mailbox's changes after a mod-sequence, all read at one instant (one statement).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxChanges {
+    pub uid_validity: u32,
+    /// The mailbox's next UID at that instant.
+    pub uid_next: u32,
     /// The mailbox's highest mod-sequence at that instant: the `since` of the next call.
     pub highest_modseq: u64,
     /// The messages whose mod-sequence is above `since` (arrived or changed since), by UID;
     /// every message when `since` is 0.
     pub messages: Vec<MessageMeta>,
     /// The UIDs expunged at a mod-sequence above `since`, ascending; empty when `since` is 0.
+    /// Every path that removes a message from a mailbox that stays records its UID (EXPUNGE,
+    /// MOVE, gRPC removal: `expunged.rs`), so these are all the removals.
     pub vanished: Vec<u32>,
-    /// How many messages the mailbox holds at that instant.
-    pub count: u32,
 }
 
 /// The header of a row with columns `header`, and `content` where `header` is NULL.
@@ -142,9 +145,7 @@ impl Store {
                  SELECT CAST(1 AS BIGINT), uid, '', 0, 0, modseq \
                    FROM expunged WHERE mailbox_id = $1 AND modseq > $2 AND $2 > 0 \
                  UNION ALL \
-                 SELECT CAST(2 AS BIGINT), \
-                   (SELECT COUNT(*) FROM messages WHERE mailbox_id = $1), '', 0, 0, \
-                   highest_modseq \
+                 SELECT CAST(2 AS BIGINT), uid_next, '', uid_validity, 0, highest_modseq \
                    FROM mailboxes WHERE id = $1",
             )
             .bind(mailbox_id)
@@ -152,10 +153,11 @@ impl Store {
             .fetch_all(pool)
             .await?;
             let mut changes = MailboxChanges {
+                uid_validity: 0,
+                uid_next: 0,
                 highest_modseq: 0,
                 messages: Vec::new(),
                 vanished: Vec::new(),
-                count: 0,
             };
             let mut found = false;
             for row in &rows {
@@ -174,7 +176,9 @@ impl Store {
                     1 => changes.vanished.push(to_u32(row.try_get("uid")?, "uid")?),
                     _ => {
                         found = true;
-                        changes.count = to_u32(row.try_get("uid")?, "count")?;
+                        // This row carries the mailbox's counters in the union's columns.
+                        changes.uid_next = to_u32(row.try_get("uid")?, "uid_next")?;
+                        changes.uid_validity = to_u32(row.try_get("size")?, "uid_validity")?;
                         changes.highest_modseq = to_u64(row.try_get("modseq")?, "modseq")?;
                     }
                 }

@@ -233,6 +233,89 @@ impl Context {
     }
 }
 
+impl Context {
+    /// The value of `key` for a message decided without parsing it, from its metadata and the
+    /// raw bytes of its header section; `None` when only the full matcher can tell. It never
+    /// contradicts [`Context::matches`]: a header string key is decided `false` only when the
+    /// needle is not in the raw field although every character the decoded text can have came
+    /// verbatim from it (see [`raw_rules_out`]). Most messages of a SEARCH FROM are settled
+    /// here, and mail-parser runs only for the rest.
+    fn quick(
+        &self,
+        key: &SearchKey<'_>,
+        msg: &Candidate<'_>,
+        header: Option<&[u8]>,
+    ) -> Option<bool> {
+        let rules_out = |name: &[u8], needle: &[u8]| -> Option<bool> {
+            raw_rules_out(header?, name, needle).then_some(false)
+        };
+        match key {
+            SearchKey::And(keys) => {
+                let mut all = Some(true);
+                for key in keys.as_ref() {
+                    match self.quick(key, msg, header) {
+                        Some(false) => return Some(false),
+                        Some(true) => {}
+                        None => all = None,
+                    }
+                }
+                all
+            }
+            SearchKey::Or(a, b) => match (self.quick(a, msg, header), self.quick(b, msg, header)) {
+                (Some(true), _) | (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            },
+            SearchKey::Not(key) => self.quick(key, msg, header).map(|v| !v),
+            SearchKey::Bcc(s) => rules_out(b"Bcc", s.as_ref()),
+            SearchKey::Cc(s) => rules_out(b"Cc", s.as_ref()),
+            SearchKey::From(s) => rules_out(b"From", s.as_ref()),
+            SearchKey::To(s) => rules_out(b"To", s.as_ref()),
+            SearchKey::Subject(s) => rules_out(b"Subject", s.as_ref()),
+            SearchKey::Header(name, s) => rules_out(name.as_ref(), s.as_ref()),
+            key if reads(key) == Read::Nothing => Some(self.matches(key, msg)),
+            _ => None,
+        }
+    }
+}
+
+/// True when no field `name` of the raw header section can contain `needle` once decoded:
+/// the needle (non-empty, without white space or the characters that quoting, comments and
+/// address syntax add or remove) is not in any such field's raw value, and each of those
+/// values is one printable ASCII line without quotes, escapes, comments or encoded words, so
+/// that its decoded text is made only of verbatim runs of it.
+fn raw_rules_out(header: &[u8], name: &[u8], needle: &[u8]) -> bool {
+    let plain_needle = !needle.is_empty()
+        && needle.iter().all(|&b| {
+            b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'(' | b')' | b'<' | b'>' | b',')
+        });
+    if !plain_needle {
+        return false;
+    }
+    let lower: Vec<u8> = needle.to_ascii_lowercase();
+    let finder = memchr::memmem::Finder::new(&lower);
+    for field in message::fields(header) {
+        if !field.name.eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let Some(colon) = memchr::memchr(b':', field.raw) else {
+            return false;
+        };
+        let value = &field.raw[colon + 1..];
+        let value = value
+            .strip_suffix(b"\r\n")
+            .or_else(|| value.strip_suffix(b"\n"))
+            .unwrap_or(value);
+        let verbatim = value.iter().all(|&b| {
+            (b.is_ascii_graphic() || b == b' ' || b == b'\t') && !matches!(b, b'"' | b'\\' | b'(')
+        }) && memchr::memmem::find(value, b"=?").is_none();
+        if !verbatim || finder.find(&value.to_ascii_lowercase()).is_some() {
+            return false;
+        }
+    }
+    true
+}
+
 /// The search string, lower-cased for comparison (UTF-8 or US-ASCII: CHARSET was checked).
 fn needle(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw).to_lowercase()
@@ -376,13 +459,35 @@ impl<B: Backend> Session<B> {
             } else {
                 None
             };
-            let candidate = Candidate {
+            let mut candidate = Candidate {
                 seq,
                 meta: &meta,
-                parsed: content
-                    .as_deref()
-                    .and_then(|c| MessageParser::default().parse(c)),
+                parsed: None,
             };
+            let header = (read == Read::Header)
+                .then_some(content.as_deref())
+                .flatten();
+            match criteria
+                .iter()
+                .map(|key| ctx.quick(key, &candidate, header))
+                .try_fold(true, |all, v| match v {
+                    Some(false) => Err(()),
+                    Some(true) => Ok(all),
+                    None => Ok(false),
+                }) {
+                // Some key is false: no match, nothing to parse.
+                Err(()) => continue,
+                // Every key is true.
+                Ok(true) => {
+                    drop(candidate);
+                    found.push((seq, meta));
+                    continue;
+                }
+                Ok(false) => {}
+            }
+            candidate.parsed = content
+                .as_deref()
+                .and_then(|c| MessageParser::default().parse(c));
             if criteria.iter().all(|key| ctx.matches(key, &candidate)) {
                 drop(candidate);
                 found.push((seq, meta));
@@ -527,5 +632,110 @@ mod tests {
         assert!(body_contains(&msg, &needle("ÜBERgröße".as_bytes())));
         // The base64 text is not searched as written.
         assert!(!body_contains(&msg, &needle(b"w5xiZXJn")));
+    }
+
+    /// The quick pre-check never contradicts the full matcher, over headers made to trip it:
+    /// encoded words, quotes, escapes, comments, folding, 8-bit text, repeated fields, group
+    /// syntax, and needles with spaces, quotes and address punctuation.
+    #[test]
+    fn the_quick_check_agrees_with_the_full_matcher() {
+        let headers: &[&[u8]] = &[
+            b"From: Sender 7 <sender7@bench.test>\r\nSubject: Message 1: hi\r\n\r\n",
+            b"From: \"Send\"er <x@y.test>\r\n\r\n",
+            b"From: Se\\nder <x@y.test>\r\n\r\n",
+            b"From: \"Se\\nder\" <x@y.test>\r\n\r\n",
+            b"From: x@y.test (Sender Seven)\r\n\r\n",
+            b"From: =?UTF-8?Q?Sender_7?= <x@y.test>\r\n\r\n",
+            b"From: Sender\r\n 7 <x@y.test>\r\n\r\n",
+            b"From: Sender  7 <x@y.test>\r\n\r\n",
+            "From: S\u{e9}nder <x@y.test>\r\n\r\n".as_bytes(),
+            b"From: a@b.test\r\nFrom: Sender <sender@c.test>\r\n\r\n",
+            b"To: undisclosed-recipients:;\r\n\r\n",
+            b"To: Team: a@b.test, Sender <s@c.test>;\r\n\r\n",
+            b"Subject: =?ISO-8859-1?Q?Gr=FC=DFe?= sender\r\n\r\n",
+            b"Subject:sender7\r\n\r\n",
+            b"X-Thing: Sender-7 value\r\n\r\n",
+            b"\r\n",
+        ];
+        let needles: &[&[u8]] = &[
+            b"sender7@bench.test",
+            b"sender",
+            b"SENDER",
+            b"sender 7",
+            b"der <x",
+            b"\"send",
+            b"x@y",
+            "s\u{e9}nder".as_bytes(),
+            "gr\u{fc}".as_bytes(),
+            b"team",
+            b"undisclosed",
+            b"",
+            b"7",
+        ];
+        let ctx = Context {
+            largest_seq: 1,
+            largest_uid: 1,
+        };
+        let meta = MessageMeta {
+            uid: 1,
+            flags: vec![],
+            size: 10,
+            internal_date_ms: 0,
+            modseq: 1,
+        };
+        for header in headers {
+            for needle in needles {
+                let n =
+                    || imap_codec::imap_types::core::AString::try_from(needle.to_vec()).unwrap();
+                let keys = [
+                    SearchKey::From(n()),
+                    SearchKey::To(n()),
+                    SearchKey::Subject(n()),
+                    SearchKey::Header(
+                        imap_codec::imap_types::core::AString::try_from("X-Thing").unwrap(),
+                        n(),
+                    ),
+                    SearchKey::Not(Box::new(SearchKey::From(n()))),
+                    SearchKey::Or(Box::new(SearchKey::Seen), Box::new(SearchKey::To(n()))),
+                ];
+                for key in keys {
+                    let bare = Candidate {
+                        seq: 1,
+                        meta: &meta,
+                        parsed: None,
+                    };
+                    let quick = ctx.quick(&key, &bare, Some(header));
+                    let full = Candidate {
+                        seq: 1,
+                        meta: &meta,
+                        parsed: MessageParser::default().parse(*header),
+                    };
+                    let want = ctx.matches(&key, &full);
+                    assert!(
+                        quick.is_none_or(|q| q == want),
+                        "{key:?} on {:?}: quick {quick:?}, full {want}",
+                        String::from_utf8_lossy(header)
+                    );
+                }
+            }
+        }
+        // And it does settle the common case.
+        let header = headers[0];
+        let bare = Candidate {
+            seq: 1,
+            meta: &meta,
+            parsed: None,
+        };
+        let from = |s: &'static str| {
+            SearchKey::From(imap_codec::imap_types::core::AString::try_from(s).unwrap())
+        };
+        assert_eq!(
+            ctx.quick(&from("sender8@bench.test"), &bare, Some(header)),
+            Some(false)
+        );
+        assert_eq!(
+            ctx.quick(&from("sender7@bench.test"), &bare, Some(header)),
+            None
+        );
     }
 }

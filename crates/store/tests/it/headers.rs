@@ -93,25 +93,20 @@ both!(
             store.append(a, "INBOX", body, &[], None).await.unwrap();
         }
         let all = store.mailbox_changes(inbox.id, 0).await.unwrap();
-        assert_eq!(all.count, 3);
         assert_eq!(
             all.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
             [1, 2, 3]
         );
         assert!(all.vanished.is_empty());
+        let info = store.mailbox(a, "INBOX").await.unwrap().unwrap();
         assert_eq!(
-            all.highest_modseq,
-            store
-                .mailbox(a, "INBOX")
-                .await
-                .unwrap()
-                .unwrap()
-                .highest_modseq
+            (all.highest_modseq, all.uid_validity, all.uid_next),
+            (info.highest_modseq, info.uid_validity, 4)
         );
         let mark = all.highest_modseq;
         let none = store.mailbox_changes(inbox.id, mark).await.unwrap();
         assert!(none.messages.is_empty() && none.vanished.is_empty());
-        assert_eq!((none.count, none.highest_modseq), (3, mark));
+        assert_eq!(none.highest_modseq, mark);
 
         // A flag change, an arrival and an expunge after the mark: exactly those.
         store
@@ -131,7 +126,6 @@ both!(
         );
         assert_eq!(delta.messages[0].flags, vec!["\\Seen".to_string()]);
         assert_eq!(delta.vanished, vec![1]);
-        assert_eq!(delta.count, 3);
         assert!(delta.highest_modseq > mark);
         assert!(delta.messages.iter().all(|m| m.modseq > mark));
 
