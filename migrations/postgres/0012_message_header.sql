@@ -6,7 +6,7 @@
 -- section (RFC 5322 §2.1), written in the same statement as `content`. IMAP answers ENVELOPE,
 -- BODY[HEADER], BODY[HEADER.FIELDS (...)], SEARCH on header fields, SORT and THREAD from it
 -- without reading whole messages. NULL means "not kept" (no empty line, or a header section
--- over the store's limit): readers then take the header from `content`.
+-- over the store's limit of 64 KiB): readers then take the header from `content`.
 ALTER TABLE messages ADD COLUMN header BYTEA;
 
 -- Messages stored before this migration: their header section, where the first empty line is
@@ -15,7 +15,7 @@ UPDATE messages m
    SET header = substring(m.content FROM 1 FOR s.p + 3)
   FROM (SELECT id, position('\x0d0a0d0a'::bytea IN content) AS p FROM messages) s
  WHERE m.id = s.id
-   AND s.p BETWEEN 2 AND 262141
+   AND s.p BETWEEN 2 AND 65533
    AND get_byte(m.content, 0) NOT IN (10, 13)
    AND position('\x0a0a'::bytea IN substring(m.content FROM 1 FOR s.p + 3)) = 0
    AND position('\x0a0d0a'::bytea IN substring(m.content FROM 1 FOR s.p + 1)) = 0;

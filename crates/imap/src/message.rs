@@ -6,7 +6,7 @@
 //! does not decode RFC 2047 encoded-words (clients do that); MIME structure (BODYSTRUCTURE,
 //! numbered body parts) is in `mime.rs`, built on these helpers.
 
-use crate::response::{nstring, string};
+use crate::response::{push_nstring, push_string};
 
 /// Splits a message into its header block (including the empty separator line) and body.
 /// A message without an empty line is all header (RFC 5322 §3.5: the body is optional).
@@ -161,15 +161,22 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 /// The ENVELOPE structure (RFC 9051 §7.5.2) of a header block.
 pub fn envelope(header: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_envelope(&mut out, header);
+    out
+}
+
+/// [`envelope`], appended to `out`.
+pub fn push_envelope(out: &mut Vec<u8>, header: &[u8]) {
     let fields = fields(header);
     let value = |name: &str| field_value(&fields, name);
     let from = value("From");
     let sender = value("Sender").or_else(|| from.clone());
     let reply_to = value("Reply-To").or_else(|| from.clone());
-    let mut out = b"(".to_vec();
-    out.extend(nstring(value("Date").as_deref()));
+    out.push(b'(');
+    push_nstring(out, value("Date").as_deref());
     out.push(b' ');
-    out.extend(nstring(value("Subject").as_deref()));
+    push_nstring(out, value("Subject").as_deref());
     for list in [
         from,
         sender,
@@ -179,14 +186,13 @@ pub fn envelope(header: &[u8]) -> Vec<u8> {
         value("Bcc"),
     ] {
         out.push(b' ');
-        out.extend(address_list(list.as_deref()));
+        push_address_list(out, list.as_deref());
     }
     out.push(b' ');
-    out.extend(nstring(value("In-Reply-To").as_deref()));
+    push_nstring(out, value("In-Reply-To").as_deref());
     out.push(b' ');
-    out.extend(nstring(value("Message-ID").as_deref()));
+    push_nstring(out, value("Message-ID").as_deref());
     out.push(b')');
-    out
 }
 
 /// One element of an address list as ENVELOPE writes it.
@@ -201,12 +207,13 @@ enum Address {
     GroupEnd,
 }
 
-fn address_list(value: Option<&[u8]>) -> Vec<u8> {
+fn push_address_list(out: &mut Vec<u8>, value: Option<&[u8]>) {
     let addresses = value.map(parse_addresses).unwrap_or_default();
     if addresses.is_empty() {
-        return b"NIL".to_vec();
+        out.extend_from_slice(b"NIL");
+        return;
     }
-    let mut out = b"(".to_vec();
+    out.push(b'(');
     for address in addresses {
         out.push(b'(');
         match address {
@@ -215,17 +222,17 @@ fn address_list(value: Option<&[u8]>) -> Vec<u8> {
                 local,
                 domain,
             } => {
-                out.extend(nstring(name.as_deref()));
+                push_nstring(out, name.as_deref());
                 out.extend_from_slice(b" NIL ");
-                out.extend(string(&local));
+                push_string(out, &local);
                 out.push(b' ');
-                out.extend(string(&domain));
+                push_string(out, &domain);
             }
             // RFC 9051 §7.5.2: group syntax is a NIL host with the group name as mailbox,
             // closed by an all-NIL address.
             Address::GroupStart(name) => {
                 out.extend_from_slice(b"NIL NIL ");
-                out.extend(string(&name));
+                push_string(out, &name);
                 out.extend_from_slice(b" NIL");
             }
             Address::GroupEnd => out.extend_from_slice(b"NIL NIL NIL NIL"),
@@ -233,7 +240,6 @@ fn address_list(value: Option<&[u8]>) -> Vec<u8> {
         out.push(b')');
     }
     out.push(b')');
-    out
 }
 
 /// Splits an RFC 5322 §3.4 address list. Tolerant: malformed entries become best-effort

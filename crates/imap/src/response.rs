@@ -90,12 +90,19 @@ pub fn capabilities(atoms: &[Cow<'static, str>]) -> Option<Vec1<Capability<'stat
 /// Writes an IMAP string for arbitrary bytes: a quoted string when RFC 9051 §4.3 allows it,
 /// otherwise a literal (8-bit data, CR, LF, NUL).
 pub fn string(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    push_string(&mut out, bytes);
+    out
+}
+
+/// [`string`], appended to `out`.
+pub fn push_string(out: &mut Vec<u8>, bytes: &[u8]) {
     let quotable = bytes.len() <= 1024
         && bytes
             .iter()
             .all(|&b| (0x01..=0x7f).contains(&b) && b != b'\r' && b != b'\n');
     if quotable {
-        let mut out = Vec::with_capacity(bytes.len() + 2);
+        out.reserve(bytes.len() + 2);
         out.push(b'"');
         for &b in bytes {
             if b == b'"' || b == b'\\' {
@@ -104,25 +111,40 @@ pub fn string(bytes: &[u8]) -> Vec<u8> {
             out.push(b);
         }
         out.push(b'"');
-        out
     } else {
-        literal(bytes)
+        push_literal(out, bytes);
     }
 }
 
 /// `NIL` or a string.
 pub fn nstring(bytes: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_nstring(&mut out, bytes);
+    out
+}
+
+/// [`nstring`], appended to `out`.
+pub fn push_nstring(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
-        Some(bytes) => string(bytes),
-        None => b"NIL".to_vec(),
+        Some(bytes) => push_string(out, bytes),
+        None => out.extend_from_slice(b"NIL"),
     }
 }
 
 /// A literal: `{n}` CRLF and exactly n bytes (RFC 9051 §4.3).
 pub fn literal(bytes: &[u8]) -> Vec<u8> {
-    let mut out = format!("{{{}}}\r\n", bytes.len()).into_bytes();
-    out.extend_from_slice(bytes);
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    push_literal(&mut out, bytes);
     out
+}
+
+/// [`literal`], appended to `out`.
+pub fn push_literal(out: &mut Vec<u8>, bytes: &[u8]) {
+    use std::io::Write;
+    out.reserve(bytes.len() + 16);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{{{}}}\r\n", bytes.len());
+    out.extend_from_slice(bytes);
 }
 
 /// An astring as the client wrote it (for echoing section specs): an atom stays an atom.

@@ -1423,13 +1423,14 @@ impl<B: Backend> Session<B> {
             let add_modseq =
                 add_flags && condstore && !items.iter().any(|i| matches!(i, Item::ModSeq));
             let add_uid = add_flags && qresync && !items.iter().any(|i| matches!(i, Item::Uid));
-            out.extend(render_fetch(
+            render_fetch(
+                out,
                 index + 1,
                 &entry.meta,
                 &items,
                 body.as_deref(),
                 (add_flags, add_modseq, add_uid),
-            ));
+            );
         }
         if vanished {
             // RFC 9051 §7.1: tell the client why some messages were left out.
@@ -2154,13 +2155,16 @@ fn field_part(names: &[imap_codec::imap_types::core::AString<'_>], not: bool) ->
 /// message data is arbitrary bytes (NUL included, which `Literal` refuses) and must go out
 /// exactly as stored, with exact literal lengths.
 fn render_fetch(
+    out: &mut Vec<u8>,
     seq: usize,
     meta: &MessageMeta,
     items: &[Item],
     body: Option<&[u8]>,
     (add_flags, add_modseq, add_uid): (bool, bool, bool),
-) -> Vec<u8> {
-    let mut out = format!("* {seq} FETCH (").into_bytes();
+) {
+    use std::io::Write;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "* {seq} FETCH (");
     let flags = || format!("FLAGS ({})", meta.flags.join(" ")).into_bytes();
     let message = body.unwrap_or_default();
     let (header, text) = message::split(message);
@@ -2182,7 +2186,7 @@ fn render_fetch(
             Item::Size => out.extend(format!("RFC822.SIZE {}", meta.size).into_bytes()),
             Item::Envelope => {
                 out.extend_from_slice(b"ENVELOPE ");
-                out.extend(message::envelope(header));
+                message::push_envelope(out, header);
             }
             Item::Binary {
                 path,
@@ -2264,7 +2268,7 @@ fn render_fetch(
                 };
                 out.extend_from_slice(label);
                 out.push(b' ');
-                out.extend(response::literal(data));
+                response::push_literal(out, data);
             }
         }
     }
@@ -2282,7 +2286,6 @@ fn render_fetch(
         out.extend(format!(" UID {}", meta.uid).into_bytes());
     }
     out.extend_from_slice(b")\r\n");
-    out
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub struct StoreBackend {
 /// Messages read ahead: a FETCH or SEARCH over many messages asks for their bodies (or header
 /// sections) one by one in ascending UID order; after two such requests in a row, the next
 /// bodies (at most [`AHEAD_MESSAGES`], [`AHEAD_BYTES`] together) or header sections (at most
-/// [`AHEAD_HEADERS`], [`AHEAD_BYTES`] together) come in one query instead of one query each.
+/// [`AHEAD_HEADERS`], each at most the store's 64 KiB) come in one query instead of one each.
 /// Message contents never change, so nothing read ahead is ever stale. Emptied when the
 /// session idles, so an idle session holds none.
 #[derive(Default)]
@@ -42,7 +42,7 @@ struct ReadAhead {
 }
 
 const AHEAD_MESSAGES: u32 = 64;
-const AHEAD_HEADERS: u32 = 1024;
+const AHEAD_HEADERS: u32 = 512;
 const AHEAD_BYTES: u64 = 1024 * 1024;
 
 impl ReadAhead {
@@ -93,7 +93,7 @@ impl StoreBackend {
             }
             (true, true) => {
                 self.store
-                    .message_headers_from(id, uid, AHEAD_HEADERS, AHEAD_BYTES)
+                    .message_headers_from(id, uid, AHEAD_HEADERS)
                     .await
             }
         }

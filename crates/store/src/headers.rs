@@ -14,8 +14,8 @@ use crate::{Error, Result, Store, to_u32, to_u64, validate, with_pool};
 
 /// The largest header section kept in `messages.header`; a larger one (a message that is all
 /// header, or a pathological one) is read from the content when asked for. Real header
-/// sections are a few kB.
-pub const MAX_KEPT_HEADER: usize = 256 * 1024;
+/// sections are a few kB; the bound keeps a read-ahead of many of them small.
+pub const MAX_KEPT_HEADER: usize = 64 * 1024;
 
 /// The header section of `content`: every line up to and including the first empty one (`\r\n`
 /// or a bare `\n`), as IMAP's BODY[HEADER] has it (RFC 9051 §6.4.5). A message without an
@@ -97,37 +97,43 @@ impl Store {
         })
     }
 
-    /// The header sections of messages with UID `from_uid` and above, ascending, for reading
-    /// ahead through a mailbox: at most `limit` messages, and after the first only as many as
-    /// fit in `max_bytes` together. The first row is `from_uid` itself unless that message does
-    /// not exist.
+    /// The header sections of messages with UID `from_uid` and above, ascending, at most
+    /// `limit` of them, for reading ahead through a mailbox in one query instead of one per
+    /// message. Kept header sections are at most [`MAX_KEPT_HEADER`] bytes each, which bounds
+    /// the answer; a message whose header section is not kept is read on its own.
     pub async fn message_headers_from(
         &self,
         mailbox_id: i64,
         from_uid: u32,
         limit: u32,
-        max_bytes: u64,
     ) -> Result<Vec<(u32, Vec<u8>)>> {
-        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
-        with_pool!(self, |pool| {
+        let rows: Vec<(u32, Option<Vec<u8>>)> = with_pool!(self, |pool| {
             let rows = sqlx::query(
-                "SELECT uid, header, content FROM ( \
-                   SELECT uid, header, CASE WHEN header IS NULL THEN content END AS content, \
-                     SUM(COALESCE(LENGTH(header), size)) OVER (ORDER BY uid) AS running, \
-                     ROW_NUMBER() OVER (ORDER BY uid) AS n \
-                   FROM messages WHERE mailbox_id = $1 AND uid >= $2 ORDER BY uid LIMIT $3 \
-                 ) AS w WHERE n = 1 OR running <= $4 ORDER BY uid",
+                "SELECT uid, header FROM messages WHERE mailbox_id = $1 AND uid >= $2 \
+                 ORDER BY uid LIMIT $3",
             )
             .bind(mailbox_id)
             .bind(i64::from(from_uid))
             .bind(i64::from(limit))
-            .bind(max_bytes)
             .fetch_all(pool)
             .await?;
             rows.iter()
-                .map(|row| Ok((to_u32(row.try_get("uid")?, "uid")?, header_of!(row))))
-                .collect()
-        })
+                .map(|row| Ok((to_u32(row.try_get("uid")?, "uid")?, row.try_get("header")?)))
+                .collect::<Result<_>>()?
+        });
+        let mut out = Vec::with_capacity(rows.len());
+        for (uid, header) in rows {
+            let header = match header {
+                Some(header) => header,
+                None => match self.message_header(mailbox_id, uid).await? {
+                    Some(header) => header,
+                    // Expunged between the two reads.
+                    None => continue,
+                },
+            };
+            out.push((uid, header));
+        }
+        Ok(out)
     }
 
     /// What changed in mailbox `mailbox_id` after mod-sequence `since` (everything when 0),

@@ -292,8 +292,6 @@ fn raw_rules_out(header: &[u8], name: &[u8], needle: &[u8]) -> bool {
     if !plain_needle {
         return false;
     }
-    let lower: Vec<u8> = needle.to_ascii_lowercase();
-    let finder = memchr::memmem::Finder::new(&lower);
     for field in message::fields(header) {
         if !field.name.eq_ignore_ascii_case(name) {
             continue;
@@ -309,7 +307,11 @@ fn raw_rules_out(header: &[u8], name: &[u8], needle: &[u8]) -> bool {
         let verbatim = value.iter().all(|&b| {
             (b.is_ascii_graphic() || b == b' ' || b == b'\t') && !matches!(b, b'"' | b'\\' | b'(')
         }) && memchr::memmem::find(value, b"=?").is_none();
-        if !verbatim || finder.find(&value.to_ascii_lowercase()).is_some() {
+        // Header values are short: a plain scan, with no allocation.
+        let found = value
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle));
+        if !verbatim || found {
             return false;
         }
     }
@@ -424,29 +426,47 @@ impl<B: Backend> Session<B> {
             out.extend(backend_error(tag, &err));
             return None;
         }
-        let State::Selected(sel) = &self.state else {
+        let State::Selected(sel) = &mut self.state else {
             return None;
         };
-        let read = criteria.iter().map(reads).max().unwrap_or(Read::Nothing);
         let ctx = Context {
             largest_seq: sel.count(),
             largest_uid: sel.largest_uid(),
         };
-        let candidates: Vec<(u32, MessageMeta)> = sel
-            .view
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| !e.gone)
-            .map(|(i, e)| (u32::try_from(i + 1).unwrap_or(u32::MAX), e.meta.clone()))
-            .collect();
+        // The view is lent out for the scan (nothing else touches it meanwhile), so that only
+        // the matches are copied.
+        let view = std::mem::take(&mut sel.view);
         let name = sel.name.clone();
+        let found = self.scan(tag, criteria, &ctx, &view, &name, out).await;
+        if let State::Selected(sel) = &mut self.state {
+            sel.view = view;
+        }
+        found
+    }
+
+    /// [`Session::matching`]'s scan through the selected mailbox's view.
+    async fn scan(
+        &mut self,
+        tag: &Tag<'_>,
+        criteria: &[SearchKey<'_>],
+        ctx: &Context,
+        view: &[super::Entry],
+        name: &str,
+        out: &mut Vec<u8>,
+    ) -> Option<Vec<(u32, MessageMeta)>> {
+        let read = criteria.iter().map(reads).max().unwrap_or(Read::Nothing);
         let mut found = Vec::new();
-        for (seq, meta) in candidates {
+        for (i, entry) in view.iter().enumerate() {
+            if entry.gone {
+                continue;
+            }
+            let seq = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let meta = &entry.meta;
             let content = if read != Read::Nothing {
                 let content = if read == Read::Header {
-                    self.backend.header(&name, meta.uid).await
+                    self.backend.header(name, meta.uid).await
                 } else {
-                    self.backend.body(&name, meta.uid).await
+                    self.backend.body(name, meta.uid).await
                 };
                 match content {
                     Ok(Some(content)) => Some(content),
@@ -461,7 +481,7 @@ impl<B: Backend> Session<B> {
             };
             let mut candidate = Candidate {
                 seq,
-                meta: &meta,
+                meta,
                 parsed: None,
             };
             let header = (read == Read::Header)
@@ -479,8 +499,7 @@ impl<B: Backend> Session<B> {
                 Err(()) => continue,
                 // Every key is true.
                 Ok(true) => {
-                    drop(candidate);
-                    found.push((seq, meta));
+                    found.push((seq, meta.clone()));
                     continue;
                 }
                 Ok(false) => {}
@@ -489,8 +508,7 @@ impl<B: Backend> Session<B> {
                 .as_deref()
                 .and_then(|c| MessageParser::default().parse(c));
             if criteria.iter().all(|key| ctx.matches(key, &candidate)) {
-                drop(candidate);
-                found.push((seq, meta));
+                found.push((seq, meta.clone()));
             }
         }
         Some(found)

@@ -46,17 +46,10 @@ both!(every_way_in_keeps_the_header_section, |store| async move {
     );
     assert_eq!(store.message_header(inbox.id, 99).await.unwrap(), None);
 
-    // Read ahead: from UID 2 on, a byte budget that only the first fits in still returns
-    // the first.
-    let ahead = store
-        .message_headers_from(inbox.id, 2, 10, 1)
-        .await
-        .unwrap();
+    // Read ahead: a limit, and the header that is not kept read from the content.
+    let ahead = store.message_headers_from(inbox.id, 2, 1).await.unwrap();
     assert_eq!(ahead, vec![(2, header_section(LF).to_vec())]);
-    let ahead = store
-        .message_headers_from(inbox.id, 1, 10, 1 << 30)
-        .await
-        .unwrap();
+    let ahead = store.message_headers_from(inbox.id, 1, 10).await.unwrap();
     let want: Vec<(u32, Vec<u8>)> = (1..)
         .zip(contents)
         .map(|(uid, c)| (uid, header_section(c).to_vec()))
