@@ -34,6 +34,23 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// Has the kernel acknowledge what was received at once rather than after its delayed-ACK
+    /// timer (TCP_QUICKACK, Linux; the kernel drops it again by itself, so the driver calls
+    /// this after every read). A client that writes the end of a command separately, as
+    /// Python's imaplib sends an APPEND literal and then its CRLF, has that last write held
+    /// by Nagle's algorithm until our ACK comes: up to 40 ms per command without this.
+    pub fn ack_now(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let tcp = match self {
+                Stream::Plain(tcp) => tcp,
+                Stream::Tls(tls) => tls.get_ref().0,
+            };
+            // Only a latency hint: a failure changes nothing else.
+            let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
+        }
+    }
+
     /// Runs the server side of a TLS handshake on a plain stream.
     pub async fn upgrade(self, acceptor: &TlsAcceptor) -> io::Result<Stream> {
         match self {
@@ -224,7 +241,10 @@ pub async fn drive<P: LineProtocol>(
                 return Ok(Ended::IdleTimeout);
             }
             Ok(Ok(0)) => return Ok(Ended::ClientGone),
-            Ok(Ok(n)) => n,
+            Ok(Ok(n)) => {
+                stream.ack_now();
+                n
+            }
             Ok(Err(e)) if is_disconnect(&e) => return Ok(Ended::ClientGone),
             Ok(Err(e)) => return Err(e),
         };
