@@ -5,7 +5,8 @@
 # For each server, `tern bench imap` fills one mailbox with N generated messages (varied sizes,
 # about 68 MB for 10,000) over APPEND and times, on one IMAPS connection, SELECT,
 # FETCH 1:* (FLAGS), FETCH 1:* (FLAGS ENVELOPE), FETCH 1:* BODY.PEEK[] and UID SEARCH FROM
-# (median of RUNS runs; APPEND's rate is the median over RUNS fill chunks). Then
+# (median of RUNS runs; APPEND's rate is the median over RUNS fill chunks), then APPEND once more
+# with Python's imaplib, the client of the issue's reference figures. Then
 # `tern bench imap-idle` holds IDLE_N sessions (IMAPS, LOGIN, SELECT of a 100-message INBOX,
 # IDLE) and reads the server's memory from /proc: tern-maa is one process; Dovecot is the master
 # and all its children, summed (RSS counts shared pages once per process, PSS shares them out).
@@ -140,6 +141,31 @@ bench() { # label port
     "$BIN/tern" bench imap --target "127.0.0.1:$2" --ca "$RUN/cert.pem" \
         --user "$USER_BENCH" --password "$PASS" --messages "$N" --runs "$RUNS" \
         | tee "$RUN/$1-imap.txt" >&2
+    py_append "$1" "$2" | tee -a "$RUN/$1-imap.txt" >&2
+}
+
+# APPEND as the issue's reference figures were taken: Python's imaplib on one connection
+# (no LITERAL+, each literal and its CRLF in two writes, Nagle on), PY_APPEND_N messages of
+# 2-4 kB into a mailbox of their own, which is then deleted.
+py_append() { # label port
+    python3 - "$2" "$RUN/cert.pem" "$USER_BENCH" "$PASS" "${PY_APPEND_N:-500}" <<'PY'
+import imaplib, ssl, sys, time
+port, ca, user, password, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+ctx = ssl.create_default_context(cafile=ca)
+c = imaplib.IMAP4_SSL("127.0.0.1", int(port), ssl_context=ctx)
+c.login(user, password)
+c.create("PyAppend")
+start = time.perf_counter()
+for i in range(n):
+    body = ("line %d of a message appended by imaplib\r\n" % i) * (50 + i % 50)
+    msg = ("From: Py <py@bench.test>\r\nTo: bench@bench.test\r\nSubject: py %d\r\n\r\n" % i + body).encode()
+    typ, _ = c.append("PyAppend", None, None, msg)
+    assert typ == "OK", typ
+rate = n / (time.perf_counter() - start)
+c.delete("PyAppend")
+c.logout()
+print("%-28s %10.1f msg/s  (%d messages, one imaplib connection)" % ("APPEND (imaplib)", rate, n))
+PY
 }
 
 idle_bench() { # label port pid sessions
@@ -258,7 +284,7 @@ value() { # file name
 }
 
 summary() {
-    local names=("APPEND" "SELECT" "FETCH 1:* (FLAGS)" "FETCH 1:* (FLAGS ENVELOPE)" "FETCH 1:* BODY.PEEK[]" "UID SEARCH FROM")
+    local names=("APPEND" "APPEND (imaplib)" "SELECT" "FETCH 1:* (FLAGS)" "FETCH 1:* (FLAGS ENVELOPE)" "FETCH 1:* BODY.PEEK[]" "UID SEARCH FROM")
     {
         echo "| measure | unit | Tern (tern-maa, PostgreSQL) | Dovecot $(dovecot --version | cut -d' ' -f1) (Maildir) |"
         echo "|---|---|---:|---:|"
@@ -266,6 +292,7 @@ summary() {
         for n in "${names[@]}"; do
             unit="ms (median)"
             [[ $n == APPEND ]] && unit="msg/s (median)"
+            [[ $n == "APPEND (imaplib)" ]] && unit="msg/s"
             echo "| $n | $unit | $(value "$RUN/tern-imap.txt" "$n") | $(value "$RUN/dovecot-imap.txt" "$n") |"
         done
         local s
