@@ -248,3 +248,47 @@ async fn pop3_listener(
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_runtime::net::{Stream, drive};
+    use tokio::net::TcpStream;
+    use tokio_util::sync::CancellationToken;
+
+    /// A connection's task is allocated once, at the size of the largest state its future can
+    /// be in, and an IMAP client in IDLE keeps it for hours: 10,000 idle sessions must fit in
+    /// 200 MB with everything else. So the driver holds no command's future inline (those are
+    /// boxed while they run); this catches one that creeps back in. Debug builds lay futures
+    /// out larger than release builds, so the bound here is looser than what ships.
+    #[tokio::test]
+    async fn an_imap_connection_future_stays_small() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let config = tern_imap::Config {
+            tls_available: false,
+            login_requires_tls: false,
+            max_literal: 1 << 20,
+            max_failed_logins: 3,
+            greeting_host: String::new(),
+        };
+        let session = ImapConnection(tern_imap::Session::new(
+            config,
+            StoreBackend::new(store),
+            false,
+        ));
+        let token = CancellationToken::new();
+        let timeouts = Timeouts {
+            idle: Duration::from_secs(60),
+            handshake: Duration::from_secs(5),
+        };
+        let connection = drive(Stream::Plain(server), session, None, timeouts, &token);
+        let size = std::mem::size_of_val(&connection);
+        eprintln!("IMAP connection future: {size} bytes");
+        assert!(size <= 4096, "IMAP connection future is {size} bytes");
+    }
+}

@@ -165,8 +165,9 @@ pub struct Timeouts {
     pub handshake: Duration,
 }
 
-/// Bounds of the per-connection read buffer (see `drive`).
-const READ_MIN: usize = 4 * 1024;
+/// Bounds of the per-connection read buffer (see `drive`). The minimum is what a quiet
+/// connection holds: a command line fits, and a full read doubles it.
+const READ_MIN: usize = 512;
 const READ_MAX: usize = 64 * 1024;
 
 /// The buffer for the next read after one that returned `n` bytes into `buf`: twice as large
@@ -224,7 +225,7 @@ pub async fn drive<P: LineProtocol>(
             }
             r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => r,
             () = session.wake() => {
-                let news = session.poll().await;
+                let news = Box::pin(session.poll()).await;
                 if !news.is_empty()
                     && let Err(e) = send(&mut stream, &mut deflate, &news).await
                 {
@@ -265,7 +266,10 @@ pub async fn drive<P: LineProtocol>(
                     (plain, more)
                 }
             };
-            let (reply, action) = session.feed(&chunk).await;
+            // Boxed: a command's future (a whole IMAP FETCH, an SMTP DATA commit) is large, and
+            // held inline it would size this connection's task for as long as it lives, even
+            // while the client is quiet. On the heap it exists only while a command runs.
+            let (reply, action) = Box::pin(session.feed(&chunk)).await;
             if !reply.is_empty()
                 && let Err(e) = send(&mut stream, &mut deflate, &reply).await
             {
@@ -294,13 +298,15 @@ pub async fn drive<P: LineProtocol>(
                             "session asked for STARTTLS on a listener without TLS",
                         ));
                     };
-                    stream =
-                        match tokio::time::timeout(timeouts.handshake, stream.upgrade(acceptor))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(_)) | Err(_) => return Ok(Ended::TlsFailed),
-                        };
+                    stream = match tokio::time::timeout(
+                        timeouts.handshake,
+                        Box::pin(stream.upgrade(acceptor)),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(_)) | Err(_) => return Ok(Ended::TlsFailed),
+                    };
                     session.tls_started();
                     let hello = session.after_tls();
                     if !hello.is_empty()
@@ -467,7 +473,9 @@ pub async fn serve<F, Fut>(
             let _open = OpenConnection::new(name);
             let stream = match tls {
                 None => Stream::Plain(tcp),
-                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                // Boxed, like a command in `drive`: the handshake's state is large and would
+                // otherwise size the task for the connection's whole life.
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, Box::pin(acceptor.accept(tcp))).await {
                     Ok(Ok(s)) => Stream::Tls(Box::new(s)),
                     _ => {
                         tracing::debug!(client.address = %peer, "implicit TLS handshake failed");

@@ -87,7 +87,9 @@ impl Store {
         if let Pool::Pg(pool) = self.pool() {
             let mut running = hub.listener.lock().await;
             if running.is_none() {
-                let listener = listen(pool).await?;
+                // Boxed: connecting is a large future, and every IMAP IDLE wait embeds this
+                // one; inline it would grow each idle session by its size.
+                let listener = Box::pin(listen(pool)).await?;
                 let (stop, stopped) = watch::channel(());
                 tokio::spawn(run_listener(
                     pool.clone(),
