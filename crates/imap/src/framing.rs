@@ -40,6 +40,9 @@ enum State {
     Literal { remaining: u64, discard: bool },
 }
 
+/// The buffer capacity kept between commands; more is given back (see [`Framer::next`]).
+const KEPT_CAPACITY: usize = 1024;
+
 /// Incremental command framer. Feed bytes with [`Framer::push`], then call [`Framer::next`]
 /// until it returns `None`.
 #[derive(Debug)]
@@ -112,6 +115,26 @@ impl Framer {
     }
 
     pub fn next(&mut self) -> Option<Frame> {
+        let frame = self.next_frame();
+        if frame.is_none() {
+            self.give_back();
+        }
+        frame
+    }
+
+    /// Returns the memory of drained input once nothing is pending: after an APPEND the
+    /// buffer would otherwise keep the message's size for as long as the session lives, and
+    /// an idle session should hold next to nothing.
+    fn give_back(&mut self) {
+        if self.pending.is_empty() && self.pending.capacity() > KEPT_CAPACITY {
+            self.pending = Vec::new();
+        }
+        if self.message.is_empty() && self.message.capacity() > KEPT_CAPACITY {
+            self.message = Vec::new();
+        }
+    }
+
+    fn next_frame(&mut self) -> Option<Frame> {
         loop {
             match self.state {
                 State::Literal { remaining, discard } => {
@@ -216,6 +239,31 @@ mod tests {
 
     fn frames(framer: &mut Framer) -> Vec<Frame> {
         std::iter::from_fn(|| framer.next()).collect()
+    }
+
+    #[test]
+    fn input_memory_is_given_back_between_commands() {
+        let mut f = Framer::new(1 << 20);
+        let body = vec![b'x'; 100_000];
+        f.push(b"a APPEND INBOX {100000+}\r\n");
+        f.push(&body[..50_000]);
+        assert_eq!(frames(&mut f), vec![]);
+        assert!(
+            f.message.capacity() >= 50_000,
+            "a literal under way is kept"
+        );
+        f.push(&body[50_000..]);
+        f.push(b"\r\nb NO");
+        let got = frames(&mut f);
+        assert!(matches!(&got[..], [Frame::Command(c)] if c.len() > 100_000));
+        assert!(
+            f.pending.capacity() > KEPT_CAPACITY,
+            "a partial command is kept"
+        );
+        f.push(b"OP\r\n");
+        assert_eq!(frames(&mut f), vec![Frame::Command(b"b NOOP\r\n".to_vec())]);
+        assert!(f.pending.capacity() <= KEPT_CAPACITY);
+        assert!(f.message.capacity() <= KEPT_CAPACITY);
     }
 
     #[test]

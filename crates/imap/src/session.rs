@@ -40,8 +40,10 @@ mod list;
 mod search;
 mod sort;
 mod thread;
+mod view;
 
 use condstore::Enabled;
+use view::{Meta, View};
 
 /// The hierarchy delimiter we present (RFC 9051 §6.3.9).
 const DELIMITER: char = '/';
@@ -61,15 +63,9 @@ struct Selected {
     name: String,
     read_only: bool,
     /// Index + 1 is the message sequence number.
-    view: Vec<Entry>,
+    view: View,
     /// The mailbox's highest mod-sequence as of the view: changes above it are news.
     modseq: u64,
-}
-
-struct Entry {
-    meta: MessageMeta,
-    /// Expunged in the store but not yet announced to this client.
-    gone: bool,
 }
 
 /// Whether `delta`, the changes since `sel.modseq`, fits the view: every changed message it
@@ -78,18 +74,15 @@ struct Entry {
 /// mailbox again.
 fn fits(sel: &Selected, delta: &MailboxChanges) -> bool {
     let last = sel.largest_uid();
-    delta.messages.iter().all(|m| {
-        m.uid > last
-            || sel
-                .view
-                .binary_search_by_key(&m.uid, |e| e.meta.uid)
-                .is_ok()
-    })
+    delta
+        .messages
+        .iter()
+        .all(|m| m.uid > last || sel.view.find(m.uid).is_ok())
 }
 
 impl Selected {
     fn largest_uid(&self) -> u32 {
-        self.view.last().map_or(0, |e| e.meta.uid)
+        self.view.last().map_or(0, |e| e.uid)
     }
 
     fn count(&self) -> u32 {
@@ -436,6 +429,10 @@ impl<B: Backend> Session<B> {
                     return Action::Continue;
                 }
                 self.idling = Some(tag.into_static());
+                // The client may now wait for hours: keep no spare capacity meanwhile.
+                if let State::Selected(sel) = &mut self.state {
+                    sel.view.trim();
+                }
             }
             CommandBody::Logout => {
                 out.extend(response::bye("Logging out"));
@@ -943,10 +940,7 @@ impl<B: Backend> Session<B> {
             name,
             read_only,
             modseq: highest_modseq,
-            view: messages
-                .into_iter()
-                .map(|meta| Entry { meta, gone: false })
-                .collect(),
+            view: View::new(messages),
         });
         if let Some((uid_validity, modseq, known_uids)) = qresync
             && let Err(err) = self
@@ -1062,7 +1056,7 @@ impl<B: Backend> Session<B> {
                     let deleted = messages
                         .iter()
                         .flatten()
-                        .filter(|m| has_flag(m, "\\Deleted"));
+                        .filter(|m| m.borrowed().has_flag("\\Deleted"));
                     parts.push(if *item == StatusDataItemName::Deleted {
                         format!("DELETED {}", deleted.count())
                     } else {
@@ -1123,35 +1117,32 @@ impl<B: Backend> Session<B> {
         };
         let last = sel.largest_uid();
         let mut changed = vec![false; sel.view.len()];
-        let apply = |entry: &mut Entry, changed: &mut bool, fresh: &MessageMeta| {
+        let apply = |view: &mut View, i: usize, changed: &mut bool, fresh: &MessageMeta| {
             // Under CONDSTORE a new mod-sequence is news even if the flags look the
             // same again (RFC 7162 §3.1.4.2).
-            if !same_flags(&fresh.flags, &entry.meta.flags)
-                || (condstore && fresh.modseq != entry.meta.modseq)
-            {
+            let old = view.meta(i);
+            if !same_flags(&fresh.flags, old.flags) || (condstore && fresh.modseq != old.modseq) {
                 *changed = true;
             }
-            entry.meta = fresh.clone();
+            view.update(i, fresh);
         };
         if incremental {
             for fresh in delta.messages.iter().filter(|m| m.uid <= last) {
-                if let Ok(i) = sel.view.binary_search_by_key(&fresh.uid, |e| e.meta.uid) {
-                    apply(&mut sel.view[i], &mut changed[i], fresh);
+                if let Ok(i) = sel.view.find(fresh.uid) {
+                    apply(&mut sel.view, i, &mut changed[i], fresh);
                 }
             }
             for uid in &delta.vanished {
-                if let Ok(i) = sel.view.binary_search_by_key(uid, |e| e.meta.uid) {
-                    sel.view[i].gone = true;
+                if let Ok(i) = sel.view.find(*uid) {
+                    sel.view.mark_gone(i);
                 }
             }
         } else {
-            for (i, entry) in sel.view.iter_mut().enumerate() {
-                match delta
-                    .messages
-                    .binary_search_by_key(&entry.meta.uid, |m| m.uid)
-                {
-                    Ok(pos) => apply(entry, &mut changed[i], &delta.messages[pos]),
-                    Err(_) => entry.gone = true,
+            for (i, changed) in changed.iter_mut().enumerate() {
+                let uid = sel.view[i].uid;
+                match delta.messages.binary_search_by_key(&uid, |m| m.uid) {
+                    Ok(pos) => apply(&mut sel.view, i, changed, &delta.messages[pos]),
+                    Err(_) => sel.view.mark_gone(i),
                 }
             }
         }
@@ -1160,25 +1151,23 @@ impl<B: Backend> Session<B> {
         if expunge_ok {
             // RFC 7162 §3.2.10: once QRESYNC is enabled, one VANISHED replaces the EXPUNGEs.
             let mut vanished = Vec::new();
-            for i in (0..sel.view.len()).rev() {
-                if sel.view[i].gone {
-                    if self.enabled.qresync {
-                        vanished.push(sel.view[i].meta.uid);
-                    } else {
-                        out.extend(format!("* {} EXPUNGE\r\n", i + 1).into_bytes());
-                    }
-                    sel.view.remove(i);
-                    changed.remove(i);
+            let qresync = self.enabled.qresync;
+            sel.view.remove_gone(|i, entry| {
+                if qresync {
+                    vanished.push(entry.uid);
+                } else {
+                    out.extend(format!("* {} EXPUNGE\r\n", i + 1).into_bytes());
                 }
-            }
+                changed.remove(i);
+            });
             out.extend(condstore::vanished_line(&vanished, false));
         }
         if report_flags {
             for (i, entry) in sel.view.iter().enumerate() {
-                if changed[i] && !entry.gone {
+                if changed[i] && !entry.gone() {
                     // RFC 7162 §3.1.4.2: with CONDSTORE, MODSEQ goes with every such FETCH.
                     let modseq = if condstore {
-                        format!(" {}", condstore::modseq_item(&entry.meta))
+                        format!(" {}", condstore::modseq_item(entry.modseq))
                     } else {
                         String::new()
                     };
@@ -1186,8 +1175,8 @@ impl<B: Backend> Session<B> {
                         format!(
                             "* {} FETCH (UID {} FLAGS ({}){modseq})\r\n",
                             i + 1,
-                            entry.meta.uid,
-                            entry.meta.flags.join(" ")
+                            entry.uid,
+                            sel.view.flags(entry).join(" ")
                         )
                         .into_bytes(),
                     );
@@ -1196,12 +1185,9 @@ impl<B: Backend> Session<B> {
         }
         let last = sel.largest_uid();
         let before = sel.view.len();
-        sel.view.extend(
-            fresh
-                .into_iter()
-                .filter(|m| m.uid > last)
-                .map(|meta| Entry { meta, gone: false }),
-        );
+        for meta in fresh.into_iter().filter(|m| m.uid > last) {
+            sel.view.push(meta);
+        }
         if sel.view.len() != before {
             out.extend(response::data(Data::Exists(sel.count())));
         }
@@ -1221,8 +1207,8 @@ impl<B: Backend> Session<B> {
             let largest = sel.largest_uid();
             sel.view
                 .iter()
-                .filter(|e| in_set(set, e.meta.uid, largest))
-                .map(|e| e.meta.uid)
+                .filter(|e| in_set(set, e.uid, largest))
+                .map(|e| e.uid)
                 .collect()
         });
         if let Err(err) = self.backend.expunge(&name, chosen.as_deref()).await {
@@ -1322,7 +1308,7 @@ impl<B: Backend> Session<B> {
             }
         };
         if let Some(since) = changed_since {
-            targets.retain(|&i| sel.view[i].meta.modseq > since);
+            targets.retain(|&i| sel.view.meta(i).modseq > since);
         }
 
         // RFC 9051 §6.4.5: BODY[...] without .PEEK sets \Seen, and the changed FLAGS are
@@ -1338,9 +1324,8 @@ impl<B: Backend> Session<B> {
         if sets_seen {
             let unseen: Vec<u32> = targets
                 .iter()
-                .map(|&i| &sel.view[i])
-                .filter(|e| !e.gone && !has_flag(&e.meta, "\\Seen"))
-                .map(|e| e.meta.uid)
+                .filter(|&&i| !sel.view[i].gone() && !sel.view.meta(i).has_flag("\\Seen"))
+                .map(|&i| sel.view[i].uid)
                 .collect();
             if !unseen.is_empty() {
                 let flags = ["\\Seen".to_string()];
@@ -1351,10 +1336,8 @@ impl<B: Backend> Session<B> {
                 {
                     Ok(updated) => {
                         for meta in updated {
-                            if let Some(entry) =
-                                sel.view.iter_mut().find(|e| e.meta.uid == meta.uid)
-                            {
-                                entry.meta = meta;
+                            if let Ok(i) = sel.view.find(meta.uid) {
+                                sel.view.update(i, &meta);
                             }
                         }
                         seen_changed = unseen;
@@ -1374,15 +1357,15 @@ impl<B: Backend> Session<B> {
             .unwrap_or(Needs::Nothing);
         let mut vanished = false;
         for index in targets {
-            let entry = &sel.view[index];
-            if entry.gone {
+            let entry = sel.view[index];
+            if entry.gone() {
                 vanished = true;
                 continue;
             }
             let read = match needs {
                 Needs::Nothing => Ok(None),
-                Needs::Header => self.backend.header(&sel.name, entry.meta.uid).await,
-                Needs::Message => self.backend.body(&sel.name, entry.meta.uid).await,
+                Needs::Header => self.backend.header(&sel.name, entry.uid).await,
+                Needs::Message => self.backend.body(&sel.name, entry.uid).await,
             };
             let body = if needs != Needs::Nothing {
                 match read {
@@ -1415,7 +1398,7 @@ impl<B: Backend> Session<B> {
                 ));
                 return;
             }
-            let add_flags = seen_changed.contains(&entry.meta.uid)
+            let add_flags = seen_changed.contains(&entry.uid)
                 && !items.iter().any(|i| matches!(i, Item::Flags));
             // A \Seen set by this FETCH is a flag change: under CONDSTORE its new MODSEQ
             // goes with it (RFC 7162 §3.1.4.2).
@@ -1426,7 +1409,7 @@ impl<B: Backend> Session<B> {
             render_fetch(
                 out,
                 index + 1,
-                &entry.meta,
+                sel.view.meta_of(&entry),
                 &items,
                 body.as_deref(),
                 (add_flags, add_modseq, add_uid),
@@ -1500,15 +1483,15 @@ impl<B: Backend> Session<B> {
             }
         };
         for meta in updated {
-            if let Some(index) = sel.view.iter().position(|e| e.meta.uid == meta.uid) {
-                let bumped = sel.view[index].meta.modseq != meta.modseq;
-                sel.view[index].meta = meta;
-                let entry = &sel.view[index].meta;
+            if let Ok(index) = sel.view.find(meta.uid) {
+                let bumped = sel.view[index].modseq != meta.modseq;
+                sel.view.update(index, &meta);
+                let entry = sel.view.meta(index);
                 // RFC 7162 §3.1.3: under CONDSTORE the new MODSEQ is sent even for .SILENT.
                 let parts: Vec<String> = [
                     (uid || qresync).then(|| format!("UID {}", entry.uid)),
                     (!silent).then(|| format!("FLAGS ({})", entry.flags.join(" "))),
-                    condstore.then(|| condstore::modseq_item(entry)),
+                    condstore.then(|| condstore::modseq_item(entry.modseq)),
                 ]
                 .into_iter()
                 .flatten()
@@ -1528,7 +1511,7 @@ impl<B: Backend> Session<B> {
                 sel.view
                     .iter()
                     .enumerate()
-                    .filter(|(_, e)| modified.contains(&e.meta.uid))
+                    .filter(|(_, e)| modified.contains(&e.uid))
                     .map(|(i, _)| u32::try_from(i + 1).unwrap_or(u32::MAX))
                     .collect()
             };
@@ -1543,7 +1526,7 @@ impl<B: Backend> Session<B> {
             );
             return;
         }
-        let gone = targets.iter().any(|&i| sel.view[i].gone);
+        let gone = targets.iter().any(|&i| sel.view[i].gone());
         if gone {
             out.extend(ok(
                 tag,
@@ -1794,8 +1777,8 @@ fn live_targets(
     let uids = targets
         .iter()
         .map(|&i| &sel.view[i])
-        .filter(|e| !e.gone)
-        .map(|e| e.meta.uid)
+        .filter(|e| !e.gone())
+        .map(|e| e.uid)
         .collect();
     Some((targets, uids))
 }
@@ -1897,10 +1880,6 @@ fn wildcard_match(pattern: &str, name: &str) -> bool {
     row[name.len()]
 }
 
-fn has_flag(meta: &MessageMeta, flag: &str) -> bool {
-    meta.flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
-}
-
 fn same_flags(a: &[String], b: &[String]) -> bool {
     a.len() == b.len()
         && a.iter()
@@ -1932,7 +1911,7 @@ fn resolve(sel: &Selected, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, (
     if uid {
         let largest = sel.largest_uid();
         return Ok((0..sel.view.len())
-            .filter(|&i| in_set(set, sel.view[i].meta.uid, largest))
+            .filter(|&i| in_set(set, sel.view[i].uid, largest))
             .collect());
     }
     let count = sel.count();
@@ -2157,7 +2136,7 @@ fn field_part(names: &[imap_codec::imap_types::core::AString<'_>], not: bool) ->
 fn render_fetch(
     out: &mut Vec<u8>,
     seq: usize,
-    meta: &MessageMeta,
+    meta: Meta<'_>,
     items: &[Item],
     body: Option<&[u8]>,
     (add_flags, add_modseq, add_uid): (bool, bool, bool),
@@ -2175,7 +2154,7 @@ fn render_fetch(
         match item {
             Item::Uid => out.extend(format!("UID {}", meta.uid).into_bytes()),
             Item::Flags => out.extend(flags()),
-            Item::ModSeq => out.extend(condstore::modseq_item(meta).into_bytes()),
+            Item::ModSeq => out.extend(condstore::modseq_item(meta.modseq).into_bytes()),
             Item::InternalDate => out.extend(
                 format!(
                     "INTERNALDATE {}",
@@ -2280,7 +2259,7 @@ fn render_fetch(
     }
     if add_modseq {
         out.push(b' ');
-        out.extend(condstore::modseq_item(meta).into_bytes());
+        out.extend(condstore::modseq_item(meta.modseq).into_bytes());
     }
     if add_uid {
         out.extend(format!(" UID {}", meta.uid).into_bytes());

@@ -13,7 +13,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::{Session, State, in_set, uid_set};
 use crate::response::ok;
-use crate::{Backend, BackendError, MessageMeta};
+use crate::{Backend, BackendError};
 
 /// What the client has turned on, with ENABLE or (CONDSTORE) implicitly by a CONDSTORE-enabling
 /// command (RFC 7162 §3.1: SELECT/EXAMINE (CONDSTORE), FETCH MODSEQ or CHANGEDSINCE, SEARCH
@@ -42,8 +42,8 @@ pub(super) fn vanished_line(uids: &[u32], earlier: bool) -> Vec<u8> {
 }
 
 /// `MODSEQ (n)`, the FETCH data item (RFC 7162 §3.1.4.1).
-pub(super) fn modseq_item(meta: &MessageMeta) -> String {
-    format!("MODSEQ ({})", meta.modseq)
+pub(super) fn modseq_item(modseq: u64) -> String {
+    format!("MODSEQ ({modseq})")
 }
 
 impl<B: Backend> Session<B> {
@@ -130,14 +130,14 @@ impl<B: Backend> Session<B> {
             return Ok(());
         };
         for (i, entry) in sel.view.iter().enumerate() {
-            if entry.meta.modseq > modseq {
+            if entry.modseq > modseq {
                 out.extend(
                     format!(
                         "* {} FETCH (UID {} FLAGS ({}) {})\r\n",
                         i + 1,
-                        entry.meta.uid,
-                        entry.meta.flags.join(" "),
-                        modseq_item(&entry.meta)
+                        entry.uid,
+                        sel.view.flags(entry).join(" "),
+                        modseq_item(entry.modseq)
                     )
                     .into_bytes(),
                 );

@@ -20,7 +20,8 @@ use imap_codec::imap_types::response::Code;
 use imap_codec::imap_types::search::SearchKey;
 use mail_parser::{HeaderValue, MessageParser, PartType};
 
-use super::{Session, State, backend_error, has_flag, in_set, uid_set};
+use super::view::{Meta, View};
+use super::{Session, State, backend_error, in_set, uid_set};
 use crate::response::{no, ok};
 use crate::{Backend, MessageMeta, message};
 
@@ -149,7 +150,7 @@ fn ymd(date: &NaiveDate) -> Ymd {
 /// One message as the search keys see it.
 struct Candidate<'a> {
     seq: u32,
-    meta: &'a MessageMeta,
+    meta: Meta<'a>,
     parsed: Option<mail_parser::Message<'a>>,
 }
 
@@ -186,22 +187,22 @@ impl Context {
             SearchKey::All => true,
             SearchKey::SequenceSet(set) => in_set(set, msg.seq, self.largest_seq),
             SearchKey::Uid(set) => in_set(set, msg.meta.uid, self.largest_uid),
-            SearchKey::Answered => has_flag(msg.meta, "\\Answered"),
-            SearchKey::Unanswered => !has_flag(msg.meta, "\\Answered"),
-            SearchKey::Deleted => has_flag(msg.meta, "\\Deleted"),
-            SearchKey::Undeleted => !has_flag(msg.meta, "\\Deleted"),
-            SearchKey::Draft => has_flag(msg.meta, "\\Draft"),
-            SearchKey::Undraft => !has_flag(msg.meta, "\\Draft"),
-            SearchKey::Flagged => has_flag(msg.meta, "\\Flagged"),
-            SearchKey::Unflagged => !has_flag(msg.meta, "\\Flagged"),
-            SearchKey::Seen => has_flag(msg.meta, "\\Seen"),
-            SearchKey::Unseen => !has_flag(msg.meta, "\\Seen"),
+            SearchKey::Answered => msg.meta.has_flag("\\Answered"),
+            SearchKey::Unanswered => !msg.meta.has_flag("\\Answered"),
+            SearchKey::Deleted => msg.meta.has_flag("\\Deleted"),
+            SearchKey::Undeleted => !msg.meta.has_flag("\\Deleted"),
+            SearchKey::Draft => msg.meta.has_flag("\\Draft"),
+            SearchKey::Undraft => !msg.meta.has_flag("\\Draft"),
+            SearchKey::Flagged => msg.meta.has_flag("\\Flagged"),
+            SearchKey::Unflagged => !msg.meta.has_flag("\\Flagged"),
+            SearchKey::Seen => msg.meta.has_flag("\\Seen"),
+            SearchKey::Unseen => !msg.meta.has_flag("\\Seen"),
             // No message is ever \Recent here (IMAP4rev2 dropped it; RFC 9051 §2.3.2), so NEW
             // (RECENT UNSEEN) and RECENT match nothing and OLD (NOT RECENT) everything.
             SearchKey::New | SearchKey::Recent => false,
             SearchKey::Old => true,
-            SearchKey::Keyword(atom) => has_flag(msg.meta, atom.as_ref()),
-            SearchKey::Unkeyword(atom) => !has_flag(msg.meta, atom.as_ref()),
+            SearchKey::Keyword(atom) => msg.meta.has_flag(atom.as_ref()),
+            SearchKey::Unkeyword(atom) => !msg.meta.has_flag(atom.as_ref()),
             SearchKey::Larger(n) => msg.meta.size > u64::from(*n),
             SearchKey::Smaller(n) => msg.meta.size < u64::from(*n),
             SearchKey::Before(date) => internal() < ymd(date),
@@ -450,18 +451,18 @@ impl<B: Backend> Session<B> {
         tag: &Tag<'_>,
         criteria: &[SearchKey<'_>],
         ctx: &Context,
-        view: &[super::Entry],
+        view: &View,
         name: &str,
         out: &mut Vec<u8>,
     ) -> Option<Vec<(u32, MessageMeta)>> {
         let read = criteria.iter().map(reads).max().unwrap_or(Read::Nothing);
         let mut found = Vec::new();
         for (i, entry) in view.iter().enumerate() {
-            if entry.gone {
+            if entry.gone() {
                 continue;
             }
             let seq = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let meta = &entry.meta;
+            let meta = view.meta_of(entry);
             let content = if read != Read::Nothing {
                 let content = if read == Read::Header {
                     self.backend.header(name, meta.uid).await
@@ -499,7 +500,7 @@ impl<B: Backend> Session<B> {
                 Err(()) => continue,
                 // Every key is true.
                 Ok(true) => {
-                    found.push((seq, meta.clone()));
+                    found.push((seq, meta.owned()));
                     continue;
                 }
                 Ok(false) => {}
@@ -508,7 +509,7 @@ impl<B: Backend> Session<B> {
                 .as_deref()
                 .and_then(|c| MessageParser::default().parse(c));
             if criteria.iter().all(|key| ctx.matches(key, &candidate)) {
-                found.push((seq, meta.clone()));
+                found.push((seq, meta.owned()));
             }
         }
         Some(found)
@@ -719,13 +720,13 @@ mod tests {
                 for key in keys {
                     let bare = Candidate {
                         seq: 1,
-                        meta: &meta,
+                        meta: meta.borrowed(),
                         parsed: None,
                     };
                     let quick = ctx.quick(&key, &bare, Some(header));
                     let full = Candidate {
                         seq: 1,
-                        meta: &meta,
+                        meta: meta.borrowed(),
                         parsed: MessageParser::default().parse(*header),
                     };
                     let want = ctx.matches(&key, &full);
@@ -741,7 +742,7 @@ mod tests {
         let header = headers[0];
         let bare = Candidate {
             seq: 1,
-            meta: &meta,
+            meta: meta.borrowed(),
             parsed: None,
         };
         let from = |s: &'static str| {
