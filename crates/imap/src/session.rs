@@ -111,6 +111,36 @@ pub struct Session<B: Backend> {
     verbs: Vec<&'static str>,
     /// Extensions the client turned on (ENABLE, or implicitly for CONDSTORE).
     enabled: Enabled,
+    /// Where a long response's finished part goes while the rest is produced (see
+    /// [`Session::stream_output`]); without it everything comes back from `feed`.
+    early: Option<futures::channel::mpsc::Sender<Vec<u8>>>,
+}
+
+/// How much finished output a long FETCH holds before handing it to the agent (when it takes
+/// output early, [`Session::stream_output`]).
+const STREAM_AT: usize = 256 * 1024;
+
+/// Hands `out` to the agent when it has grown past [`STREAM_AT`], waiting while the agent is
+/// still writing what it was given before (so a slow client holds the session back, not its
+/// memory). Without a taker, or once the agent stopped taking, `out` just keeps growing.
+async fn stream_early(
+    early: &mut Option<futures::channel::mpsc::Sender<Vec<u8>>>,
+    out: &mut Vec<u8>,
+) {
+    if out.len() < STREAM_AT {
+        return;
+    }
+    let Some(tx) = early else {
+        return;
+    };
+    if futures::future::poll_fn(|cx| tx.poll_ready(cx))
+        .await
+        .is_ok()
+        && let Err(e) = tx.try_send(std::mem::take(out))
+    {
+        // The receiver went away meanwhile: the bytes come back inside the error.
+        *out = e.into_inner();
+    }
 }
 
 impl<B: Backend> Session<B> {
@@ -130,7 +160,20 @@ impl<B: Backend> Session<B> {
             compressed: false,
             verbs: Vec::new(),
             enabled: Enabled::default(),
+            early: None,
         }
+    }
+
+    /// From now on a long response (FETCH of many messages) is handed over in pieces of about
+    /// 256 KiB on the returned channel while [`Session::feed`] is still producing the rest;
+    /// `feed` then returns only what follows the last piece. The agent writes each piece as
+    /// it comes, before `feed`'s own output, so the client receives the first messages while
+    /// the last are read from the store, and a session never holds a whole mailbox's worth
+    /// of output. The channel holds one piece: a client that reads slowly makes `feed` wait.
+    pub fn stream_output(&mut self) -> futures::channel::mpsc::Receiver<Vec<u8>> {
+        let (tx, rx) = futures::channel::mpsc::channel(1);
+        self.early = Some(tx);
+        rx
     }
 
     /// The verbs of the commands handled since the last call, oldest first (SELECT, FETCH, …;
@@ -1414,6 +1457,7 @@ impl<B: Backend> Session<B> {
                 body.as_deref(),
                 (add_flags, add_modseq, add_uid),
             );
+            stream_early(&mut self.early, out).await;
         }
         if vanished {
             // RFC 9051 §7.1: tell the client why some messages were left out.

@@ -1347,6 +1347,60 @@ fn random_input_never_panics() {
     }
 }
 
+/// A FETCH over many large messages hands its output over in pieces while it runs (the
+/// agent writes them at once); the pieces and `feed`'s own output are, in order, exactly
+/// what the same FETCH returns without streaming.
+#[test]
+fn long_fetch_streams_its_output_in_pieces() {
+    use futures::StreamExt;
+    let body = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(60_000));
+    let fill = |b: &MemBackend| {
+        for uid in 101..=120 {
+            b.add("INBOX", uid, body.as_bytes());
+        }
+    };
+    let (mut plain, b) = selected();
+    fill(&b);
+    let expected = feed(&mut plain, "f FETCH 1:* (UID BODY.PEEK[])\r\n").bytes;
+    assert!(
+        expected.len() > 1_200_000,
+        "{}",
+        String::from_utf8_lossy(&expected[..expected.len().min(600)])
+    );
+
+    let (mut s, b) = selected();
+    fill(&b);
+    let mut early = s.stream_output();
+    let collected = std::cell::RefCell::new(Vec::new());
+    let output = block_on(async {
+        let feeding = std::pin::pin!(s.feed(b"f FETCH 1:* (UID BODY.PEEK[])\r\n"));
+        let draining = std::pin::pin!(async {
+            while let Some(piece) = early.next().await {
+                collected.borrow_mut().push(piece);
+            }
+        });
+        // The channel holds one piece: feed finishes only because it is drained meanwhile.
+        match futures::future::select(feeding, draining).await {
+            futures::future::Either::Left((output, _)) => output,
+            futures::future::Either::Right(_) => unreachable!("the session keeps the sender"),
+        }
+    });
+    while let Ok(piece) = early.try_recv() {
+        collected.borrow_mut().push(piece);
+    }
+    let pieces = collected.into_inner();
+    assert!(pieces.len() >= 4, "{} pieces", pieces.len());
+    assert!(pieces.iter().all(|p| p.len() >= 256 * 1024));
+    assert!(
+        output.bytes.len() < 256 * 1024,
+        "feed kept {} bytes",
+        output.bytes.len()
+    );
+    let mut all = pieces.concat();
+    all.extend(output.bytes);
+    assert!(all == expected, "streamed output differs");
+}
+
 #[test]
 fn session_futures_are_send() {
     fn assert_send<T: Send>(_: &T) {}

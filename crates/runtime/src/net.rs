@@ -136,6 +136,12 @@ pub trait LineProtocol: Send {
     fn poll(&mut self) -> impl Future<Output = Vec<u8>> + Send {
         std::future::ready(Vec::new())
     }
+    /// Where the session hands the finished part of a long reply while `feed` still produces
+    /// the rest (IMAP FETCH of many messages); `drive` writes each piece as it comes, before
+    /// `feed`'s own reply. Asked once, when the connection starts; none by default.
+    fn early_output(&mut self) -> Option<futures::channel::mpsc::Receiver<Vec<u8>>> {
+        None
+    }
     /// After [`Action::Compress`]: the input the session holds that arrived after the command
     /// (already compressed), for `drive` to inflate and feed back.
     fn compress_started(&mut self) -> Vec<u8> {
@@ -206,6 +212,7 @@ pub async fn drive<P: LineProtocol>(
 ) -> io::Result<Ended> {
     stream.write_all(&session.greeting()).await?;
     stream.flush().await?;
+    let mut early = session.early_output();
     // Small while the client is quiet (an IDLE session may wait for hours, and thousands of
     // them each holding a large buffer add up), doubled while reads fill it (a message body,
     // a literal), back to small after a short read.
@@ -269,7 +276,18 @@ pub async fn drive<P: LineProtocol>(
             // Boxed: a command's future (a whole IMAP FETCH, an SMTP DATA commit) is large, and
             // held inline it would size this connection's task for as long as it lives, even
             // while the client is quiet. On the heap it exists only while a command runs.
-            let (reply, action) = Box::pin(session.feed(&chunk)).await;
+            let (reply, action) = match early.as_mut() {
+                None => Box::pin(session.feed(&chunk)).await,
+                Some(early) => {
+                    match feed_streaming(&mut session, &chunk, early, &mut stream, &mut deflate)
+                        .await
+                    {
+                        Ok(done) => done,
+                        Err(e) if is_disconnect(&e) => return Ok(Ended::ClientGone),
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
             if !reply.is_empty()
                 && let Err(e) = send(&mut stream, &mut deflate, &reply).await
             {
@@ -325,6 +343,33 @@ pub async fn drive<P: LineProtocol>(
             }
         }
     }
+}
+
+/// Runs `session.feed(input)` while writing what it hands over early, in order. A write that
+/// fails ends the command where it stands (the client is gone or broken): only reads are
+/// under way when a session streams (see [`LineProtocol::early_output`]).
+async fn feed_streaming<P: LineProtocol>(
+    session: &mut P,
+    input: &[u8],
+    early: &mut futures::channel::mpsc::Receiver<Vec<u8>>,
+    stream: &mut Stream,
+    deflate: &mut Option<Deflate>,
+) -> io::Result<(Vec<u8>, Action)> {
+    use futures::StreamExt;
+    let mut feed = Box::pin(session.feed(input));
+    let done = loop {
+        tokio::select! {
+            biased;
+            Some(piece) = early.next() => send(stream, deflate, &piece).await?,
+            done = &mut feed => break done,
+        }
+    };
+    drop(feed);
+    // Pieces handed over just before `feed` returned precede its reply.
+    while let Ok(piece) = early.try_recv() {
+        send(stream, deflate, &piece).await?;
+    }
+    Ok(done)
 }
 
 fn is_disconnect(e: &io::Error) -> bool {
@@ -614,6 +659,52 @@ mod tests {
         fn shutdown_reply(&self) -> Vec<u8> {
             b"SHUTDOWN\r\n".to_vec()
         }
+    }
+
+    /// Hands three pieces over early, then replies; the channel holds one piece, so this
+    /// completes only if the driver writes while `feed` runs.
+    struct Chatty(Option<futures::channel::mpsc::Sender<Vec<u8>>>);
+    impl LineProtocol for Chatty {
+        fn greeting(&self) -> Vec<u8> {
+            b"HI\r\n".to_vec()
+        }
+        async fn feed(&mut self, _input: &[u8]) -> (Vec<u8>, Action) {
+            use futures::SinkExt;
+            let tx = self.0.as_mut().unwrap();
+            for piece in ["one\r\n", "two\r\n", "three\r\n"] {
+                tx.send(piece.as_bytes().to_vec()).await.unwrap();
+            }
+            (b"END\r\n".to_vec(), Action::Close)
+        }
+        fn early_output(&mut self) -> Option<futures::channel::mpsc::Receiver<Vec<u8>>> {
+            let (tx, rx) = futures::channel::mpsc::channel(0);
+            self.0 = Some(tx);
+            Some(rx)
+        }
+        fn tls_started(&mut self) {}
+        fn timeout_reply(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn shutdown_reply(&self) -> Vec<u8> {
+            Vec::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn drive_writes_early_output_in_order_while_feed_runs() {
+        let (mut client, server) = pair().await;
+        let token = CancellationToken::new();
+        let task = tokio::spawn(async move {
+            drive(Stream::Plain(server), Chatty(None), None, T, &token).await
+        });
+        client.write_all(b"go\r\n").await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut got))
+            .await
+            .expect("the driver drains early output while feed runs")
+            .unwrap();
+        assert_eq!(got, b"HI\r\none\r\ntwo\r\nthree\r\nEND\r\n");
+        assert_eq!(task.await.unwrap().unwrap(), Ended::Closed);
     }
 
     async fn pair() -> (TcpStream, TcpStream) {

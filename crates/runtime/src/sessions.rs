@@ -164,6 +164,9 @@ impl<B: tern_imap::Backend + IdleWatch> LineProtocol for ImapConnection<B> {
     async fn poll(&mut self) -> Vec<u8> {
         self.0.poll_changes().await
     }
+    fn early_output(&mut self) -> Option<futures::channel::mpsc::Receiver<Vec<u8>>> {
+        Some(self.0.stream_output())
+    }
 }
 
 /// A POP3 session over the agent's maildrop backend.
