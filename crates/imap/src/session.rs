@@ -38,6 +38,7 @@ mod condstore;
 mod ext;
 mod list;
 mod search;
+mod searchres;
 mod sort;
 mod thread;
 mod view;
@@ -66,6 +67,9 @@ struct Selected {
     view: View,
     /// The mailbox's highest mod-sequence as of the view: changes above it are news.
     modseq: u64,
+    /// The messages a `SEARCH RETURN (SAVE)` kept for `$` (RFC 5182), as UIDs: an expunged
+    /// one drops out by itself. Empty from SELECT on.
+    saved: Vec<u32>,
 }
 
 /// Whether `delta`, the changes since `sel.modseq`, fits the view: every changed message it
@@ -392,6 +396,7 @@ impl<B: Backend> Session<B> {
                 "CONDSTORE",
                 "QRESYNC",
                 "ESEARCH",
+                "SEARCHRES",
             ]
             .map(Cow::Borrowed),
         );
@@ -400,10 +405,31 @@ impl<B: Backend> Session<B> {
     }
 
     async fn command(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Action {
+        // RFC 5182: imap-codec does not know `$`; spell out the saved messages first.
+        let expanded;
+        let bytes = match &self.state {
+            State::Selected(sel) => match searchres::expand(bytes, &sel.saved, &sel.view) {
+                Some(command) => {
+                    expanded = command;
+                    &expanded[..]
+                }
+                None => bytes,
+            },
+            _ => bytes,
+        };
         // RFC 4731: imap-codec does not know SEARCH RETURN (...); take it off first.
         let (bytes, search_return): (Cow<'_, [u8]>, _) = match search::split_return(bytes) {
             Ok(None) => (Cow::Borrowed(bytes), None),
-            Ok(Some((command, options))) => (Cow::Owned(command), Some(options)),
+            Ok(Some((command, options))) => {
+                // RFC 5182 §2.1: a SEARCH ... SAVE that fails in any way (BAD, NO
+                // [BADCHARSET], the store) leaves `$` empty; success sets it again.
+                if options.save
+                    && let State::Selected(sel) = &mut self.state
+                {
+                    sel.saved = Vec::new();
+                }
+                (Cow::Owned(command), Some(options))
+            }
             Err(text) => {
                 self.verbs.push("SEARCH");
                 out.extend(bad(leading_tag(bytes).as_ref(), text));
@@ -984,6 +1010,7 @@ impl<B: Backend> Session<B> {
             read_only,
             modseq: highest_modseq,
             view: View::new(messages),
+            saved: Vec::new(),
         });
         if let Some((uid_validity, modseq, known_uids)) = qresync
             && let Err(err) = self

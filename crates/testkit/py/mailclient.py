@@ -477,6 +477,9 @@ def cmd_resync(a):
     plain.select("INBOX")
     out["changedsince_fetch"] = raw(plain, "f3", f"FETCH 1:* (UID FLAGS) (CHANGEDSINCE {modseq})")
     out["esearch"] = raw(plain, "s3", f"UID SEARCH RETURN (ALL COUNT) MODSEQ {modseq + 1}")
+    # SEARCHRES: the same messages saved, then named by `$`.
+    out["save"] = raw(plain, "s4", f"UID SEARCH RETURN (SAVE) MODSEQ {modseq + 1}")
+    out["fetch_saved"] = raw(plain, "f4", "UID FETCH $ (FLAGS)")
     plain.logout()
     return out
 

@@ -56,7 +56,7 @@ async fn resync(backend: &str) {
         .run()
         .await;
     let caps = out["capabilities"].to_string();
-    for cap in ["CONDSTORE", "QRESYNC", "ESEARCH"] {
+    for cap in ["CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES"] {
         assert!(caps.contains(&format!("\"{cap}\"")), "{cap}: {out}");
     }
     assert_eq!(out["enable"][0], "* ENABLED QRESYNC", "{out}");
@@ -124,6 +124,18 @@ async fn resync(backend: &str) {
         )),
         "{out}"
     );
+    // SEARCHRES: SAVE answers with the tagged OK alone; `$` then names those two messages.
+    let save = &out["save"];
+    assert_eq!(save.as_array().map(Vec::len), Some(1), "{out}");
+    assert!(save[0].as_str().unwrap().starts_with("s4 OK"), "{out}");
+    let saved = fetches(&out["fetch_saved"]);
+    assert_eq!(saved.len(), 2, "{out}");
+    for uid in [uids[0], uids[2]] {
+        assert!(
+            saved.iter().any(|l| l.contains(&format!("UID {uid}"))),
+            "{out}"
+        );
+    }
     c.stop().await;
 }
 

@@ -11,8 +11,8 @@
 //! SORT does (RFC 5256 §2.2).
 //!
 //! imap-codec does not parse `RETURN (...)`, so [`split_return`] takes it off the command
-//! before parsing. Deliberately absent: `RETURN (SAVE)` and `$` (RFC 5182, SEARCHRES), which
-//! is not advertised, and charsets other than UTF-8 and US-ASCII (`NO [BADCHARSET]`).
+//! before parsing. `RETURN (SAVE)` keeps what was found for `$` (SEARCHRES, `searchres.rs`).
+//! Charsets other than UTF-8 and US-ASCII are refused (`NO [BADCHARSET]`).
 
 use imap_codec::imap_types::core::{Charset, Tag};
 use imap_codec::imap_types::datetime::NaiveDate;
@@ -32,6 +32,8 @@ pub(super) struct ReturnOptions {
     pub max: bool,
     pub all: bool,
     pub count: bool,
+    /// SEARCHRES (RFC 5182): keep the result for `$`.
+    pub save: bool,
 }
 
 /// Takes `RETURN (...)` out of a `[UID] SEARCH` command. `Ok(None)`: not such a command, parse
@@ -64,7 +66,7 @@ pub(super) fn split_return(bytes: &[u8]) -> Result<Option<(Vec<u8>, ReturnOption
             b"MAX" => options.max = true,
             b"ALL" => options.all = true,
             b"COUNT" => options.count = true,
-            b"SAVE" => return Err("RETURN (SAVE) is not supported"),
+            b"SAVE" => options.save = true,
             _ => return Err("Unknown RETURN option"),
         }
     }
@@ -526,9 +528,17 @@ impl<B: Backend> Session<B> {
         out: &mut Vec<u8>,
     ) {
         let with_modseq = criteria.iter().any(uses_modseq);
+        // `$` was emptied before parsing (`Session::command`); set only once this succeeds.
+        let save = options.filter(|o| o.save);
         let Some(found) = self.matching(tag, criteria, out).await else {
             return;
         };
+        if let Some(o) = save
+            && let State::Selected(sel) = &mut self.state
+        {
+            let uids = found.iter().map(|(_, meta)| meta.uid).collect();
+            sel.saved = super::searchres::to_save(uids, o.min, o.max, o.all || o.count);
+        }
         // (the number reported, the message's mod-sequence)
         let hits: Vec<(u32, u64)> = found
             .iter()
@@ -543,6 +553,14 @@ impl<B: Backend> Session<B> {
             None => None,
         };
         match options {
+            // RFC 5182 §2.1: SAVE alone asks for no ESEARCH response.
+            Some(ReturnOptions {
+                save: true,
+                min: false,
+                max: false,
+                all: false,
+                count: false,
+            }) => {}
             Some(options) => out.extend(esearch(tag, uid, &options, &hits, with_modseq)),
             None => {
                 let mut line = b"* SEARCH".to_vec();
@@ -629,7 +647,11 @@ mod tests {
         assert!(options.all);
         assert_eq!(split_return(b"c SEARCH ALL").unwrap(), None);
         assert_eq!(split_return(b"d FETCH 1 RETURN").unwrap(), None);
-        assert!(split_return(b"e SEARCH RETURN (SAVE) ALL").is_err());
+        let (command, options) = split_return(b"e SEARCH RETURN (SAVE) ALL")
+            .unwrap()
+            .unwrap();
+        assert_eq!(command, b"e SEARCH ALL");
+        assert!(options.save && !options.all);
         assert!(split_return(b"e SEARCH RETURN (BOGUS) ALL").is_err());
         assert!(split_return(b"e SEARCH RETURN (MIN").is_err());
         assert!(split_return(b"e SEARCH RETURN (MIN)").is_err());

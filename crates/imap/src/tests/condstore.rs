@@ -293,8 +293,9 @@ fn esearch_result_options_and_imap4rev2() {
                 "* ESEARCH (TAG \"d\") COUNT 0\r\nd OK SEARCH completed\r\n",
             ),
             (
+                // SEARCHRES (RFC 5182 §2.1): SAVE alone asks for no ESEARCH response.
                 "e SEARCH RETURN (SAVE) ALL\r\n",
-                "e BAD RETURN (SAVE) is not supported\r\n",
+                "e OK SEARCH completed\r\n",
             ),
             (
                 "f UID SEARCH RETURN (COUNT) MODSEQ 1\r\n",
