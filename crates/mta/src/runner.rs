@@ -270,8 +270,9 @@ impl Runner {
         &self.owner
     }
 
-    /// Deletes finished messages older than `keep_finished_secs`, a bounded amount per call
-    /// so one sweep never holds the runner up for long.
+    /// Deletes finished messages older than `keep_finished_secs`, and the mailboxes' delivery
+    /// keys older than `max_age_secs + keep_finished_secs`, a bounded amount per call so one
+    /// sweep never holds the runner up for long.
     async fn purge_finished(&self) {
         let keep_ms =
             i64::try_from(self.cfg.keep_finished_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -293,6 +294,35 @@ impl Runner {
         }
         if total > 0 {
             tracing::info!(messages = total, "finished queue messages purged");
+        }
+        // The mailboxes' delivery keys: nothing is retried after `max_age_secs`, and the
+        // finished messages are kept `keep_finished_secs` more, so a key older than both can
+        // never be asked about again.
+        let keep_keys_ms = i64::try_from(
+            self.cfg
+                .max_age_secs
+                .saturating_add(self.cfg.keep_finished_secs)
+                .saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX);
+        let before = tern_store::now_ms().saturating_sub(keep_keys_ms);
+        let mut keys = 0;
+        for _ in 0..PURGE_ROUNDS {
+            match self.store.purge_delivery_keys(before, PURGE_BATCH).await {
+                Ok(n) => {
+                    keys += n;
+                    if n < u64::from(PURGE_BATCH) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging old delivery keys failed");
+                    break;
+                }
+            }
+        }
+        if keys > 0 {
+            tracing::info!(keys, "old delivery keys purged");
         }
     }
 

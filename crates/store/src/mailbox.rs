@@ -638,6 +638,29 @@ impl Store {
             .collect()
     }
 
+    /// Forgets up to `limit` delivery keys recorded before `before_ms`, oldest first; returns
+    /// how many went. A key only has to outlive every retry of its delivery: the MTA's queue
+    /// runner calls this with its give-up age (`max_age_secs`) and a margin, after which a
+    /// delivery under the same key would store the message again.
+    pub async fn purge_delivery_keys(&self, before_ms: i64, limit: u32) -> Result<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let purged = write_tx!(self, |tx, _backend| {
+            sqlx::query(
+                "DELETE FROM deliveries WHERE (account_id, delivery_key) IN ( \
+                   SELECT account_id, delivery_key FROM deliveries WHERE created_at < $1 \
+                   ORDER BY created_at LIMIT $2)",
+            )
+            .bind(before_ms)
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        });
+        Ok(purged)
+    }
+
     /// IMAP APPEND (RFC 9051 §6.3.12): stores a message with the given flags and internal date
     /// (now when absent). `NotFound` when the mailbox does not exist (the caller answers
     /// `[TRYCREATE]`), `OverQuota` when it does not fit (RFC 9208 `[OVERQUOTA]`).

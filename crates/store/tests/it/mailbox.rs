@@ -13,6 +13,39 @@ async fn alice(store: &Store) -> Account {
     store.add_account("alice@example.org", "pw").await.unwrap()
 }
 
+both!(old_delivery_keys_are_purged, |store| async move {
+    let a = alice(&store).await;
+    let first = store.deliver(a.id, "INBOX", "q/1", b"one").await.unwrap();
+    store.deliver(a.id, "INBOX", "q/2", b"two").await.unwrap();
+    // Nothing is old enough yet: a retry is still recognised.
+    assert_eq!(
+        store
+            .purge_delivery_keys(tern_store::now_ms() - 60_000, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        store
+            .deliver(a.id, "INBOX", "q/1", b"one")
+            .await
+            .unwrap()
+            .duplicate
+    );
+    // Later, in bounded batches, oldest first; the messages themselves stay.
+    let later = tern_store::now_ms() + 1;
+    assert_eq!(store.purge_delivery_keys(later, 1).await.unwrap(), 1);
+    assert_eq!(store.purge_delivery_keys(later, 10).await.unwrap(), 1);
+    assert_eq!(store.purge_delivery_keys(later, 10).await.unwrap(), 0);
+    assert_eq!(store.purge_delivery_keys(later, 0).await.unwrap(), 0);
+    let inbox = store.mailbox(a.id, "INBOX").await.unwrap().unwrap();
+    assert_eq!(store.messages(inbox.id).await.unwrap().len(), 2);
+    // Past the retention a key is new again.
+    let again = store.deliver(a.id, "INBOX", "q/1", b"one").await.unwrap();
+    assert!(!again.duplicate);
+    assert_ne!(again.uid, first.uid);
+});
+
 both!(deliver_is_idempotent_per_key, |store| async move {
     let a = alice(&store).await;
     let first = store
