@@ -57,6 +57,31 @@ fn by_message(claims: Vec<Claim>) -> BTreeMap<String, Vec<Claim>> {
 const PURGE_BATCH: u32 = 1000;
 const PURGE_ROUNDS: usize = 10;
 
+/// Runs `purge(PURGE_BATCH)` until a batch comes back short, at most [`PURGE_ROUNDS`] times;
+/// returns how many rows went. A failure is logged (naming `what`) and ends the sweep.
+async fn sweep<F, Fut>(what: &str, purge: F) -> u64
+where
+    F: Fn(u32) -> Fut,
+    Fut: std::future::Future<Output = tern_store::Result<u64>>,
+{
+    let mut total = 0;
+    for _ in 0..PURGE_ROUNDS {
+        match purge(PURGE_BATCH).await {
+            Ok(n) => {
+                total += n;
+                if n < u64::from(PURGE_BATCH) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "purging {what} failed");
+                break;
+            }
+        }
+    }
+    total
+}
+
 /// Queue runner settings; defaults close to Postfix's.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -274,53 +299,28 @@ impl Runner {
     /// keys older than `max_age_secs + keep_finished_secs`, a bounded amount per call so one
     /// sweep never holds the runner up for long.
     async fn purge_finished(&self) {
-        let keep_ms =
-            i64::try_from(self.cfg.keep_finished_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let before = tern_store::now_ms().saturating_sub(keep_ms);
-        let mut total = 0;
-        for _ in 0..PURGE_ROUNDS {
-            match self.store.purge_finished(before, PURGE_BATCH).await {
-                Ok(n) => {
-                    total += n;
-                    if n < u64::from(PURGE_BATCH) {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "purging finished queue messages failed");
-                    break;
-                }
-            }
-        }
-        if total > 0 {
-            tracing::info!(messages = total, "finished queue messages purged");
+        let ago = |secs: u64| {
+            now_ms().saturating_sub(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+        };
+        let before = ago(self.cfg.keep_finished_secs);
+        let messages = sweep("finished queue messages", |limit| {
+            self.store.purge_finished(before, limit)
+        })
+        .await;
+        if messages > 0 {
+            tracing::info!(messages, "finished queue messages purged");
         }
         // The mailboxes' delivery keys: nothing is retried after `max_age_secs`, and the
         // finished messages are kept `keep_finished_secs` more, so a key older than both can
         // never be asked about again.
-        let keep_keys_ms = i64::try_from(
-            self.cfg
-                .max_age_secs
-                .saturating_add(self.cfg.keep_finished_secs)
-                .saturating_mul(1000),
-        )
-        .unwrap_or(i64::MAX);
-        let before = tern_store::now_ms().saturating_sub(keep_keys_ms);
-        let mut keys = 0;
-        for _ in 0..PURGE_ROUNDS {
-            match self.store.purge_delivery_keys(before, PURGE_BATCH).await {
-                Ok(n) => {
-                    keys += n;
-                    if n < u64::from(PURGE_BATCH) {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "purging old delivery keys failed");
-                    break;
-                }
-            }
-        }
+        let before = ago(self
+            .cfg
+            .max_age_secs
+            .saturating_add(self.cfg.keep_finished_secs));
+        let keys = sweep("old delivery keys", |limit| {
+            self.store.purge_delivery_keys(before, limit)
+        })
+        .await;
         if keys > 0 {
             tracing::info!(keys, "old delivery keys purged");
         }
